@@ -1,0 +1,26 @@
+//! facegate: face detection (SCRFD), face recognition (MobileFaceNet) and face unlock for
+//! small Linux boards, on the candle crates with our own kernels.
+//!
+//! The data flows one way: camera → RGB frame → detector input → SCRFD → boxes and five
+//! keypoints → alignment → MobileFaceNet → L2-normalised embedding → templates → policy →
+//! actuator.
+
+pub mod align;
+pub mod board;
+pub mod camera;
+pub mod detect;
+pub mod error;
+pub mod eval;
+pub mod format;
+pub mod graph;
+pub mod image_io;
+pub mod models;
+pub mod nn;
+pub mod onnx;
+pub mod pipeline;
+pub mod preprocess;
+pub mod unlock;
+
+pub use detect::Face;
+pub use error::{Error, Result};
+pub use pipeline::{Detector, Embedder, Pipeline};

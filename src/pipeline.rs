@@ -1,0 +1,173 @@
+//! Frame → faces → embeddings: the detector at a chosen input size with InsightFace's
+//! letterbox and decoding, and the recogniser on ArcFace-aligned crops. Data flows one way;
+//! nothing here reaches back into the camera or the unlock policy.
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use crate::align::norm_crop;
+use crate::detect::{decode, nms, Face, DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD};
+use crate::error::{Error, Result};
+use crate::models::mobilefacenet::{l2_normalise, MobileFaceNet};
+use crate::models::scrfd::Scrfd;
+use crate::preprocess::{letterbox, to_tensor};
+
+/// SCRFD with its input size and thresholds.
+pub struct Detector {
+    model: Scrfd,
+    width: u32,
+    height: u32,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+}
+
+/// Parses `WxH` (e.g. `640x640`), both multiples of 32.
+pub fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let bad = || {
+        Error::Msg(format!(
+            "size `{s}`: expected WxH with multiples of 32, e.g. 640x640"
+        ))
+    };
+    let (w, h) = s
+        .to_ascii_lowercase()
+        .split_once('x')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if w == 0 || h == 0 || w % 32 != 0 || h % 32 != 0 || w > 8192 || h > 8192 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+impl Detector {
+    /// Loads a detector model; `size` is the network input (`None`: the export size, or
+    /// 640×640 for dynamic exports).
+    pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Self> {
+        Ok(Self::new(Scrfd::load(path)?, size))
+    }
+
+    pub fn new(model: Scrfd, size: Option<(u32, u32)>) -> Self {
+        let (width, height) = size
+            .or_else(|| {
+                model
+                    .config()
+                    .export_size
+                    .map(|[w, h]| (w as u32, h as u32))
+            })
+            .unwrap_or((640, 640));
+        Detector {
+            model,
+            width,
+            height,
+            score_threshold: DEFAULT_SCORE_THRESHOLD,
+            nms_iou: DEFAULT_NMS_IOU,
+        }
+    }
+
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    pub fn model(&self) -> &Scrfd {
+        &self.model
+    }
+
+    /// Faces in `img`, best first, in image coordinates.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        let (canvas, lb) = letterbox(img, self.width, self.height);
+        let input = to_tensor(&canvas, self.model.norm())?;
+        let levels = self.model.forward(&input)?;
+        let faces = decode(&levels, self.score_threshold, lb.scale);
+        Ok(nms(faces, self.nms_iou))
+    }
+}
+
+/// MobileFaceNet on aligned crops.
+pub struct Embedder {
+    model: MobileFaceNet,
+}
+
+impl Embedder {
+    pub fn load(path: &Path) -> Result<Self> {
+        Ok(Embedder {
+            model: MobileFaceNet::load(path)?,
+        })
+    }
+
+    pub fn new(model: MobileFaceNet) -> Self {
+        Embedder { model }
+    }
+
+    pub fn model(&self) -> &MobileFaceNet {
+        &self.model
+    }
+
+    pub fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    /// The L2-normalised embedding of an already aligned crop.
+    pub fn embed_crop(&self, crop: &RgbImage) -> Result<Vec<f32>> {
+        let input = to_tensor(crop, self.model.norm())?;
+        let mut e = self.model.forward(&input)?;
+        l2_normalise(&mut e);
+        Ok(e)
+    }
+
+    /// Aligns the face with keypoints `kps` and embeds it.
+    pub fn embed(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>> {
+        let crop = norm_crop(img, kps, self.model.input_size() as u32);
+        self.embed_crop(&crop)
+    }
+}
+
+/// The face closest to the image centre (how `verify` picks the subject of a photo).
+pub fn most_central(faces: &[Face], width: u32, height: u32) -> Option<&Face> {
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    faces.iter().min_by(|a, b| {
+        let d = |f: &Face| {
+            let c = f.centre();
+            (c[0] - cx).powi(2) + (c[1] - cy).powi(2)
+        };
+        d(a).total_cmp(&d(b))
+    })
+}
+
+/// The largest face (how the unlock loop picks the person at the door).
+pub fn largest(faces: &[Face]) -> Option<&Face> {
+    faces.iter().max_by(|a, b| a.area().total_cmp(&b.area()))
+}
+
+/// A detector and a recogniser together.
+pub struct Pipeline {
+    pub detector: Detector,
+    pub embedder: Embedder,
+}
+
+/// A face with its embedding.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmbeddedFace {
+    #[serde(flatten)]
+    pub face: Face,
+    pub embedding: Vec<f32>,
+}
+
+impl Pipeline {
+    /// Detects every face and embeds each that has keypoints.
+    pub fn embed_all(&self, img: &RgbImage) -> Result<Vec<EmbeddedFace>> {
+        let faces = self.detector.detect(img)?;
+        faces
+            .into_iter()
+            .filter_map(|f| f.kps.map(|k| (f, k)))
+            .map(|(face, kps)| {
+                let embedding = self.embedder.embed(img, &kps)?;
+                Ok(EmbeddedFace { face, embedding })
+            })
+            .collect()
+    }
+}

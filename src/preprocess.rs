@@ -1,0 +1,190 @@
+//! Turning a camera or photo frame into network input the way InsightFace does it, so that
+//! users get the numbers they know: letterbox (keep the aspect ratio, place top-left, pad with
+//! zeros), bilinear resize with OpenCV `INTER_LINEAR` semantics (no anti-aliasing, and the
+//! same fixed-point arithmetic, so the resized pixels equal OpenCV's), then `(x − mean)/std`
+//! into an NCHW tensor.
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+use crate::error::Result;
+use crate::format::InputNorm;
+
+/// Fixed-point precision of OpenCV's resize coefficients (`INTER_RESIZE_COEF_BITS`).
+const COEF_BITS: u32 = 11;
+const COEF_SCALE: f32 = (1 << COEF_BITS) as f32;
+
+/// For each destination index: the first source index and the two fixed-point weights,
+/// computed as OpenCV's `resize` computes them (float coordinates, round-half-even).
+fn linear_taps(src: usize, dst: usize) -> Vec<(usize, [i32; 2])> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let mut s = f.floor() as i64;
+            let mut frac = f - s as f32;
+            if s < 0 {
+                s = 0;
+                frac = 0.0;
+            }
+            if s >= src as i64 - 1 {
+                s = src as i64 - 1;
+                frac = 0.0;
+            }
+            let w0 = ((1.0 - frac) * COEF_SCALE).round_ties_even() as i32;
+            let w1 = (frac * COEF_SCALE).round_ties_even() as i32;
+            (s as usize, [w0, w1])
+        })
+        .collect()
+}
+
+/// Bilinear resize of an RGB image, equal to OpenCV's `cv2.resize(..., INTER_LINEAR)`:
+/// a horizontal pass into 32-bit sums, then a vertical pass that rounds like OpenCV's
+/// vectorised code (`((s0>>4)*b0 >> 16) + ((s1>>4)*b1 >> 16)`, then `+2 >> 2`).
+pub fn resize_bilinear(src: &RgbImage, dw: u32, dh: u32) -> RgbImage {
+    let (sw, sh) = (src.width() as usize, src.height() as usize);
+    let (dw_, dh_) = (dw as usize, dh as usize);
+    let xt = linear_taps(sw, dw_);
+    let yt = linear_taps(sh, dh_);
+    let s = src.as_raw();
+    let hrow = |y: usize, out: &mut Vec<i32>| {
+        out.clear();
+        let row = &s[y * sw * 3..(y + 1) * sw * 3];
+        for &(x, [a0, a1]) in &xt {
+            let x1 = (x + 1).min(sw - 1);
+            for c in 0..3 {
+                out.push(row[x * 3 + c] as i32 * a0 + row[x1 * 3 + c] as i32 * a1);
+            }
+        }
+    };
+    let mut dst = vec![0u8; dw_ * dh_ * 3];
+    let (mut r0, mut r1) = (Vec::new(), Vec::new());
+    let mut cached: (Option<usize>, Option<usize>) = (None, None);
+    for (dy, &(y, [b0, b1])) in yt.iter().enumerate() {
+        let y1 = (y + 1).min(sh - 1);
+        if cached.0 != Some(y) {
+            if cached.1 == Some(y) {
+                std::mem::swap(&mut r0, &mut r1);
+            } else {
+                hrow(y, &mut r0);
+            }
+            cached.0 = Some(y);
+            cached.1 = None;
+        }
+        if cached.1 != Some(y1) {
+            hrow(y1, &mut r1);
+            cached.1 = Some(y1);
+        }
+        let out = &mut dst[dy * dw_ * 3..(dy + 1) * dw_ * 3];
+        for ((o, &s0), &s1) in out.iter_mut().zip(&r0).zip(&r1) {
+            let t0 = ((s0 >> 4) * b0) >> 16;
+            let t1 = ((s1 >> 4) * b1) >> 16;
+            *o = ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    RgbImage::from_raw(dw, dh, dst).expect("buffer sized for the image")
+}
+
+/// Where a letterboxed image sits in the network input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    /// Network input size.
+    pub width: u32,
+    pub height: u32,
+    /// Size of the resized image in the top-left corner.
+    pub inner_width: u32,
+    pub inner_height: u32,
+    /// Input pixels per original pixel (divide network coordinates by it).
+    pub scale: f32,
+}
+
+impl Letterbox {
+    /// InsightFace's letterbox geometry: fit the image's aspect ratio into `width`×`height`.
+    pub fn fit(img_w: u32, img_h: u32, width: u32, height: u32) -> Self {
+        let im_ratio = img_h as f64 / img_w as f64;
+        let model_ratio = height as f64 / width as f64;
+        let (nw, nh) = if im_ratio > model_ratio {
+            let nh = height;
+            ((nh as f64 / im_ratio) as u32, nh)
+        } else {
+            let nw = width;
+            (nw, (nw as f64 * im_ratio) as u32)
+        };
+        let (nw, nh) = (nw.max(1), nh.max(1));
+        Letterbox {
+            width,
+            height,
+            inner_width: nw,
+            inner_height: nh,
+            scale: (nh as f64 / img_h as f64) as f32,
+        }
+    }
+}
+
+/// Letterboxes `img` into a `width`×`height` canvas (zero padding right and bottom).
+pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> (RgbImage, Letterbox) {
+    let lb = Letterbox::fit(img.width(), img.height(), width, height);
+    let resized = resize_bilinear(img, lb.inner_width, lb.inner_height);
+    let mut canvas = RgbImage::new(width, height);
+    let row = lb.inner_width as usize * 3;
+    for y in 0..lb.inner_height as usize {
+        let d = y * width as usize * 3;
+        canvas.as_mut()[d..d + row].copy_from_slice(&resized.as_raw()[y * row..(y + 1) * row]);
+    }
+    (canvas, lb)
+}
+
+/// `(x − mean)/std` of an RGB image as a `1×3×H×W` f32 tensor.
+pub fn to_tensor(img: &RgbImage, norm: InputNorm) -> Result<Tensor> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0f32; 3 * w * h];
+    let (r, rest) = data.split_at_mut(w * h);
+    let (g, b) = rest.split_at_mut(w * h);
+    for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+        r[i] = (px[0] as f32 - norm.mean) / norm.std;
+        g[i] = (px[1] as f32 - norm.mean) / norm.std;
+        b[i] = (px[2] as f32 - norm.mean) / norm.std;
+    }
+    Ok(Tensor::from_vec(data, (1, 3, h, w), &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letterbox_geometry_matches_insightface() {
+        // 2048×1150 into 640×640: width-bound, 640 × (1150/2048) = 359.375 → 359 rows.
+        let lb = Letterbox::fit(2048, 1150, 640, 640);
+        assert_eq!((lb.inner_width, lb.inner_height), (640, 359));
+        assert!((lb.scale - 359.0 / 1150.0).abs() < 1e-7);
+        // A tall image is height-bound.
+        let lb = Letterbox::fit(250, 500, 320, 320);
+        assert_eq!((lb.inner_width, lb.inner_height), (160, 320));
+    }
+
+    #[test]
+    fn resize_identity_and_constant() {
+        let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([(x * 30) as u8, (y * 40) as u8, 9]));
+        assert_eq!(
+            resize_bilinear(&img, 7, 5),
+            img,
+            "same size is the identity"
+        );
+        let flat = RgbImage::from_pixel(9, 9, image::Rgb([200, 17, 255]));
+        let r = resize_bilinear(&flat, 4, 13);
+        assert!(
+            r.pixels().all(|p| p.0 == [200, 17, 255]),
+            "a flat image stays flat"
+        );
+    }
+
+    #[test]
+    fn resize_halfway_is_the_mean() {
+        // Upscaling 2 pixels to 4: destination 1 samples source x = 0.25 → 0.75*10 + 0.25*110.
+        let img = RgbImage::from_fn(2, 1, |x, _| image::Rgb([if x == 0 { 10 } else { 110 }; 3]));
+        let r = resize_bilinear(&img, 4, 1);
+        let row: Vec<u8> = r.pixels().map(|p| p.0[0]).collect();
+        assert_eq!(row, vec![10, 35, 85, 110]);
+    }
+}

@@ -1,0 +1,868 @@
+//! The template store: every enrolled user's face embeddings, in one file.
+//!
+//! Why it is shaped so:
+//! * **One file, refused when in doubt.** The unlock loop compares each face against these
+//!   templates, so a store that is missing, truncated, corrupt, of another version or made by
+//!   another recognition model must stop the loop (fail closed), never silently become "no
+//!   users" or "garbage users". [`TemplateStore::load`] therefore errors on all of those with a
+//!   one-line message naming the path and the problem; only enrolment may start from nothing,
+//!   via [`TemplateStore::load_or_empty_for_enrol`].
+//! * **Bound to the model.** Embeddings of two models live in unrelated spaces; the store
+//!   records the embedding dimension and the model identity (the converted model's sha256 or
+//!   another stable id) and [`TemplateStore::check_model`] refuses a mismatch.
+//! * **Atomic writes.** A power cut during enrolment must leave the old store or the new one,
+//!   never half of one: [`TemplateStore::save`] writes a temp file (mode 0600: templates are
+//!   biometric data) in the same directory, fsyncs it, renames it over the target and fsyncs
+//!   the directory. [`TemplateStore::save_with_hook`] calls a hook between the stages so tests
+//!   can inject a failure and prove the old store survives and no temp file is left.
+//!
+//! # File format (version 1), all integers little-endian
+//! ```text
+//! offset size  field
+//!      0    8  magic  b"FGTSTORE"
+//!      8    4  version u32 = 1
+//!     12    8  payload length u64
+//!     20   32  sha256 of the payload
+//!     52    …  payload:
+//!                dim u32 | model_id_len u16 | model_id (UTF-8) | user_count u32 |
+//!                per user: name_len u16 | name (UTF-8) | template_count u32 |
+//!                          template_count × dim × f32
+//! ```
+//! A simple binary payload rather than JSON: f32 bits round-trip exactly with no
+//! float-to-text question, a 512-d template is 2 KiB instead of ~5–10 KiB, and the reader is
+//! a bounds-checked cursor that can reject every malformed length without allocating from it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// First 8 bytes of every store file.
+pub const MAGIC: [u8; 8] = *b"FGTSTORE";
+/// The format version this build reads and writes.
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+/// Largest embedding dimension accepted (MobileFaceNet uses 128 or 512).
+pub const MAX_DIM: usize = 4096;
+/// Longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Most templates kept per user.
+pub const MAX_TEMPLATES_PER_USER: usize = 1000;
+const MAX_MODEL_ID_BYTES: usize = 256;
+/// Tolerance on `|‖v‖² − 1|` for an embedding to count as L2-normalised.
+pub const NORM_TOLERANCE: f32 = 1e-3;
+
+/// The stage [`TemplateStore::save_with_hook`] has just completed when it calls the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveStage {
+    /// The temp file was created (empty).
+    Created,
+    /// All bytes were written to the temp file.
+    Written,
+    /// The temp file was fsynced; next is the rename over the target.
+    Synced,
+    /// The temp file was renamed over the target; next is the directory fsync.
+    Renamed,
+}
+
+/// All users' templates for one recognition model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateStore {
+    model_id: String,
+    dim: usize,
+    /// User name → templates, flattened (`count × dim` floats) so matching walks memory once.
+    users: BTreeMap<String, Vec<f32>>,
+}
+
+fn store_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Store {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a user name: 1..=64 characters, the first alphanumeric, the rest alphanumeric or
+/// `_ - .` — so names are safe in logs, file names and command lines (no path separators,
+/// no `..`, no whitespace or control characters).
+pub fn validate_user_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Msg(format!("user name {name:?}: {why}")));
+    let count = name.chars().count();
+    if count == 0 {
+        return bad("is empty");
+    }
+    if count > MAX_NAME_CHARS {
+        return bad(&format!("is longer than {MAX_NAME_CHARS} characters"));
+    }
+    let mut chars = name.chars();
+    if !chars.next().is_some_and(char::is_alphanumeric) {
+        return bad("must start with a letter or digit");
+    }
+    if let Some(c) = chars.find(|c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+        return bad(&format!(
+            "character {c:?} is not allowed (letters, digits, '_', '-', '.')"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one embedding: right dimension, finite, L2-normalised.
+fn validate_embedding(v: &[f32], dim: usize, what: &str) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::Shape {
+            what: what.to_string(),
+            expected: format!("{dim} floats"),
+            got: format!("{} floats", v.len()),
+        });
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Msg(format!(
+            "{what}: element {i} is not finite ({})",
+            v[i]
+        )));
+    }
+    let norm2: f32 = v.iter().map(|x| x * x).sum();
+    if (norm2 - 1.0).abs() > NORM_TOLERANCE {
+        return Err(Error::Msg(format!(
+            "{what}: not L2-normalised (squared norm {norm2})"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_model(model_id: &str, dim: usize) -> std::result::Result<(), String> {
+    if model_id.is_empty() || model_id.len() > MAX_MODEL_ID_BYTES {
+        return Err(format!(
+            "model id must be 1..={MAX_MODEL_ID_BYTES} bytes, got {}",
+            model_id.len()
+        ));
+    }
+    if model_id.chars().any(char::is_control) {
+        return Err(format!("model id {model_id:?} contains control characters"));
+    }
+    if dim == 0 || dim > MAX_DIM {
+        return Err(format!("embedding dimension {dim} is not in 1..={MAX_DIM}"));
+    }
+    Ok(())
+}
+
+impl TemplateStore {
+    /// An empty store for the model `model_id` producing `dim`-float embeddings.
+    pub fn new(model_id: impl Into<String>, dim: usize) -> Result<Self> {
+        let model_id = model_id.into();
+        validate_model(&model_id, dim).map_err(|r| Error::Msg(format!("template store: {r}")))?;
+        Ok(TemplateStore {
+            model_id,
+            dim,
+            users: BTreeMap::new(),
+        })
+    }
+
+    /// The identity of the model the templates were made with.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// True when no user is enrolled.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Number of enrolled users.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Enrolled users and their template counts, in name order.
+    pub fn users(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.users
+            .iter()
+            .map(move |(name, flat)| (name.as_str(), flat.len() / self.dim))
+    }
+
+    /// Adds templates to `user` (creating the user). Every template is validated first; on
+    /// any error nothing is added.
+    pub fn add_templates(&mut self, user: &str, templates: Vec<Vec<f32>>) -> Result<()> {
+        validate_user_name(user)?;
+        if templates.is_empty() {
+            return Err(Error::Msg(format!("user {user:?}: no templates to add")));
+        }
+        for (i, t) in templates.iter().enumerate() {
+            validate_embedding(t, self.dim, &format!("user {user:?} template {i}"))?;
+        }
+        let existing = self.users.get(user).map_or(0, |f| f.len() / self.dim);
+        if existing + templates.len() > MAX_TEMPLATES_PER_USER {
+            return Err(Error::Msg(format!(
+                "user {user:?}: {existing} + {} templates exceeds the limit of {MAX_TEMPLATES_PER_USER}",
+                templates.len()
+            )));
+        }
+        let flat = self.users.entry(user.to_string()).or_default();
+        flat.reserve(templates.len() * self.dim);
+        for t in templates {
+            flat.extend_from_slice(&t);
+        }
+        Ok(())
+    }
+
+    /// Removes `name` and all its templates; `Ok(false)` if there was no such user.
+    pub fn remove_user(&mut self, name: &str) -> Result<bool> {
+        validate_user_name(name)?;
+        Ok(self.users.remove(name).is_some())
+    }
+
+    /// The user whose template has the highest cosine similarity with `query`, and that score
+    /// (templates and query are L2-normalised, so cosine = dot product). `Ok(None)` when no
+    /// user is enrolled. Errors on a query of the wrong dimension, non-finite or not
+    /// normalised — an un-normalised query could score above any threshold, so it is refused
+    /// rather than matched. Ties go to the first name in order. Allocates nothing.
+    pub fn best_match(&self, query: &[f32]) -> Result<Option<(&str, f32)>> {
+        validate_embedding(query, self.dim, "query embedding")?;
+        let mut best: Option<(&str, f32)> = None;
+        for (name, flat) in &self.users {
+            for t in flat.chunks_exact(self.dim) {
+                let s: f32 = t.iter().zip(query).map(|(a, b)| a * b).sum();
+                if best.is_none_or(|(_, b)| s > b) {
+                    best = Some((name.as_str(), s));
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Refuses a store made for another model or dimension; `path` is named in the message.
+    pub fn check_model(&self, path: &Path, model_id: &str, dim: usize) -> Result<()> {
+        if self.model_id != model_id {
+            return Err(store_err(
+                path,
+                format!(
+                    "made with model {:?}, but the running model is {:?}: re-enrol",
+                    self.model_id, model_id
+                ),
+            ));
+        }
+        if self.dim != dim {
+            return Err(store_err(
+                path,
+                format!(
+                    "holds {}-d embeddings, but the model produces {dim}-d: re-enrol",
+                    self.dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Serialises the store (header + checksum + payload, see the module doc).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&(self.dim as u32).to_le_bytes());
+        p.extend_from_slice(&(self.model_id.len() as u16).to_le_bytes());
+        p.extend_from_slice(self.model_id.as_bytes());
+        p.extend_from_slice(&(self.users.len() as u32).to_le_bytes());
+        for (name, flat) in &self.users {
+            p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            p.extend_from_slice(name.as_bytes());
+            p.extend_from_slice(&((flat.len() / self.dim) as u32).to_le_bytes());
+            for x in flat {
+                p.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + p.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(&Sha256::digest(&p));
+        out.extend_from_slice(&p);
+        out
+    }
+
+    /// Parses a store from `bytes`; `path` is only used in error messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let err = |r: String| store_err(path, r);
+        if bytes.len() < HEADER_LEN {
+            return Err(err(format!(
+                "truncated: {} bytes, the header alone is {HEADER_LEN}",
+                bytes.len()
+            )));
+        }
+        if bytes[..8] != MAGIC {
+            return Err(err("not a facegate template store (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(err(format!(
+                "unsupported format version {version} (this build reads {VERSION})"
+            )));
+        }
+        let declared = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let payload = &bytes[HEADER_LEN..];
+        if declared != payload.len() as u64 {
+            let what = if (payload.len() as u64) < declared {
+                "truncated"
+            } else {
+                "trailing bytes"
+            };
+            return Err(err(format!(
+                "{what}: header declares {declared} payload bytes, file has {}",
+                payload.len()
+            )));
+        }
+        if Sha256::digest(payload).as_slice() != &bytes[20..52] {
+            return Err(err("checksum mismatch: the file is corrupt".into()));
+        }
+        Self::parse_payload(payload).map_err(|r| err(format!("corrupt payload: {r}")))
+    }
+
+    fn parse_payload(payload: &[u8]) -> std::result::Result<Self, String> {
+        let mut c = Cursor { buf: payload };
+        let dim = c.u32()? as usize;
+        let id_len = c.u16()? as usize;
+        let model_id = std::str::from_utf8(c.take(id_len)?)
+            .map_err(|_| "model id is not UTF-8".to_string())?
+            .to_string();
+        validate_model(&model_id, dim)?;
+        let user_count = c.u32()?;
+        let mut users = BTreeMap::new();
+        for _ in 0..user_count {
+            let name_len = c.u16()? as usize;
+            let name = std::str::from_utf8(c.take(name_len)?)
+                .map_err(|_| "user name is not UTF-8".to_string())?
+                .to_string();
+            validate_user_name(&name).map_err(|e| e.to_string())?;
+            let count = c.u32()? as usize;
+            if count == 0 || count > MAX_TEMPLATES_PER_USER {
+                return Err(format!("user {name:?}: template count {count}"));
+            }
+            // The byte length is checked by `take` before anything is allocated from it.
+            let raw = c.take(count * dim * 4)?;
+            let flat: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            for (i, t) in flat.chunks_exact(dim).enumerate() {
+                validate_embedding(t, dim, &format!("user {name:?} template {i}"))
+                    .map_err(|e| e.to_string())?;
+            }
+            if users.insert(name.clone(), flat).is_some() {
+                return Err(format!("user {name:?} appears twice"));
+            }
+        }
+        if !c.buf.is_empty() {
+            return Err(format!(
+                "{} unexpected bytes after the last user",
+                c.buf.len()
+            ));
+        }
+        Ok(TemplateStore {
+            model_id,
+            dim,
+            users,
+        })
+    }
+
+    /// Loads the store at `path` for the unlock loop. A missing, unreadable, truncated,
+    /// corrupt or wrong-version file is an error (fail closed).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => store_err(path, "does not exist (no user is enrolled)"),
+            _ => store_err(path, format!("cannot read: {e}")),
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// [`TemplateStore::load`] followed by [`TemplateStore::check_model`].
+    pub fn load_for_model(path: &Path, model_id: &str, dim: usize) -> Result<Self> {
+        let store = Self::load(path)?;
+        store.check_model(path, model_id, dim)?;
+        Ok(store)
+    }
+
+    /// For enrolment only: a missing file gives an empty store for the model; an existing
+    /// file must load cleanly and belong to the same model (it is never overwritten blindly).
+    pub fn load_or_empty_for_enrol(path: &Path, model_id: &str, dim: usize) -> Result<Self> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::new(model_id, dim),
+            _ => Self::load_for_model(path, model_id, dim),
+        }
+    }
+
+    /// Writes the store atomically to `path` (see the module doc).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with_hook(path, |_| Ok(()))
+    }
+
+    /// [`TemplateStore::save`], calling `hook` after each [`SaveStage`]. A hook error is
+    /// treated like an I/O failure at that point: before the rename the temp file is removed
+    /// and the old store is untouched.
+    pub fn save_with_hook(
+        &self,
+        path: &Path,
+        mut hook: impl FnMut(SaveStage) -> io::Result<()>,
+    ) -> Result<()> {
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| store_err(path, "is not a file path"))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let bytes = self.to_bytes();
+
+        let write_tmp = |hook: &mut dyn FnMut(SaveStage) -> io::Result<()>| -> io::Result<()> {
+            // A stale temp of ours (same pid after a crash) is replaced; create_new then
+            // guarantees the 0600 mode applies to a file we created.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            hook(SaveStage::Created)?;
+            f.write_all(&bytes)?;
+            hook(SaveStage::Written)?;
+            f.sync_all()?;
+            hook(SaveStage::Synced)?;
+            fs::rename(&tmp, path)?;
+            Ok(())
+        };
+        if let Err(e) = write_tmp(&mut hook) {
+            let _ = fs::remove_file(&tmp);
+            return Err(store_err(
+                path,
+                format!("cannot write (via {}): {e}", tmp.display()),
+            ));
+        }
+        hook(SaveStage::Renamed)
+            .and_then(|_| File::open(&dir)?.sync_all())
+            .map_err(|e| {
+                store_err(
+                    path,
+                    format!(
+                        "written, but syncing directory {} failed: {e}",
+                        dir.display()
+                    ),
+                )
+            })
+    }
+}
+
+/// A bounds-checked reader over the payload.
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if n > self.buf.len() {
+            return Err(format!(
+                "needs {n} more bytes, only {} left",
+                self.buf.len()
+            ));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn u16(&mut self) -> std::result::Result<u16, String> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh, empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "fgt-store-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        fn entries(&self) -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Unit vector along axis `i` of a 4-d space.
+    fn e(i: usize) -> Vec<f32> {
+        let mut v = vec![0.0; 4];
+        v[i] = 1.0;
+        v
+    }
+
+    fn sample() -> TemplateStore {
+        let mut s = TemplateStore::new("sha256:abc", 4).unwrap();
+        s.add_templates("alice", vec![e(0), e(1)]).unwrap();
+        // (0.6, 0.8, 0, 0): squared norm 0.36 + 0.64 = 1.
+        s.add_templates("bob", vec![vec![0.6, 0.8, 0.0, 0.0]])
+            .unwrap();
+        s
+    }
+
+    fn msg(e: Error) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn best_match_is_max_cosine_over_all_templates() {
+        let s = sample();
+        // Query e(0): alice 1.0 (template e0), bob 0.6 -> alice, 1.0.
+        assert_eq!(s.best_match(&e(0)).unwrap(), Some(("alice", 1.0)));
+        // Query (0.8, 0.6, 0, 0): alice max(0.8, 0.6) = 0.8; bob 0.48 + 0.48 = 0.96 -> bob.
+        let (u, sc) = s.best_match(&[0.8, 0.6, 0.0, 0.0]).unwrap().unwrap();
+        assert_eq!(u, "bob");
+        assert!((sc - 0.96).abs() < 1e-6, "{sc}");
+        // Query e(2): all scores 0 -> tie, first name in order.
+        assert_eq!(s.best_match(&e(2)).unwrap(), Some(("alice", 0.0)));
+        // Query -e(0): alice max(-1, 0) = 0; bob -0.6 -> alice 0.
+        let q: Vec<f32> = e(0).iter().map(|x| -x).collect();
+        assert_eq!(s.best_match(&q).unwrap(), Some(("alice", 0.0)));
+    }
+
+    #[test]
+    fn best_match_on_empty_store_is_none_and_bad_queries_error() {
+        let s = TemplateStore::new("m", 4).unwrap();
+        assert_eq!(s.best_match(&e(1)).unwrap(), None);
+        let s = sample();
+        assert!(matches!(
+            s.best_match(&[1.0, 0.0]),
+            Err(Error::Shape { .. })
+        ));
+        assert!(s.best_match(&[f32::NAN, 0.0, 0.0, 0.0]).is_err());
+        // Norm 10: would score 10 against alice if it were accepted.
+        assert!(s.best_match(&[10.0, 0.0, 0.0, 0.0]).is_err());
+    }
+
+    #[test]
+    fn users_add_remove_and_validation() {
+        let mut s = sample();
+        let users: Vec<(&str, usize)> = s.users().collect();
+        assert_eq!(users, vec![("alice", 2), ("bob", 1)]);
+        s.add_templates("alice", vec![e(3)]).unwrap();
+        assert_eq!(s.users().next(), Some(("alice", 3)));
+        assert!(s.remove_user("bob").unwrap());
+        assert!(!s.remove_user("bob").unwrap());
+        assert_eq!(s.user_count(), 1);
+
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "a b",
+            "tab\t",
+            &"x".repeat(65),
+        ] {
+            assert!(s.add_templates(bad, vec![e(0)]).is_err(), "{bad:?}");
+            assert!(s.remove_user(bad).is_err(), "{bad:?}");
+        }
+        assert!(s.add_templates("José_2.b-c", vec![e(0)]).is_ok());
+        // Wrong dim, not normalised, non-finite, empty: refused and nothing added.
+        let before = s.clone();
+        assert!(matches!(
+            s.add_templates("carol", vec![e(0), vec![1.0; 3]]),
+            Err(Error::Shape { .. })
+        ));
+        assert!(s
+            .add_templates("carol", vec![vec![0.5; 4], vec![0.9; 4]])
+            .is_err());
+        assert!(s
+            .add_templates("carol", vec![vec![f32::INFINITY, 0.0, 0.0, 0.0]])
+            .is_err());
+        assert!(s.add_templates("carol", vec![]).is_err());
+        assert_eq!(s, before);
+        // (0.5, 0.5, 0.5, 0.5) has squared norm exactly 1: accepted.
+        assert!(s.add_templates("carol", vec![vec![0.5; 4]]).is_ok());
+    }
+
+    #[test]
+    fn new_refuses_bad_model_identity() {
+        assert!(TemplateStore::new("", 4).is_err());
+        assert!(TemplateStore::new("m", 0).is_err());
+        assert!(TemplateStore::new("m", MAX_DIM + 1).is_err());
+        assert!(TemplateStore::new("a\nb", 4).is_err());
+    }
+
+    #[test]
+    fn bytes_layout_matches_the_documented_format() {
+        let mut s = TemplateStore::new("m1", 2).unwrap();
+        s.add_templates("a", vec![vec![1.0, 0.0]]).unwrap();
+        let b = s.to_bytes();
+        // Payload: dim(4) + id_len(2) + "m1"(2) + users(4) + name_len(2) + "a"(1)
+        //          + count(4) + 2 floats(8) = 27 bytes.
+        assert_eq!(b.len(), 52 + 27);
+        assert_eq!(&b[0..8], b"FGTSTORE");
+        assert_eq!(&b[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&b[12..20], &[27, 0, 0, 0, 0, 0, 0, 0]);
+        let p = &b[52..];
+        assert_eq!(&p[0..4], &[2, 0, 0, 0]);
+        assert_eq!(&p[4..6], &[2, 0]);
+        assert_eq!(&p[6..8], b"m1");
+        assert_eq!(&p[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&p[12..14], &[1, 0]);
+        assert_eq!(&p[14..15], b"a");
+        assert_eq!(&p[15..19], &[1, 0, 0, 0]);
+        // 1.0f32 = 0x3F800000, little-endian.
+        assert_eq!(&p[19..23], &[0x00, 0x00, 0x80, 0x3F]);
+        assert_eq!(&p[23..27], &[0, 0, 0, 0]);
+        assert_eq!(&b[20..52], Sha256::digest(p).as_slice());
+    }
+
+    #[test]
+    fn save_load_round_trip_is_exact_and_mode_0600() {
+        let d = TempDir::new("rt");
+        let path = d.0.join("templates.fgt");
+        let mut s = sample();
+        // A value whose f32 bits must survive exactly.
+        let x = 0.1f32;
+        let y = (1.0 - x * x).sqrt();
+        s.add_templates("carol", vec![vec![x, y, 0.0, 0.0]])
+            .unwrap();
+        s.save(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = TemplateStore::load(&path).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(d.entries(), vec!["templates.fgt"]);
+        // Saving again replaces the file.
+        s.remove_user("carol").unwrap();
+        s.save(&path).unwrap();
+        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+        assert_eq!(d.entries(), vec!["templates.fgt"]);
+    }
+
+    #[test]
+    fn injected_failure_before_rename_keeps_old_store_and_no_temp() {
+        for stage in [SaveStage::Created, SaveStage::Written, SaveStage::Synced] {
+            let d = TempDir::new("fail");
+            let path = d.0.join("templates.fgt");
+            let old = sample();
+            old.save(&path).unwrap();
+            let mut new = old.clone();
+            new.add_templates("mallory", vec![e(3)]).unwrap();
+            let mut seen = Vec::new();
+            let r = new.save_with_hook(&path, |s| {
+                seen.push(s);
+                if s == stage {
+                    Err(io::Error::other("injected"))
+                } else {
+                    Ok(())
+                }
+            });
+            let m = msg(r.unwrap_err());
+            assert!(m.contains("injected") && m.contains("templates.fgt"), "{m}");
+            assert_eq!(seen.last(), Some(&stage));
+            assert_eq!(TemplateStore::load(&path).unwrap(), old, "{stage:?}");
+            assert_eq!(d.entries(), vec!["templates.fgt"], "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn injected_failure_after_rename_reports_but_new_store_is_in_place() {
+        let d = TempDir::new("after");
+        let path = d.0.join("t.fgt");
+        let s = sample();
+        let r = s.save_with_hook(&path, |st| {
+            if st == SaveStage::Renamed {
+                Err(io::Error::other("dir sync"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_err());
+        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+        assert_eq!(d.entries(), vec!["t.fgt"]);
+    }
+
+    #[test]
+    fn failed_first_save_leaves_nothing() {
+        let d = TempDir::new("first");
+        let path = d.0.join("t.fgt");
+        let r = sample().save_with_hook(&path, |st| {
+            if st == SaveStage::Written {
+                Err(io::Error::other("disk full"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_err());
+        assert!(d.entries().is_empty());
+        assert!(msg(TemplateStore::load(&path).unwrap_err()).contains("does not exist"));
+    }
+
+    #[test]
+    fn load_refuses_missing_corrupt_truncated_wrong_version() {
+        let d = TempDir::new("bad");
+        let path = d.0.join("t.fgt");
+        let name = path.display().to_string();
+        let good = sample().to_bytes();
+        let check = |bytes: &[u8], needle: &str| {
+            fs::write(&path, bytes).unwrap();
+            let m = msg(TemplateStore::load(&path).unwrap_err());
+            assert!(m.contains(&name) && m.contains(needle), "{m}");
+            assert!(!m.contains('\n'), "one line: {m}");
+        };
+        // Missing.
+        let m = msg(TemplateStore::load(&d.0.join("nope.fgt")).unwrap_err());
+        assert!(
+            m.contains("nope.fgt") && m.contains("does not exist"),
+            "{m}"
+        );
+        // Empty and short.
+        check(&[], "truncated");
+        check(&good[..30], "truncated");
+        // Truncated payload.
+        check(&good[..good.len() - 1], "truncated");
+        // Extra bytes.
+        let mut longer = good.clone();
+        longer.push(0);
+        check(&longer, "trailing bytes");
+        // Bad magic.
+        let mut b = good.clone();
+        b[0] = b'X';
+        check(&b, "bad magic");
+        // Version 2.
+        let mut b = good.clone();
+        b[8] = 2;
+        check(&b, "version 2");
+        // One flipped bit in a float.
+        let mut b = good.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0x01;
+        check(&b, "checksum mismatch");
+        // Flipped bit in the stored checksum itself.
+        let mut b = good.clone();
+        b[20] ^= 0x80;
+        check(&b, "checksum mismatch");
+        // A directory is not a store.
+        let m = msg(TemplateStore::load(&d.0).unwrap_err());
+        assert!(m.contains("cannot read"), "{m}");
+    }
+
+    /// Builds a file with a valid header/checksum around an arbitrary payload.
+    fn wrap(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&Sha256::digest(payload));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn checksummed_but_malformed_payloads_are_refused_without_panic() {
+        let p = Path::new("x.fgt");
+        let mut base = Vec::new();
+        base.extend_from_slice(&4u32.to_le_bytes());
+        base.extend_from_slice(&1u16.to_le_bytes());
+        base.push(b'm');
+        // Huge user count with no data behind it.
+        let mut a = base.clone();
+        a.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(msg(TemplateStore::from_bytes(&wrap(&a), p).unwrap_err()).contains("corrupt"));
+        // One user claiming 1000 templates but holding none.
+        let mut b = base.clone();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.push(b'a');
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        assert!(TemplateStore::from_bytes(&wrap(&b), p).is_err());
+        // A user name with a path separator.
+        let mut c = base.clone();
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(&3u16.to_le_bytes());
+        c.extend_from_slice(b"a/b");
+        c.extend_from_slice(&1u32.to_le_bytes());
+        for x in [1.0f32, 0.0, 0.0, 0.0] {
+            c.extend_from_slice(&x.to_le_bytes());
+        }
+        assert!(TemplateStore::from_bytes(&wrap(&c), p).is_err());
+        // The same with a good name loads.
+        let mut g = base.clone();
+        g.extend_from_slice(&1u32.to_le_bytes());
+        g.extend_from_slice(&1u16.to_le_bytes());
+        g.push(b'a');
+        g.extend_from_slice(&1u32.to_le_bytes());
+        for x in [1.0f32, 0.0, 0.0, 0.0] {
+            g.extend_from_slice(&x.to_le_bytes());
+        }
+        let s = TemplateStore::from_bytes(&wrap(&g), p).unwrap();
+        assert_eq!(s.users().collect::<Vec<_>>(), vec![("a", 1)]);
+        // Dimension 0.
+        let mut z = g.clone();
+        z[0..4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(TemplateStore::from_bytes(&wrap(&z), p).is_err());
+        // Every truncation of a valid payload, re-checksummed, errors instead of panicking.
+        for n in 0..g.len() {
+            assert!(
+                TemplateStore::from_bytes(&wrap(&g[..n]), p).is_err(),
+                "n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_binding_and_enrol_loading() {
+        let d = TempDir::new("model");
+        let path = d.0.join("t.fgt");
+        // Enrol: missing file -> empty store for the model.
+        let mut s = TemplateStore::load_or_empty_for_enrol(&path, "sha256:abc", 4).unwrap();
+        assert!(s.is_empty());
+        s.add_templates("alice", vec![e(0)]).unwrap();
+        s.save(&path).unwrap();
+        // Same model loads; another model or dim is refused, for unlock and enrol alike.
+        assert!(TemplateStore::load_for_model(&path, "sha256:abc", 4).is_ok());
+        let m = msg(TemplateStore::load_for_model(&path, "sha256:def", 4).unwrap_err());
+        assert!(m.contains("sha256:def") && m.contains("t.fgt"), "{m}");
+        assert!(TemplateStore::load_for_model(&path, "sha256:abc", 8).is_err());
+        assert!(TemplateStore::load_or_empty_for_enrol(&path, "sha256:def", 4).is_err());
+        // Enrol never overwrites a corrupt store with an empty one.
+        fs::write(&path, b"garbage").unwrap();
+        assert!(TemplateStore::load_or_empty_for_enrol(&path, "sha256:abc", 4).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! Shared helpers of the integration tests: where the shared data and the onnxruntime
+//! references live, and the converted models (converted once per test run from the ONNX files
+//! in `../shared`, never committed).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use facegate::format::ModelFile;
+
+/// `../shared` beside the project (or `FACEGATE_SHARED`).
+pub fn shared() -> PathBuf {
+    let p = std::env::var_os("FACEGATE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    assert!(
+        p.join("models/onnx").is_dir(),
+        "shared data not found at {} (set FACEGATE_SHARED)",
+        p.display()
+    );
+    p
+}
+
+/// The onnxruntime references made by `tools/refs/make_refs.py` (or `FACEGATE_REFS`).
+pub fn refs() -> PathBuf {
+    let p = std::env::var_os("FACEGATE_REFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/refs"));
+    assert!(
+        p.join("heads").is_dir(),
+        "references not found at {}: run `python3 tools/refs/make_refs.py` (see tools/refs/README.md)",
+        p.display()
+    );
+    p
+}
+
+static CONVERT: Mutex<()> = Mutex::new(());
+
+/// The converted model for `../shared/models/onnx/<name>.onnx`, cached under
+/// `target/test-models` and re-converted when the ONNX file changes.
+pub fn model(name: &str) -> PathBuf {
+    let _guard = CONVERT.lock().unwrap_or_else(|e| e.into_inner());
+    let onnx = shared().join(format!("models/onnx/{name}.onnx"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}.safetensors"));
+    let fresh = ModelFile::read(&out).ok().is_some_and(|m| {
+        let bytes = std::fs::read(&onnx).unwrap();
+        m.source.sha256 == facegate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    });
+    if !fresh {
+        facegate::onnx::convert(&onnx).unwrap().write(&out).unwrap();
+    }
+    out
+}
+
+/// Reads a raw little-endian f32 file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let t = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&t).unwrap()
+}
+
+/// Whether this test binary runs under qemu (emulated aarch64), where long sweeps over
+/// hundreds of images are cut to a subset to keep CI inside its time budget.
+pub fn emulated() -> bool {
+    cfg!(target_arch = "aarch64") && std::env::var_os("FACEGATE_FULL_SWEEP").is_none()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
