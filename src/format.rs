@@ -394,3 +394,87 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Act, Op};
+
+    fn tiny() -> ModelFile {
+        let graph = Graph {
+            input_channels: 3,
+            ops: vec![Op::Conv {
+                name: "body.0".into(),
+                input: 0,
+                cin: 3,
+                cout: 2,
+                kernel: 1,
+                stride: 1,
+                pad: 0,
+                groups: 1,
+                act: Act::PRelu,
+            }],
+        };
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "body.0.weight".into(),
+            TensorData::f32(vec![2, 3, 1, 1], vec![0.5, -1.0, 2.0, 3.0, 0.25, -0.125]),
+        );
+        tensors.insert(
+            "body.0.bias".into(),
+            TensorData::f32(vec![2], vec![0.1, -0.2]),
+        );
+        tensors.insert(
+            "body.0.alpha".into(),
+            TensorData::f32(vec![2], vec![0.25, 0.3]),
+        );
+        ModelFile {
+            config: ModelConfig::MobileFaceNet(MobileFaceNetConfig {
+                graph,
+                norm: InputNorm {
+                    mean: 127.5,
+                    std: 127.5,
+                },
+                input_size: 1,
+                embedding: 1,
+                dim: 2,
+                match_threshold: Some(0.42),
+            }),
+            precision: Precision::F32,
+            source: SourceInfo {
+                file: "tiny.onnx".into(),
+                sha256: "00".repeat(32),
+            },
+            tensors,
+        }
+    }
+
+    #[test]
+    fn write_read_round_trip_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m = tiny();
+        m.write(&path).unwrap();
+        assert_eq!(ModelFile::read(&path).unwrap(), m);
+        // Nothing but the model is left in the directory (the temporary file was renamed).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_tensor_and_flipped_header_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let mut m = tiny();
+        m.tensors.remove("body.0.alpha");
+        m.write(&path).unwrap();
+        let e = ModelFile::read(&path).unwrap_err().to_string();
+        assert!(e.contains("body.0.alpha is missing"), "{e}");
+        tiny().write(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0xFF; // inside the JSON header
+        let e = ModelFile::from_bytes(&bytes, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+    }
+}

@@ -1,1 +1,45 @@
-fn main() {}
+//! The `facegate` command: parses, validates and calls the library. Output for machines goes
+//! to stdout (JSON lines), messages for people to stderr; any failure exits non-zero.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Face detection, recognition and face unlock for small Linux boards"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect faces in images; JSON lines on stdout.
+    Detect(cli::detect::DetectArgs),
+    /// Detect faces and compute an embedding for each; JSON lines on stdout.
+    Embed(cli::detect::EmbedArgs),
+    /// Verification accuracy on a pair list (LFW pairs.txt or `a b label` lines).
+    Verify(cli::verify::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Detect(a) => cli::detect::detect(a),
+        Command::Embed(a) => cli::detect::embed(a),
+        Command::Verify(a) => cli::verify::verify(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

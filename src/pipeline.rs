@@ -171,3 +171,51 @@ impl Pipeline {
             .collect()
     }
 }
+
+/// The embedding of one image's central face: `None` when it has no face.
+pub type CentralEmbedding = Result<Option<Vec<f32>>>;
+
+impl Pipeline {
+    /// The embedding of the face closest to the centre of each image (`Ok(None)` when an
+    /// image has no face), computed on `threads` worker threads; `progress` is called with
+    /// the number of images done so far.
+    pub fn embed_central_faces(
+        &self,
+        paths: &[std::path::PathBuf],
+        threads: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Vec<CentralEmbedding> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<CentralEmbedding>>> =
+            paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= paths.len() {
+                        break;
+                    }
+                    let r = (|| {
+                        let img = crate::image_io::load_rgb(&paths[i])?;
+                        let faces = self.detector.detect(&img)?;
+                        match most_central(&faces, img.width(), img.height()).and_then(|f| f.kps) {
+                            Some(kps) => Ok(Some(self.embedder.embed(&img, &kps)?)),
+                            None => Ok(None),
+                        }
+                    })();
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("every image is processed")
+            })
+            .collect()
+    }
+}

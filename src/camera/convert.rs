@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 
-use image::{ImageFormat, RgbImage};
+use image::RgbImage;
 
 use crate::error::{Error, Result};
 
@@ -162,16 +162,7 @@ pub fn decode_jpeg(jpeg: &[u8], has_dht: bool) -> std::result::Result<RgbImage, 
         v.extend_from_slice(&jpeg[2..]);
         Cow::Owned(v)
     };
-    let img = image::load_from_memory_with_format(&data, ImageFormat::Jpeg)
-        .map_err(|e| e.to_string().replace('\n', " "))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(format!(
-            "decoded to an empty {}x{} image",
-            img.width(),
-            img.height()
-        ));
-    }
-    Ok(img.to_rgb8())
+    crate::image_io::decode_jpeg(&data).map_err(|e| e.replace('\n', " "))
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! The converter refuses what it cannot convert with one line naming the file and the node or
+//! pattern, exits non-zero and leaves no output file behind; and it converts all six
+//! supported models, recognising the family from the graph (not from the file name).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    std::env::var_os("FACEGATE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn quantize(onnx: &Path, out: &Path) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_quantize"))
+        .arg("--onnx")
+        .arg(onnx)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn assert_refused(onnx: &Path, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let (ok, stderr) = quantize(onnx, &out);
+    assert!(!ok, "{} should be refused", onnx.display());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&onnx.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains(what), "says `{what}`: {stderr}");
+    assert!(!stderr.contains("panicked"));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "no output or temporary file left: {left:?}"
+    );
+}
+
+#[test]
+fn antispoof_model_is_refused_naming_the_node() {
+    assert_refused(
+        &shared().join("models/onnx/antispoof_minifasnet_128.onnx"),
+        "node `GlobalAveragePool_32` (GlobalAveragePool)",
+    );
+}
+
+#[test]
+fn truncated_text_and_empty_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read(shared().join("models/onnx/det_500m.onnx")).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &full[..full.len() / 3]).unwrap();
+    assert_refused(&truncated, "not a readable ONNX model");
+    let text = dir.path().join("readme.onnx");
+    std::fs::write(&text, "just some text, not protobuf\n").unwrap();
+    assert_refused(&text, "ONNX");
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    assert_refused(&empty, "empty file");
+}
+
+#[test]
+fn all_six_models_convert_and_the_family_comes_from_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, family) in [
+        ("det_500m", "scrfd"),
+        ("det_2.5g", "scrfd"),
+        ("scrfd_500m_kps", "scrfd"),
+        ("scrfd_2.5g_kps", "scrfd"),
+        ("mobilefacenet_512", "mobilefacenet"),
+        ("mobilefacenet_128_relu6", "mobilefacenet"),
+    ] {
+        // A misleading name: the family must come from the graph.
+        let renamed = dir
+            .path()
+            .join(format!("model_{family}_renamed_{}.onnx", name.len()));
+        std::fs::copy(shared().join(format!("models/onnx/{name}.onnx")), &renamed).unwrap();
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let (ok, stderr) = quantize(&renamed, &out);
+        assert!(ok, "{name}: {stderr}");
+        let file = facegate::format::ModelFile::read(&out).unwrap();
+        assert_eq!(file.config.family(), family, "{name}");
+        let sha = facegate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&renamed).unwrap(),
+        ));
+        assert_eq!(file.source.sha256, sha, "{name}: source sha256 recorded");
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test run: makes the onnxruntime references (once; they are derived data, never
+# committed), then runs every test of the workspace.
+#   scripts/test.sh            x86-64 (the host)
+#   scripts/test.sh aarch64    cross-compiled, under qemu-aarch64: the whole suite on a
+#                              Cortex-A72 (Pi 4: no dotprod, no fp16), then the kernel and
+#                              dispatch tests again on `-cpu max` (dotprod, fp16)
+# Needs ../shared (models and data) beside the project, python3 and, for aarch64,
+# gcc-aarch64-linux-gnu and qemu-user (see .ci/run for the packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/refvenv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnxruntime, cv2, numpy" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/refs/requirements.txt
+fi
+"$venv/bin/python" tools/refs/make_refs.py
+
+case "${1:-host}" in
+host)
+    cargo test --workspace
+    ;;
+aarch64)
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+    QEMU_CPU=cortex-a72 cargo test --workspace --target aarch64-unknown-linux-gnu
+    QEMU_CPU=max cargo test --lib --target aarch64-unknown-linux-gnu -- kernels
+    ;;
+*)
+    echo "usage: scripts/test.sh [host|aarch64]" >&2
+    exit 2
+    ;;
+esac
