@@ -14,6 +14,7 @@ pub mod eval;
 pub mod format;
 pub mod graph;
 pub mod image_io;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod onnx;
