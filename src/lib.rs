@@ -9,6 +9,7 @@ pub mod align;
 pub mod board;
 pub mod camera;
 pub mod detect;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod format;
