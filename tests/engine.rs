@@ -140,3 +140,30 @@ fn mobilefacenet_fast_and_f16_against_reference() {
         assert!(worst_f16 >= 0.9995, "{name} f16: {worst_f16}");
     }
 }
+
+#[test]
+fn f16_file_round_trips() {
+    use facegate::format::{ModelFile, TensorValues};
+    let f32_file = ModelFile::read(&model("mobilefacenet_128_relu6")).unwrap();
+    let f16 = f32_file.to_f16();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    f16.write(&path).unwrap();
+    let back = ModelFile::read(&path).unwrap();
+    assert_eq!(back, f16);
+    assert_eq!(back.precision, Precision::F16);
+    let w = back
+        .tensors
+        .iter()
+        .find(|(n, _)| n.ends_with(".weight"))
+        .unwrap()
+        .1;
+    assert!(matches!(w.values, TensorValues::F16(_)));
+    // Dequantised weights within f16 rounding of the originals.
+    for (name, t) in &f32_file.tensors {
+        let (a, b) = (t.to_f32(), back.tensors[name].to_f32());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{name}: {x} vs {y}");
+        }
+    }
+}
