@@ -8,6 +8,7 @@
 pub mod align;
 pub mod board;
 pub mod camera;
+pub mod cli;
 pub mod detect;
 pub mod engine;
 pub mod error;
