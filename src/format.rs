@@ -358,6 +358,19 @@ impl ModelFile {
         Ok(())
     }
 
+    /// The same model with its convolution weights (`*.weight`) stored as f16; biases and
+    /// PReLU slopes stay f32 (they are tiny and feed the f32 epilogue directly).
+    pub fn to_f16(&self) -> ModelFile {
+        let mut out = self.clone();
+        for (name, t) in out.tensors.iter_mut() {
+            if let (true, TensorValues::F32(v)) = (name.ends_with(".weight"), &t.values) {
+                t.values = TensorValues::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect());
+            }
+        }
+        out.precision = Precision::F16;
+        out
+    }
+
     /// The f32 values of a tensor, or an error naming it.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         self.tensors

@@ -8,13 +8,16 @@
 pub mod align;
 pub mod board;
 pub mod camera;
+pub mod cli;
 pub mod detect;
 pub mod draw;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod format;
 pub mod graph;
 pub mod image_io;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod onnx;

@@ -1,11 +1,10 @@
 //! The `facegate` command: parses, validates and calls the library. Output for machines goes
 //! to stdout (JSON lines), messages for people to stderr; any failure exits non-zero.
 
-mod cli;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use facegate::cli;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +24,8 @@ enum Command {
     Embed(cli::detect::EmbedArgs),
     /// Verification accuracy on a pair list (LFW pairs.txt or `a b label` lines).
     Verify(cli::verify::VerifyArgs),
+    /// Time the detector and/or recogniser: median, p90, min, load time, peak RSS.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Detect(a) => cli::detect::detect(a),
         Command::Embed(a) => cli::detect::embed(a),
         Command::Verify(a) => cli::verify::verify(a),
+        Command::Bench(a) => cli::bench::bench(a),
     };
     match result {
         Ok(code) => code,

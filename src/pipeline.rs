@@ -11,7 +11,8 @@ use crate::detect::{decode, nms, Face, DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD}
 use crate::error::{Error, Result};
 use crate::models::mobilefacenet::{l2_normalise, MobileFaceNet};
 use crate::models::scrfd::Scrfd;
-use crate::preprocess::{letterbox, to_tensor};
+use crate::models::LoadOptions;
+use crate::preprocess::{fill_nhwc, letterbox};
 
 /// SCRFD with its input size and thresholds.
 pub struct Detector {
@@ -51,6 +52,11 @@ impl Detector {
         Ok(Self::new(Scrfd::load(path)?, size))
     }
 
+    /// Loads with a chosen executor, thread count and precision.
+    pub fn load_with(path: &Path, size: Option<(u32, u32)>, opts: &LoadOptions) -> Result<Self> {
+        Ok(Self::new(Scrfd::load_with(path, opts)?, size))
+    }
+
     pub fn new(model: Scrfd, size: Option<(u32, u32)>) -> Self {
         let (width, height) = size
             .or_else(|| {
@@ -80,8 +86,14 @@ impl Detector {
     /// Faces in `img`, best first, in image coordinates.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let (canvas, lb) = letterbox(img, self.width, self.height);
-        let input = to_tensor(&canvas, self.model.norm())?;
-        let levels = self.model.forward(&input)?;
+        let norm = self.model.norm();
+        let mut levels = Vec::new();
+        self.model.forward_nhwc(
+            self.height as usize,
+            self.width as usize,
+            &mut |dst| fill_nhwc(&canvas, norm, dst),
+            &mut levels,
+        )?;
         let faces = decode(&levels, self.score_threshold, lb.scale);
         Ok(nms(faces, self.nms_iou))
     }
@@ -99,6 +111,13 @@ impl Embedder {
         })
     }
 
+    /// Loads with a chosen executor, thread count and precision.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        Ok(Embedder {
+            model: MobileFaceNet::load_with(path, opts)?,
+        })
+    }
+
     pub fn new(model: MobileFaceNet) -> Self {
         Embedder { model }
     }
@@ -113,8 +132,18 @@ impl Embedder {
 
     /// The L2-normalised embedding of an already aligned crop.
     pub fn embed_crop(&self, crop: &RgbImage) -> Result<Vec<f32>> {
-        let input = to_tensor(crop, self.model.norm())?;
-        let mut e = self.model.forward(&input)?;
+        let s = self.model.input_size() as u32;
+        if (crop.width(), crop.height()) != (s, s) {
+            return Err(Error::Shape {
+                what: "aligned crop".into(),
+                expected: format!("{s}x{s}"),
+                got: format!("{}x{}", crop.width(), crop.height()),
+            });
+        }
+        let norm = self.model.norm();
+        let mut e = Vec::with_capacity(self.model.dim());
+        self.model
+            .forward_nhwc(&mut |dst| fill_nhwc(crop, norm, dst), &mut e)?;
         l2_normalise(&mut e);
         Ok(e)
     }

@@ -148,6 +148,22 @@ pub fn to_tensor(img: &RgbImage, norm: InputNorm) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (1, 3, h, w), &Device::Cpu)?)
 }
 
+/// `(x − mean)/std` of an RGB image written as NHWC (`H×W×3`, channels innermost) into
+/// `dst` — the fast engine's input layout, filled in place without allocating.
+pub fn fill_nhwc(img: &RgbImage, norm: InputNorm, dst: &mut [f32]) {
+    let src = img.as_raw();
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "NHWC destination for a {}x{} image",
+        img.width(),
+        img.height()
+    );
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = (s as f32 - norm.mean) / norm.std;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The model arithmetic against onnxruntime on identical input tensors: the raw head outputs
 //! of all four SCRFD exports at 640×640 on crowd_selfie, and both MobileFaceNets on the same
-//! aligned crops.
+//! aligned crops — on both executors: the candle reference and the fast engine (1 and 2
+//! threads, so the row split is exercised).
 
 mod common;
 
@@ -8,8 +9,23 @@ use candle_core::{Device, Tensor};
 use common::*;
 use facegate::models::mobilefacenet::MobileFaceNet;
 use facegate::models::scrfd::Scrfd;
+use facegate::models::LoadOptions;
+
+fn backends() -> Vec<(&'static str, LoadOptions)> {
+    vec![
+        ("reference", LoadOptions::reference()),
+        ("fast/1", LoadOptions::fast(1)),
+        ("fast/2", LoadOptions::fast(2)),
+    ]
+}
 
 fn check_scrfd(name: &str) {
+    for (label, opts) in backends() {
+        check_scrfd_with(name, label, &opts);
+    }
+}
+
+fn check_scrfd_with(name: &str, label: &str, opts: &LoadOptions) {
     let refs = refs().join("heads");
     let meta = read_json(&refs.join(format!("{name}.json")));
     let shape: Vec<usize> = meta["input_shape"]
@@ -24,7 +40,7 @@ fn check_scrfd(name: &str) {
         &Device::Cpu,
     )
     .unwrap();
-    let model = Scrfd::load(&model(name)).unwrap();
+    let model = Scrfd::load_with(&model(name), opts).unwrap();
     let levels = model.forward(&input).unwrap();
     assert_eq!(levels.len(), 3);
     // The exports list scores for strides 8/16/32, then boxes, then keypoints.
@@ -50,13 +66,13 @@ fn check_scrfd(name: &str) {
             (1e-2, stride)
         };
         eprintln!(
-            "{name} out{i} {kind}: max |diff| = {:.3e}{}",
+            "{label} {name} out{i} {kind}: max |diff| = {:.3e}{}",
             max * unit,
             if unit > 1.0 { " px" } else { "" }
         );
         assert!(
             max * unit <= tol,
-            "{name} output {i} ({kind}): max |diff| {} > {tol}",
+            "{label} {name} output {i} ({kind}): max |diff| {} > {tol}",
             max * unit
         );
     }
@@ -83,6 +99,12 @@ fn scrfd_2_5g_fixed_export_heads_equal_onnxruntime() {
 }
 
 fn check_recogniser(name: &str, dim: usize) {
+    for (label, opts) in backends() {
+        check_recogniser_with(name, dim, label, &opts);
+    }
+}
+
+fn check_recogniser_with(name: &str, dim: usize, label: &str, opts: &LoadOptions) {
     let refs = refs().join("rec");
     let crops = read_f32(&refs.join("crops.f32"));
     let want = read_f32(&refs.join(format!("{name}.out.f32")));
@@ -90,7 +112,7 @@ fn check_recogniser(name: &str, dim: usize) {
     let n = crops.len() / per;
     assert!(n >= 20, "expected the example crops, found {n}");
     assert_eq!(want.len(), n * dim);
-    let model = MobileFaceNet::load(&model(name)).unwrap();
+    let model = MobileFaceNet::load_with(&model(name), opts).unwrap();
     assert_eq!(model.dim(), dim);
     let mut worst = 1f32;
     for i in 0..n {
@@ -103,8 +125,8 @@ fn check_recogniser(name: &str, dim: usize) {
         let got = model.forward(&x).unwrap();
         worst = worst.min(cosine(&got, &want[i * dim..(i + 1) * dim]));
     }
-    eprintln!("{name}: worst cosine over {n} crops = {worst:.7}");
-    assert!(worst >= 0.9999, "{name}: worst cosine {worst}");
+    eprintln!("{label} {name}: worst cosine over {n} crops = {worst:.7}");
+    assert!(worst >= 0.9999, "{label} {name}: worst cosine {worst}");
 }
 
 #[test]

@@ -24,21 +24,24 @@ struct Args {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    if args.precision != Precision::F32 {
-        anyhow::bail!(
-            "{}: precision {} is not implemented yet (only f32)",
-            args.onnx.display(),
-            args.precision
-        );
-    }
     let file = facegate::onnx::convert(&args.onnx)?;
+    let file = match args.precision {
+        Precision::F32 => file,
+        // Convolution weights as f16 (half the size); the engine widens them at load.
+        Precision::F16 => file.to_f16(),
+        Precision::Int8 => anyhow::bail!(
+            "{}: precision int8 is not implemented yet (f32 or f16)",
+            args.onnx.display()
+        ),
+    };
     file.write(&args.out)?;
     let graph = file.config.graph();
     eprintln!(
-        "{} -> {}: {} ({} layers, {} tensors, sha256 {})",
+        "{} -> {}: {} {} ({} layers, {} tensors, sha256 {})",
         args.onnx.display(),
         args.out.display(),
         file.config.family(),
+        file.precision,
         graph.ops.len(),
         file.tensors.len(),
         &file.source.sha256[..12]

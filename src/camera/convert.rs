@@ -21,8 +21,6 @@
 //! profiled on a Pi; should it show up, a NEON kernel belongs in `kernels/`, tested against
 //! this one).
 
-use std::borrow::Cow;
-
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -139,30 +137,14 @@ pub fn grey_to_rgb(src: &[u8], width: u32, height: u32, stride: usize) -> Result
     Ok(out)
 }
 
-/// An APP0 segment with the `AVI1` tag. Its only purpose: the JPEG decoder (zune-jpeg,
-/// behind the `image` crate) supplies the standard Huffman tables of JPEG Annex K.3 to a
-/// frame without DHT segments only when it sees this tag, and many UVC cameras send exactly
-/// such frames (the "MJPEG omits the Huffman tables" convention of OpenDML), some without
-/// the tag.
-const AVI1_APP0: [u8; 9] = [0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00];
-
-/// Decodes one JPEG (one MJPEG frame) to RGB. `has_dht` says whether the frame carries its
-/// own Huffman tables (the MJPEG splitter knows); if not, the standard tables are supplied.
-/// The error is a one-line reason (the caller knows which frame it was).
-pub fn decode_jpeg(jpeg: &[u8], has_dht: bool) -> std::result::Result<RgbImage, String> {
+/// Decodes one JPEG (one MJPEG frame) to RGB with libjpeg-turbo, as photos are decoded.
+/// Frames without Huffman tables (what many USB cameras send) get the standard tables from
+/// libjpeg-turbo itself. The error is a one-line reason (the caller knows which frame).
+pub fn decode_jpeg(jpeg: &[u8]) -> std::result::Result<RgbImage, String> {
     if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
         return Err(format!("not a JPEG ({} bytes, no SOI marker)", jpeg.len()));
     }
-    let data: Cow<[u8]> = if has_dht {
-        Cow::Borrowed(jpeg)
-    } else {
-        let mut v = Vec::with_capacity(jpeg.len() + AVI1_APP0.len());
-        v.extend_from_slice(&jpeg[..2]);
-        v.extend_from_slice(&AVI1_APP0);
-        v.extend_from_slice(&jpeg[2..]);
-        Cow::Owned(v)
-    };
-    crate::image_io::decode_jpeg(&data).map_err(|e| e.replace('\n', " "))
+    crate::image_io::decode_jpeg(jpeg).map_err(|e| e.replace('\n', " "))
 }
 
 #[cfg(test)]
@@ -266,7 +248,7 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
             .encode_image(&img)
             .unwrap();
-        let with = decode_jpeg(&jpeg, true).unwrap();
+        let with = decode_jpeg(&jpeg).unwrap();
 
         // Strip every DHT (FFC4) segment before SOS.
         let mut stripped = jpeg[..2].to_vec();
@@ -288,17 +270,15 @@ mod tests {
             pos += 2 + len;
         }
         assert!(removed > 0, "encoder wrote no DHT?");
-        let without = decode_jpeg(&stripped, false).unwrap();
+        let without = decode_jpeg(&stripped).unwrap();
         assert_eq!(with.as_raw(), without.as_raw());
-        // and it really needed the help
-        assert!(decode_jpeg(&stripped, true).map(|i| i.as_raw() == with.as_raw()) != Ok(true));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(decode_jpeg(&[], true).is_err());
-        assert!(decode_jpeg(b"hello world", true).is_err());
-        assert!(decode_jpeg(&[0xFF, 0xD8, 0xFF, 0xD9], true).is_err());
-        assert!(decode_jpeg(&[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x02, 0xFF, 0xD9], false).is_err());
+        assert!(decode_jpeg(&[]).is_err());
+        assert!(decode_jpeg(b"hello world").is_err());
+        assert!(decode_jpeg(&[0xFF, 0xD8, 0xFF, 0xD9]).is_err());
+        assert!(decode_jpeg(&[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x02, 0xFF, 0xD9]).is_err());
     }
 }

@@ -125,15 +125,13 @@ impl Clip {
                         "{reason} (stream bytes {}..{})",
                         span.start, span.end
                     )),
-                    SpanStatus::Complete { has_dht } => {
-                        match decode_jpeg(&data[span.start..span.end], *has_dht) {
-                            Ok(rgb) => Slot::Frame(rgb),
-                            Err(reason) => Slot::Corrupt(format!(
-                                "JPEG does not decode: {reason} (stream bytes {}..{})",
-                                span.start, span.end
-                            )),
-                        }
-                    }
+                    SpanStatus::Complete { .. } => match decode_jpeg(&data[span.start..span.end]) {
+                        Ok(rgb) => Slot::Frame(rgb),
+                        Err(reason) => Slot::Corrupt(format!(
+                            "JPEG does not decode: {reason} (stream bytes {}..{})",
+                            span.start, span.end
+                        )),
+                    },
                 }
             }
             Clip::Yuyv {
@@ -561,7 +559,7 @@ mod tests {
         assert_eq!(src.stats().corrupt, 4);
         assert_eq!(src.stats().delivered, n as u64 - 4);
         // the frame right after a damaged one is intact: same pixels as from the clean clip
-        let clean = decode_jpeg(&data[spans[6].start..spans[6].end], true).unwrap();
+        let clean = decode_jpeg(&data[spans[6].start..spans[6].end]).unwrap();
         assert_eq!(frames[5].seq, 6);
         assert_eq!(frames[5].rgb.as_raw(), clean.as_raw());
     }

@@ -268,16 +268,8 @@ fn convert(
     match format {
         PixelFormat::Yuyv => yuyv_to_rgb(data, w, h, stride).map_err(|e| e.to_string()),
         PixelFormat::Grey => grey_to_rgb(data, w, h, stride).map_err(|e| e.to_string()),
-        // UVC frames carry no DHT more often than not; the decoder then gets the standard
-        // tables. A frame that has its own keeps them (detected cheaply: FF C4 before SOS is
-        // overwhelmingly likely to be a DHT; a wrong guess only costs the fallback tables).
-        PixelFormat::Mjpeg => {
-            let has_dht = data
-                .windows(2)
-                .take_while(|w| w != &[0xFF, 0xDA])
-                .any(|w| w == [0xFF, 0xC4]);
-            decode_jpeg(data, has_dht)
-        }
+        // UVC frames often carry no Huffman tables; libjpeg-turbo supplies the standard ones.
+        PixelFormat::Mjpeg => decode_jpeg(data),
     }
 }
 

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::pipeline::{parse_size, Detector, Embedder, Pipeline};
 use anyhow::Context;
 use clap::Args;
-use facegate::pipeline::{parse_size, Detector, Embedder, Pipeline};
 
 #[derive(Args)]
 pub struct DetectArgs {
@@ -17,7 +17,7 @@ pub struct DetectArgs {
     #[arg(long, value_parser = parse_size_arg)]
     pub size: Option<(u32, u32)>,
     /// Score threshold.
-    #[arg(long, default_value_t = facegate::detect::DEFAULT_SCORE_THRESHOLD)]
+    #[arg(long, default_value_t = crate::detect::DEFAULT_SCORE_THRESHOLD)]
     pub threshold: f32,
     /// Write each image with its detections drawn into this directory (as PNG).
     #[arg(long)]
@@ -85,7 +85,7 @@ pub fn detect(args: &DetectArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     Ok(for_each_image(&args.images, |path| {
-        let img = facegate::image_io::load_rgb(path)?;
+        let img = crate::image_io::load_rgb(path)?;
         let faces = det.detect(&img)?;
         if let Some(dir) = &args.draw {
             write_drawing(dir, path, img, &faces)?;
@@ -98,9 +98,9 @@ fn write_drawing(
     dir: &Path,
     path: &Path,
     mut img: image::RgbImage,
-    faces: &[facegate::Face],
+    faces: &[crate::Face],
 ) -> anyhow::Result<()> {
-    facegate::draw::draw_faces(&mut img, faces);
+    crate::draw::draw_faces(&mut img, faces);
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -109,7 +109,7 @@ fn write_drawing(
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .with_context(|| format!("{}: cannot encode", out.display()))?;
-    facegate::format::write_atomically(&out, &png)?;
+    crate::format::write_atomically(&out, &png)?;
     Ok(())
 }
 
@@ -119,7 +119,7 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         embedder: Embedder::load(&args.rec)?,
     };
     Ok(for_each_image(&args.images, |path| {
-        let img = facegate::image_io::load_rgb(path)?;
+        let img = crate::image_io::load_rgb(path)?;
         let faces = pipeline.embed_all(&img)?;
         Ok(serde_json::json!({ "image": path, "faces": faces }))
     }))

@@ -1,5 +1,7 @@
-//! The command-line front end: one module per group of subcommands, each a thin layer that
-//! parses, validates and calls the library.
+//! Subcommands as library functions with their clap arguments, so `main.rs` stays a thin
+//! dispatcher and the commands can be tested without spawning the binary. Each module is a
+//! thin layer that parses, validates and calls the rest of the library.
 
+pub mod bench;
 pub mod detect;
 pub mod verify;

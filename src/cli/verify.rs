@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
-use facegate::eval::verification::{
+use crate::eval::verification::{
     best_threshold_accuracy, kfold_accuracy, parse_label_pairs_str, parse_lfw_pairs, tar_at_far,
     ScoredPair,
 };
-use facegate::pipeline::{Detector, Embedder, Pipeline};
+use crate::pipeline::{Detector, Embedder, Pipeline};
+use clap::Args;
 
 use super::detect::parse_size_arg;
 
@@ -43,8 +43,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let pairs = if args.lfw {
         parse_lfw_pairs(&args.pairs, &args.root)?
     } else {
-        let text = std::fs::read_to_string(&args.pairs)
-            .map_err(|e| facegate::Error::io(&args.pairs, e))?;
+        let text =
+            std::fs::read_to_string(&args.pairs).map_err(|e| crate::Error::io(&args.pairs, e))?;
         parse_label_pairs_str(&text, &args.pairs, &args.root)?
     };
     let pipeline = Pipeline {

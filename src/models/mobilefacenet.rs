@@ -5,30 +5,44 @@
 //! `quantize`. Input: an ArcFace-aligned 112×112 RGB crop; output: the embedding.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::Tensor;
 
+use super::{LoadOptions, Runner};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{InputNorm, MobileFaceNetConfig, ModelConfig, ModelFile};
-use crate::nn::Network;
+use crate::format::{InputNorm, MobileFaceNetConfig, ModelConfig, ModelFile, Precision};
 
 pub struct MobileFaceNet {
     config: MobileFaceNetConfig,
-    net: Network,
+    precision: Precision,
+    runner: Runner,
 }
 
 impl MobileFaceNet {
-    /// Loads a converted recogniser file (or an ONNX file, converted on the fly).
+    /// Loads a converted recogniser file (or an ONNX file, converted on the fly) on the fast
+    /// engine with all cores.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = crate::models::open(path)?;
-        Self::from_file(&file, path)
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads with a chosen executor, thread count and precision.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let file = opts.open(path)?;
+        Self::from_file_with(&file, path, opts)
     }
 
     pub fn from_file(file: &ModelFile, path: &Path) -> Result<Self> {
+        Self::from_file_with(file, path, &LoadOptions::default())
+    }
+
+    pub fn from_file_with(file: &ModelFile, path: &Path, opts: &LoadOptions) -> Result<Self> {
         match &file.config {
             ModelConfig::MobileFaceNet(c) => Ok(MobileFaceNet {
                 config: c.clone(),
-                net: Network::new(file)?,
+                precision: file.precision,
+                runner: Runner::new(file, &[c.embedding], opts)?,
             }),
             other => Err(Error::Model {
                 path: path.to_path_buf(),
@@ -56,9 +70,16 @@ impl MobileFaceNet {
         self.config.match_threshold
     }
 
-    /// The raw (not normalised) embedding of a normalised `1×3×S×S` crop.
-    pub fn forward(&self, input: &Tensor) -> Result<Vec<f32>> {
-        let (_, _, h, w) = input.dims4()?;
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The fast engine running this model (`None` on the reference executor).
+    pub fn engine(&self) -> Option<&Mutex<Engine>> {
+        self.runner.engine()
+    }
+
+    fn check_size(&self, h: usize, w: usize) -> Result<()> {
         let s = self.config.input_size;
         if (h, w) != (s, s) {
             return Err(Error::Shape {
@@ -67,8 +88,35 @@ impl MobileFaceNet {
                 got: format!("{w}x{h}"),
             });
         }
-        let out = self.net.forward(input, &[self.config.embedding])?;
-        Ok(out[0].flatten_all()?.to_vec1::<f32>()?)
+        Ok(())
+    }
+
+    /// The raw (not normalised) embedding of a normalised `1×3×S×S` crop.
+    pub fn forward(&self, input: &Tensor) -> Result<Vec<f32>> {
+        let (_, _, h, w) = input.dims4()?;
+        self.check_size(h, w)?;
+        if let Runner::Reference(net) = &self.runner {
+            let out = net.forward(input, &[self.config.embedding])?;
+            return Ok(out[0].flatten_all()?.to_vec1::<f32>()?);
+        }
+        let mut out = Vec::new();
+        self.runner
+            .run_tensor(input, &[self.config.embedding], &mut |_, d, _| {
+                out.extend_from_slice(d)
+            })?;
+        Ok(out)
+    }
+
+    /// The raw embedding of a crop that `fill` writes as normalised NHWC (`S × S × 3`), into
+    /// `out` (cleared first). On the fast engine, once warm and with `out` holding the
+    /// capacity, this allocates nothing.
+    pub fn forward_nhwc(&self, fill: &mut dyn FnMut(&mut [f32]), out: &mut Vec<f32>) -> Result<()> {
+        let s = self.config.input_size;
+        out.clear();
+        self.runner
+            .run_nhwc(s, s, fill, &[self.config.embedding], &mut |_, d, _| {
+                out.extend_from_slice(d)
+            })
     }
 }
 

@@ -6,12 +6,15 @@
 //! `detect.rs`.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::Tensor;
 
+use super::{LoadOptions, Runner};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{InputNorm, ModelConfig, ModelFile, ScrfdConfig};
-use crate::nn::Network;
+use crate::format::{InputNorm, ModelConfig, ModelFile, Precision, ScrfdConfig};
+use crate::graph::ValueId;
 
 /// Raw head outputs of one level, laid out as the ONNX exports lay them out: rows ordered by
 /// (cell y, cell x, anchor), so `scores[i]`, `boxes[4i..4i+4]`, `kps[10i..10i+10]` belong
@@ -29,22 +32,45 @@ pub struct LevelOutput {
 
 pub struct Scrfd {
     config: ScrfdConfig,
-    net: Network,
+    precision: Precision,
+    /// The head values, per level: score, box, then keypoints if present.
+    wanted: Vec<ValueId>,
+    runner: Runner,
 }
 
 impl Scrfd {
-    /// Loads a converted detector file (or an ONNX file, converted on the fly).
+    /// Loads a converted detector file (or an ONNX file, converted on the fly) on the fast
+    /// engine with all cores.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = crate::models::open(path)?;
-        Self::from_file(&file, path)
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads with a chosen executor, thread count and precision.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let file = opts.open(path)?;
+        Self::from_file_with(&file, path, opts)
     }
 
     pub fn from_file(file: &ModelFile, path: &Path) -> Result<Self> {
+        Self::from_file_with(file, path, &LoadOptions::default())
+    }
+
+    pub fn from_file_with(file: &ModelFile, path: &Path, opts: &LoadOptions) -> Result<Self> {
         match &file.config {
-            ModelConfig::Scrfd(c) => Ok(Scrfd {
-                config: c.clone(),
-                net: Network::new(file)?,
-            }),
+            ModelConfig::Scrfd(c) => {
+                let mut wanted = Vec::new();
+                for l in &c.levels {
+                    wanted.push(l.score);
+                    wanted.push(l.bbox);
+                    wanted.extend(l.kps);
+                }
+                Ok(Scrfd {
+                    config: c.clone(),
+                    precision: file.precision,
+                    runner: Runner::new(file, &wanted, opts)?,
+                    wanted,
+                })
+            }
             other => Err(Error::Model {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -67,10 +93,16 @@ impl Scrfd {
         &self.config
     }
 
-    /// Runs the network on a normalised `1×3×H×W` tensor (H and W multiples of the largest
-    /// stride) and returns the raw outputs of every level, scores after the sigmoid.
-    pub fn forward(&self, input: &Tensor) -> Result<Vec<LevelOutput>> {
-        let (_, _, h, w) = input.dims4()?;
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The fast engine running this model (`None` on the reference executor).
+    pub fn engine(&self) -> Option<&Mutex<Engine>> {
+        self.runner.engine()
+    }
+
+    fn check_size(&self, h: usize, w: usize) -> Result<()> {
         let max_stride = self
             .config
             .levels
@@ -85,15 +117,82 @@ impl Scrfd {
                 got: format!("{w}x{h}"),
             });
         }
-        let mut wanted = Vec::new();
-        for l in &self.config.levels {
-            wanted.push(l.score);
-            wanted.push(l.bbox);
-            if let Some(k) = l.kps {
-                wanted.push(k);
-            }
+        Ok(())
+    }
+
+    /// Runs the network on an `h × w` input that `fill` writes as normalised NHWC
+    /// (`h × w × 3`), reusing the vectors of `out` (one [`LevelOutput`] per level, scores
+    /// after the sigmoid). On the fast engine, once it has run at this size with `out`
+    /// already holding the levels, this allocates nothing.
+    pub fn forward_nhwc(
+        &self,
+        h: usize,
+        w: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+        out: &mut Vec<LevelOutput>,
+    ) -> Result<()> {
+        self.check_size(h, w)?;
+        let levels = &self.config.levels;
+        if out.len() != levels.len() {
+            out.clear();
+            out.extend(levels.iter().map(|l| LevelOutput {
+                stride: l.stride,
+                height: 0,
+                width: 0,
+                anchors: self.config.anchors_per_cell,
+                scores: Vec::new(),
+                boxes: Vec::new(),
+                kps: l.kps.map(|_| Vec::new()),
+            }));
         }
-        let values = self.net.forward(input, &wanted)?;
+        // Outputs arrive in `wanted` order: per level score, box, then keypoints.
+        let mut level = 0;
+        let mut part = 0;
+        let mut sink = |_: usize, data: &[f32], shape: [usize; 3]| {
+            let l = &mut out[level];
+            let dst = match part {
+                0 => {
+                    l.height = shape[0];
+                    l.width = shape[1];
+                    &mut l.scores
+                }
+                1 => &mut l.boxes,
+                _ => l.kps.as_mut().expect("kps output of a kps level"),
+            };
+            dst.clear();
+            dst.extend_from_slice(data);
+            part += 1;
+            if part == 2 + usize::from(levels[level].kps.is_some()) {
+                part = 0;
+                level += 1;
+            }
+        };
+        self.runner.run_nhwc(h, w, fill, &self.wanted, &mut sink)?;
+        let sigmoid = crate::kernels::kernels().sigmoid_f32;
+        for l in out.iter_mut() {
+            sigmoid(&mut l.scores);
+        }
+        Ok(())
+    }
+
+    /// Runs the network on a normalised `1×3×H×W` tensor (H and W multiples of the largest
+    /// stride) and returns the raw outputs of every level, scores after the sigmoid.
+    pub fn forward(&self, input: &Tensor) -> Result<Vec<LevelOutput>> {
+        let (_, _, h, w) = input.dims4()?;
+        self.check_size(h, w)?;
+        let net = match &self.runner {
+            Runner::Reference(net) => net,
+            Runner::Fast(_) => {
+                let nhwc = input
+                    .permute((0, 2, 3, 1))?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let mut out = Vec::new();
+                self.forward_nhwc(h, w, &mut |dst| dst.copy_from_slice(&nhwc), &mut out)?;
+                return Ok(out);
+            }
+        };
+        let values = net.forward(input, &self.wanted)?;
         let mut it = values.into_iter();
         let a = self.config.anchors_per_cell;
         let mut out = Vec::new();

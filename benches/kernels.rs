@@ -1,0 +1,207 @@
+//! Kernel throughput on real facegate layer shapes, generic vs the table chosen for this CPU.
+//! Throughput is in multiply-accumulates (criterion's "elem/s" = MAC/s; GOP/s = 2×).
+//! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use facegate::kernels::*;
+
+fn vf32(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+fn vi8(n: usize, seed: u32) -> Vec<i8> {
+    vf32(n, seed).iter().map(|v| (v * 250.0) as i8).collect()
+}
+
+fn tables() -> Vec<(&'static str, Kernels)> {
+    let mut v = vec![("generic", Kernels::generic())];
+    let auto = Kernels::select(Mode::Auto);
+    if auto.names.pw_f32 != v[0].1.names.pw_f32 {
+        v.push(("simd", auto));
+    }
+    let nodot = Kernels::select(Mode::NoDotprod);
+    if nodot.names.pw_i8 != auto.names.pw_i8 {
+        v.push(("nodotprod", nodot));
+    }
+    v
+}
+
+fn bench_pw(c: &mut Criterion) {
+    let (m, k, n) = (56 * 56, 64, 128);
+    let mut g = c.benchmark_group("pw_56x56x64to128");
+    g.throughput(Throughput::Elements((m * k * n) as u64));
+    let a = vf32(m * k, 1);
+    let w = vf32(n * k, 2);
+    let bias = vf32(n, 3);
+    let pf = pack_pw_f32(&w, n, k);
+    let ai = vi8(m * k, 4);
+    let pi = pack_pw_i8(&vi8(n * k, 5), n, k);
+    let bi = vec![10i32; n];
+    let mult = vec![0.001f32; n];
+    let mut of = vec![0.0f32; m * n];
+    let mut oi = vec![0i8; m * n];
+    for (name, kt) in tables() {
+        let epi = EpiF32 {
+            bias: &bias,
+            act: Act::Relu6(6.0),
+        };
+        g.bench_function(
+            BenchmarkId::new("f32", format!("{name}:{}", kt.names.pw_f32)),
+            |b| b.iter(|| (kt.pw_f32)(&a, &pf, &epi, 0, m, &mut of)),
+        );
+        let epi = EpiI8 {
+            bias: &bi,
+            mult: &mult,
+            act: Act::Relu,
+        };
+        g.bench_function(
+            BenchmarkId::new("i8", format!("{name}:{}", kt.names.pw_i8)),
+            |b| b.iter(|| (kt.pw_i8)(&ai, &pi, &epi, 0, m, &mut oi)),
+        );
+    }
+    g.finish();
+}
+
+fn bench_dw(c: &mut Criterion) {
+    let s = ConvShape::dw(56, 56, 128, 3, 1, 1);
+    let mut g = c.benchmark_group("dw3x3_56x56x128_s1");
+    g.throughput(Throughput::Elements((s.oh() * s.ow() * s.cin * 9) as u64));
+    let x = vf32(56 * 56 * 128, 1);
+    let wf = pack_dw(&vf32(128 * 9, 2), 128, 3);
+    let bias = vf32(128, 3);
+    let xi = vi8(56 * 56 * 128, 4);
+    let wi = pack_dw(&vi8(128 * 9, 5), 128, 3);
+    let bi = vec![10i32; 128];
+    let mult = vec![0.01f32; 128];
+    let mut of = vec![0.0f32; s.oh() * s.ow() * 128];
+    let mut oi = vec![0i8; s.oh() * s.ow() * 128];
+    for (name, kt) in tables() {
+        let epi = EpiF32 {
+            bias: &bias,
+            act: Act::Relu,
+        };
+        g.bench_function(
+            BenchmarkId::new("f32", format!("{name}:{}", kt.names.dw_f32)),
+            |b| b.iter(|| (kt.dw_f32)(&x, &s, &wf, &epi, 0, s.oh(), &mut of)),
+        );
+        let epi = EpiI8 {
+            bias: &bi,
+            mult: &mult,
+            act: Act::Relu,
+        };
+        g.bench_function(
+            BenchmarkId::new("i8", format!("{name}:{}", kt.names.dw_i8)),
+            |b| b.iter(|| (kt.dw_i8)(&xi, &s, &wi, &epi, 0, s.oh(), &mut oi)),
+        );
+    }
+    g.finish();
+}
+
+fn bench_dense(c: &mut Criterion) {
+    for (label, s) in [
+        (
+            "conv3x3_320x320x3to16_s2",
+            ConvShape {
+                h: 320,
+                w: 320,
+                cin: 3,
+                cout: 16,
+                kh: 3,
+                kw: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ),
+        (
+            "conv3x3_80x80x48to48_s1",
+            ConvShape {
+                h: 80,
+                w: 80,
+                cin: 48,
+                cout: 48,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+    ] {
+        let mut g = c.benchmark_group(label);
+        g.throughput(Throughput::Elements(s.macs()));
+        let x = vf32(s.h * s.w * s.cin, 1);
+        let wf = pack_conv_f32(&vf32(s.cout * s.cin * 9, 2), s.cout, s.cin, 3, 3);
+        let bias = vf32(s.cout, 3);
+        let xi = vi8(s.h * s.w * s.cin, 4);
+        let wi = pack_conv_i8(&vi8(s.cout * s.cin * 9, 5), s.cout, s.cin, 3, 3);
+        let bi = vec![10i32; s.cout];
+        let mult = vec![0.001f32; s.cout];
+        let mut sf = vec![0.0f32; s.im2col_len()];
+        let mut si = vec![0i8; s.im2col_len()];
+        let mut of = vec![0.0f32; s.oh() * s.ow() * s.cout];
+        let mut oi = vec![0i8; s.oh() * s.ow() * s.cout];
+        for (name, kt) in tables() {
+            let epi = EpiF32 {
+                bias: &bias,
+                act: Act::Relu,
+            };
+            g.bench_function(
+                BenchmarkId::new("f32", format!("{name}:im2col+{}", kt.names.pw_f32)),
+                |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
+            );
+            let epi = EpiI8 {
+                bias: &bi,
+                mult: &mult,
+                act: Act::Relu,
+            };
+            g.bench_function(
+                BenchmarkId::new("i8", format!("{name}:im2col+{}", kt.names.pw_i8)),
+                |b| b.iter(|| kt.conv_i8(&xi, &s, &wi, &epi, 0, s.oh(), &mut si, &mut oi)),
+            );
+        }
+        g.finish();
+    }
+}
+
+fn bench_elementwise(c: &mut Criterion) {
+    let (h, w, ch) = (80, 80, 64);
+    let n = h * w * ch;
+    let mut g = c.benchmark_group("elementwise_80x80x64");
+    g.throughput(Throughput::Elements(n as u64));
+    let a = vf32(n, 1);
+    let b = vf32(n, 2);
+    let bs = vf32(40 * 40 * ch, 3);
+    let ai = vi8(n, 4);
+    let bi = vi8(n, 5);
+    let mut o = vec![0.0f32; n];
+    let mut oi = vec![0i8; n];
+    let mut op = vec![0.0f32; n / 4];
+    for (name, kt) in tables() {
+        g.bench_function(
+            BenchmarkId::new("add_f32", format!("{name}:{}", kt.names.add_f32)),
+            |bn| bn.iter(|| (kt.add_f32)(&a, &b, &mut o)),
+        );
+        g.bench_function(
+            BenchmarkId::new("add_i8", format!("{name}:{}", kt.names.add_i8)),
+            |bn| bn.iter(|| (kt.add_i8)(&ai, 0.7, &bi, 1.2, &mut oi)),
+        );
+        g.bench_function(
+            BenchmarkId::new("up2_add_f32", format!("{name}:{}", kt.names.up2_add_f32)),
+            |bn| bn.iter(|| (kt.up2_add_f32)(&a, &bs, h, w, ch, 0, h, &mut o)),
+        );
+        g.bench_function(
+            BenchmarkId::new("maxpool2_f32", format!("{name}:{}", kt.names.pool2_f32)),
+            |bn| bn.iter(|| (kt.maxpool2_f32)(&a, h, w, ch, 0, h / 2, &mut op)),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_pw, bench_dw, bench_dense, bench_elementwise);
+criterion_main!(benches);

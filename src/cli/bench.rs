@@ -1,0 +1,290 @@
+//! `facegate bench`: times the detector and/or the recogniser on this machine — median, p90
+//! and minimum per stage, model load time and peak RSS — with an optional per-layer profile.
+//! The last line of output is one JSON object, so scripts (e.g. `benches/peers/`) can
+//! compare runs and engines without parsing the table.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::format::Precision;
+use crate::models::mobilefacenet::MobileFaceNet;
+use crate::models::scrfd::Scrfd;
+use crate::models::{Backend, LoadOptions};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Detector model (SCRFD; converted file or ONNX).
+    #[arg(long)]
+    pub det: Option<PathBuf>,
+    /// Recogniser model (MobileFaceNet; converted file or ONNX).
+    #[arg(long)]
+    pub rec: Option<PathBuf>,
+    /// Weight precision to run (f16 narrows an f32 file on load; int8 needs a quantised file).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+    /// Worker threads per model (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Detector input size WxH (multiples of 32).
+    #[arg(long, default_value = "640x640")]
+    pub size: String,
+    /// Timed iterations per stage.
+    #[arg(long, default_value_t = 30)]
+    pub iters: usize,
+    /// Untimed warm-up iterations per stage.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Executor: `fast` (the NHWC engine) or `reference` (candle, for comparison).
+    #[arg(long, default_value = "fast")]
+    pub backend: Backend,
+    /// Also print a per-layer time table (fast engine only).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// Median, p90 and minimum of a set of timings, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Stats {
+    pub fn of(times: &[Duration]) -> Stats {
+        let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        if ms.is_empty() {
+            return Stats {
+                median_ms: f64::NAN,
+                p90_ms: f64::NAN,
+                min_ms: f64::NAN,
+            };
+        }
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        Stats {
+            median_ms: at(0.5),
+            p90_ms: at(0.9),
+            min_ms: ms[0],
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "median_ms": round3(self.median_ms),
+            "p90_ms": round3(self.p90_ms),
+            "min_ms": round3(self.min_ms),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// Peak resident set size in MiB (`VmHWM` of `/proc/self/status`), if the system reports it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Deterministic input values in the normalised range (the content does not change timing).
+fn synthetic(len: usize) -> Vec<f32> {
+    let mut s = 0x9e37_79b9u32;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn time(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> crate::Result<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
+    }
+    Ok(times)
+}
+
+fn print_profile(name: &str, engine: &std::sync::Mutex<crate::engine::Engine>, iters: usize) {
+    let e = engine.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(times) = e.layer_times() else { return };
+    let total: Duration = times.iter().sum();
+    println!("{name}: per-layer profile (mean of {iters} runs)");
+    println!("  {:>4} {:>9} {:>6}  layer", "op", "ms", "%");
+    for (i, t) in times.iter().enumerate() {
+        let ms = t.as_secs_f64() * 1e3 / iters.max(1) as f64;
+        let pct = 100.0 * t.as_secs_f64() / total.as_secs_f64().max(1e-12);
+        println!("  {i:>4} {ms:>9.3} {pct:>5.1}%  {}", e.describe_op(i));
+    }
+}
+
+fn label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Runs the benchmark and prints the table and the JSON line.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.det.is_none() && args.rec.is_none() {
+        anyhow::bail!("nothing to bench: give --det MODEL and/or --rec MODEL");
+    }
+    if args.iters == 0 {
+        anyhow::bail!("--iters must be at least 1");
+    }
+    let (w, h) = crate::pipeline::parse_size(&args.size)?;
+    let (w, h) = (w as usize, h as usize);
+    let opts = LoadOptions {
+        backend: args.backend,
+        threads: args.threads,
+        precision: Some(args.precision),
+    };
+    let threads = if args.threads == 0 {
+        crate::engine::default_threads()
+    } else {
+        args.threads
+    };
+
+    let t0 = Instant::now();
+    let det = args
+        .det
+        .as_ref()
+        .map(|p| Scrfd::load_with(p, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))
+        .transpose()?;
+    let rec = args
+        .rec
+        .as_ref()
+        .map(|p| {
+            MobileFaceNet::load_with(p, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    println!(
+        "facegate bench: backend {:?}, precision {}, {threads} thread(s), kernels: {}",
+        args.backend,
+        args.precision,
+        crate::kernels::kernels().describe()
+    );
+    let mut json = serde_json::Map::new();
+    if let (Some(model), Some(path)) = (&det, &args.det) {
+        let input = synthetic(h * w * 3);
+        let mut out = Vec::new();
+        let mut run = || model.forward_nhwc(h, w, &mut |d| d.copy_from_slice(&input), &mut out);
+        // Warm up (plans buffers), then switch profiling on for the timed runs only.
+        for _ in 0..args.warmup.max(1) {
+            run()?;
+        }
+        if let (true, Some(e)) = (args.profile, model.engine()) {
+            e.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_profiling(true);
+        }
+        let s = Stats::of(&time(0, args.iters, &mut run)?);
+        println!(
+            "det  {:<28} {w}x{h}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
+            label(path),
+            s.median_ms,
+            s.p90_ms,
+            s.min_ms
+        );
+        if let (true, Some(e)) = (args.profile, model.engine()) {
+            print_profile("det", e, args.iters);
+        }
+        json.insert("det".into(), s.json());
+    }
+    if let (Some(model), Some(path)) = (&rec, &args.rec) {
+        let n = model.input_size();
+        let input = synthetic(n * n * 3);
+        let mut out = Vec::with_capacity(model.dim());
+        let mut run = || model.forward_nhwc(&mut |d| d.copy_from_slice(&input), &mut out);
+        for _ in 0..args.warmup.max(1) {
+            run()?;
+        }
+        if let (true, Some(e)) = (args.profile, model.engine()) {
+            e.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_profiling(true);
+        }
+        let s = Stats::of(&time(0, args.iters, &mut run)?);
+        println!(
+            "rec  {:<28} {n}x{n}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
+            label(path),
+            s.median_ms,
+            s.p90_ms,
+            s.min_ms
+        );
+        if let (true, Some(e)) = (args.profile, model.engine()) {
+            print_profile("rec", e, args.iters);
+        }
+        json.insert("rec".into(), s.json());
+    }
+    let rss = peak_rss_mb();
+    println!(
+        "load {load_ms:.1} ms, peak RSS {}",
+        rss.map(|r| format!("{r:.1} MiB"))
+            .unwrap_or_else(|| "unknown".into())
+    );
+    json.insert("load_ms".into(), round3(load_ms).into());
+    json.insert("peak_rss_mb".into(), rss.map(round3).into());
+    json.insert("threads".into(), threads.into());
+    json.insert("precision".into(), args.precision.to_string().into());
+    json.insert(
+        "backend".into(),
+        format!("{:?}", args.backend).to_lowercase().into(),
+    );
+    println!("{}", serde_json::Value::Object(json));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_known_times() {
+        let t: Vec<Duration> = (1..=10).rev().map(Duration::from_millis).collect();
+        let s = Stats::of(&t);
+        assert_eq!(s.min_ms, 1.0);
+        assert!((s.median_ms - 5.0).abs() < 1.01);
+        assert_eq!(s.p90_ms, 9.0);
+    }
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_mb().unwrap() > 0.0);
+        }
+    }
+
+    #[test]
+    fn bench_needs_a_model() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let cli = Cli::parse_from(["x", "--threads", "1", "--iters", "2"]);
+        assert!(bench(&cli.bench).is_err());
+        assert!(Cli::try_parse_from(["x", "--precision", "f8"]).is_err());
+    }
+}

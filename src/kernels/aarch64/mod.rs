@@ -1,0 +1,856 @@
+//! aarch64 kernels: NEON (ARMv8.0 baseline — Pi 4, Jetson Nano) and the dot-product
+//! extension (`sdot`, ARMv8.2+ — Pi 5, Orin) selected at run time by
+//! `is_aarch64_feature_detected!("dotprod")`. The binary is never built with +dotprod; the
+//! `sdot` instruction lives only in `#[target_feature(enable = "dotprod")]` functions, as
+//! inline asm because `vdotq_s32` is not stable Rust.
+//!
+//! int8 GEMM on the packed layout (groups of 8 channels × 4 k, see [`PackedI8`]):
+//! - NEON: `smull` (i8·i8→i16, exact) + `sadalp` (pairwise add into i32), folded with `addp`.
+//! - dotprod: `sdot v.4s, w.16b, a.4b[lane]`: one instruction = 4 channels × 4 k, with the 4
+//!   activation bytes picked by lane from a 16-byte load of A (4 groups).
+//!
+//! Requantisation uses `fcvtas` (round half away from zero, like `f32::round`) and
+//! saturating narrows, so it matches the generic kernel exactly.
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use super::generic;
+use super::{
+    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, NR,
+};
+
+fn has_dotprod() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+/// NEON is architectural on aarch64: always installed. dotprod only if `allow_dot` and the
+/// CPU has it.
+pub(crate) fn install(k: &mut Kernels, allow_dot: bool) {
+    k.pw_f32 = neon_pw_f32_8x8;
+    k.pw_i8 = neon_pw_i8_4x8;
+    k.pw_i8_acc = neon_pw_i8_acc_4x8;
+    k.dw_f32 = neon_dw_f32;
+    k.dw_i8 = neon_dw_i8;
+    k.add_i8 = neon_add_i8;
+    k.names.pw_f32 = "neon_pw_f32_8x8";
+    k.names.pw_i8 = "neon_pw_i8_4x8";
+    k.names.dw_f32 = "neon_dw3x3_f32|neon_dwkxk_f32";
+    k.names.dw_i8 = "neon_dw3x3_i8|neon_dwkxk_i8";
+    k.names.add_i8 = "neon_add_i8";
+    if allow_dot && has_dotprod() {
+        k.pw_i8 = neon_dot_pw_i8_8x8;
+        k.pw_i8_acc = neon_dot_pw_i8_acc_8x8;
+        k.names.pw_i8 = "neon_dot_pw_i8_8x8";
+    }
+}
+
+fn check_packed_f32(b: &PackedF32) {
+    assert_eq!(
+        b.data.len(),
+        b.panels() * b.k * NR,
+        "packed f32 weights: bad length"
+    );
+}
+fn check_packed_i8(b: &PackedI8) {
+    assert!(
+        b.kp == b.k.div_ceil(4) * 4,
+        "packed i8 weights: kp {} for k {}",
+        b.kp,
+        b.k
+    );
+    assert_eq!(
+        b.data.len(),
+        b.panels() * b.groups() * NR * 4,
+        "packed i8 weights: bad length"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Epilogues
+// ------------------------------------------------------------------------------------------
+
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn act4(act: &Act, v: float32x4_t, c0: usize) -> float32x4_t {
+    let zero = vdupq_n_f32(0.0);
+    match *act {
+        Act::None => v,
+        Act::Relu => vmaxq_f32(v, zero),
+        Act::Relu6(hi) => vminq_f32(vmaxq_f32(v, zero), vdupq_n_f32(hi)),
+        Act::PRelu(a) => {
+            // SAFETY: caller guarantees c0 + 4 <= N <= a.len().
+            let al = unsafe { vld1q_f32(a.as_ptr().add(c0)) };
+            vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, al), v)
+        }
+    }
+}
+
+/// Requantise 4 accumulators (channels `c0..c0+4`) to i32 already rounded and saturated later.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn requant4(acc: int32x4_t, epi: &EpiI8, c0: usize) -> int32x4_t {
+    // SAFETY: caller guarantees c0 + 4 <= N <= bias.len(), mult.len().
+    let (b, m) = unsafe {
+        (
+            vld1q_s32(epi.bias.as_ptr().add(c0)),
+            vld1q_f32(epi.mult.as_ptr().add(c0)),
+        )
+    };
+    let v = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc, b)), m);
+    // SAFETY: same bound for PReLU slopes.
+    let v = unsafe { act4(&epi.act, v, c0) };
+    vcvtaq_s32_f32(v)
+}
+
+/// Two requantised quads → 8 i8 clamped to [-127, 127].
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
+    vmax_s8(
+        vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))),
+        vdup_n_s8(-127),
+    )
+}
+
+/// Store 8 channels `n0..` of an output row (vector when the panel is full, else scalar
+/// requantisation of the exact accumulators).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn store_requant8(acc: [int32x4_t; 2], epi: &EpiI8, orow: &mut [i8], n0: usize) {
+    let n = orow.len();
+    if n0 + NR <= n {
+        let v = narrow8(requant4(acc[0], epi, n0), requant4(acc[1], epi, n0 + 4));
+        vst1_s8(orow.as_mut_ptr().add(n0), v);
+    } else {
+        let mut t = [0i32; NR];
+        vst1q_s32(t.as_mut_ptr(), acc[0]);
+        vst1q_s32(t.as_mut_ptr().add(4), acc[1]);
+        for j in 0..n - n0 {
+            orow[n0 + j] = epi.requant(t[j], n0 + j);
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn store_acc8(acc: [int32x4_t; 2], orow: &mut [i32], n0: usize) {
+    let mut t = [0i32; NR];
+    vst1q_s32(t.as_mut_ptr(), acc[0]);
+    vst1q_s32(t.as_mut_ptr().add(4), acc[1]);
+    let cnt = NR.min(orow.len() - n0);
+    orow[n0..n0 + cnt].copy_from_slice(&t[..cnt]);
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise f32: 8 rows × 8 channels, 16 accumulators, fmla by lane.
+// ------------------------------------------------------------------------------------------
+
+/// f32 GEMM + bias + activation, rows `[m0,m1)`; microkernel 8×8.
+pub(crate) fn neon_pw_f32_8x8(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_f32(b);
+    epi.check(b.n);
+    // SAFETY: NEON is architectural on aarch64; pointer ranges validated by the checks above.
+    unsafe { pw_f32_impl(a, b, epi, m0, m1, out) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn pw_f32_impl(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(8);
+        for p in 0..b.panels() {
+            macro_rules! t {
+                ($mr:literal) => {
+                    tile_f32::<$mr>(a, b, epi, m, m - m0, p, out)
+                };
+            }
+            match mr {
+                8 => t!(8),
+                7 => t!(7),
+                6 => t!(6),
+                5 => t!(5),
+                4 => t!(4),
+                3 => t!(3),
+                2 => t!(2),
+                _ => t!(1),
+            }
+        }
+        m += mr;
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32<const MR: usize>(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m: usize,
+    orow: usize,
+    p: usize,
+    out: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * k * NR);
+    let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
+    let mut kk = 0;
+    while kk + 4 <= k {
+        let mut av = [vdupq_n_f32(0.0); MR];
+        for r in 0..MR {
+            av[r] = vld1q_f32(ap.add(r * k + kk));
+        }
+        macro_rules! step {
+            ($l:literal) => {
+                let b0 = vld1q_f32(bp.add((kk + $l) * NR));
+                let b1 = vld1q_f32(bp.add((kk + $l) * NR + 4));
+                for r in 0..MR {
+                    acc[r][0] = vfmaq_laneq_f32::<$l>(acc[r][0], b0, av[r]);
+                    acc[r][1] = vfmaq_laneq_f32::<$l>(acc[r][1], b1, av[r]);
+                }
+            };
+        }
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        kk += 4;
+    }
+    while kk < k {
+        let b0 = vld1q_f32(bp.add(kk * NR));
+        let b1 = vld1q_f32(bp.add(kk * NR + 4));
+        for r in 0..MR {
+            let x = *ap.add(r * k + kk);
+            acc[r][0] = vfmaq_n_f32(acc[r][0], b0, x);
+            acc[r][1] = vfmaq_n_f32(acc[r][1], b1, x);
+        }
+        kk += 1;
+    }
+    for r in 0..MR {
+        let op = out.as_mut_ptr().add((orow + r) * n);
+        for h in 0..2 {
+            let n0 = p * NR + 4 * h;
+            if n0 + 4 <= n {
+                let v = vaddq_f32(acc[r][h], vld1q_f32(epi.bias.as_ptr().add(n0)));
+                vst1q_f32(op.add(n0), act4(&epi.act, v, n0));
+            } else if n0 < n {
+                let mut t = [0.0f32; 4];
+                vst1q_f32(t.as_mut_ptr(), acc[r][h]);
+                for j in 0..n - n0 {
+                    *op.add(n0 + j) = epi.act.apply(t[j] + epi.bias[n0 + j], n0 + j);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise int8, ARMv8.0 NEON: 4 rows × 8 channels, smull + sadalp.
+// ------------------------------------------------------------------------------------------
+
+/// Four activation bytes of group `g` of a row (zero-padded past K).
+#[inline(always)]
+unsafe fn load_a4(row: *const i8, g: usize, k: usize) -> i32 {
+    if 4 * g + 4 <= k {
+        (row.add(4 * g) as *const i32).read_unaligned()
+    } else {
+        let mut t = [0u8; 4];
+        core::ptr::copy_nonoverlapping(row.add(4 * g) as *const u8, t.as_mut_ptr(), k - 4 * g);
+        i32::from_ne_bytes(t)
+    }
+}
+
+pub(crate) fn neon_pw_i8_4x8(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    let n = b.n;
+    // SAFETY: NEON architectural; all ranges validated above.
+    unsafe {
+        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
+        })
+    }
+}
+
+pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    let n = b.n;
+    // SAFETY: NEON architectural; all ranges validated above.
+    unsafe {
+        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
+        })
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn pw_i8_impl(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    mut store: impl FnMut([int32x4_t; 2], usize, usize),
+) {
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(4);
+        for p in 0..b.panels() {
+            macro_rules! t {
+                ($mr:literal) => {{
+                    let acc = tile_i8::<$mr>(a, b, m, p);
+                    for r in 0..$mr {
+                        store(acc[r], m - m0 + r, p * NR);
+                    }
+                }};
+            }
+            match mr {
+                4 => t!(4),
+                3 => t!(3),
+                2 => t!(2),
+                _ => t!(1),
+            }
+        }
+        m += mr;
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn tile_i8<const MR: usize>(
+    a: &[i8],
+    b: &PackedI8,
+    m: usize,
+    p: usize,
+) -> [[int32x4_t; 2]; MR] {
+    let k = b.k;
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
+    let mut acc = [[vdupq_n_s32(0); 4]; MR];
+    for g in 0..b.groups() {
+        let b0 = vld1q_s8(bp.add(g * 32));
+        let b1 = vld1q_s8(bp.add(g * 32 + 16));
+        for r in 0..MR {
+            let av = vreinterpretq_s8_s32(vdupq_n_s32(load_a4(ap.add(r * k), g, k)));
+            let al = vget_low_s8(av);
+            // i8·i8 fits i16 exactly; pairs are summed into i32 lanes (c, k01), (c, k23).
+            acc[r][0] = vpadalq_s16(acc[r][0], vmull_s8(al, vget_low_s8(b0)));
+            acc[r][1] = vpadalq_s16(acc[r][1], vmull_high_s8(av, b0));
+            acc[r][2] = vpadalq_s16(acc[r][2], vmull_s8(al, vget_low_s8(b1)));
+            acc[r][3] = vpadalq_s16(acc[r][3], vmull_high_s8(av, b1));
+        }
+    }
+    let mut res = [[vdupq_n_s32(0); 2]; MR];
+    for r in 0..MR {
+        res[r] = [
+            vpaddq_s32(acc[r][0], acc[r][1]),
+            vpaddq_s32(acc[r][2], acc[r][3]),
+        ];
+    }
+    res
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise int8 with dotprod: 8 rows × 8 channels, sdot by lane.
+// ------------------------------------------------------------------------------------------
+
+/// `acc += dot4(b, a.s[L])` per 32-bit lane — `sdot` by element.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, b: int8x16_t, a: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; the dotprod feature is enabled on this function and
+    // its callers only run after run-time detection.
+    unsafe {
+        asm!("sdot {0:v}.4s, {1:v}.16b, {2:v}.4b[{l}]", inout(vreg) acc, in(vreg) b, in(vreg) a, l = const L, options(pure, nomem, nostack, preserves_flags));
+    }
+    acc
+}
+
+pub(crate) fn neon_dot_pw_i8_8x8(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(
+        has_dotprod(),
+        "neon_dot_pw_i8_8x8 needs the dotprod extension"
+    );
+    let n = b.n;
+    // SAFETY: dotprod asserted at run time; all ranges validated above.
+    unsafe {
+        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
+        })
+    }
+}
+
+pub(crate) fn neon_dot_pw_i8_acc_8x8(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    assert!(
+        has_dotprod(),
+        "neon_dot_pw_i8_acc_8x8 needs the dotprod extension"
+    );
+    let n = b.n;
+    // SAFETY: dotprod asserted at run time; all ranges validated above.
+    unsafe {
+        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
+        })
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn pw_i8_dot_impl(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    mut store: impl FnMut([int32x4_t; 2], usize, usize),
+) {
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(8);
+        for p in 0..b.panels() {
+            macro_rules! t {
+                ($mr:literal) => {{
+                    let acc = tile_i8_dot::<$mr>(a, b, m, p);
+                    for r in 0..$mr {
+                        store(acc[r], m - m0 + r, p * NR);
+                    }
+                }};
+            }
+            match mr {
+                8 => t!(8),
+                7 => t!(7),
+                6 => t!(6),
+                5 => t!(5),
+                4 => t!(4),
+                3 => t!(3),
+                2 => t!(2),
+                _ => t!(1),
+            }
+        }
+        m += mr;
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn tile_i8_dot<const MR: usize>(
+    a: &[i8],
+    b: &PackedI8,
+    m: usize,
+    p: usize,
+) -> [[int32x4_t; 2]; MR] {
+    let k = b.k;
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
+    let mut acc = [[vdupq_n_s32(0); 2]; MR];
+    let mut g = 0;
+    // 4 groups (16 bytes of each A row) per step, picked by lane.
+    while 4 * g + 16 <= k {
+        let mut av = [vdupq_n_s8(0); MR];
+        for r in 0..MR {
+            av[r] = vld1q_s8(ap.add(r * k + 4 * g));
+        }
+        macro_rules! step {
+            ($l:literal) => {
+                let b0 = vld1q_s8(bp.add((g + $l) * 32));
+                let b1 = vld1q_s8(bp.add((g + $l) * 32 + 16));
+                for r in 0..MR {
+                    acc[r][0] = sdot_lane::<$l>(acc[r][0], b0, av[r]);
+                    acc[r][1] = sdot_lane::<$l>(acc[r][1], b1, av[r]);
+                }
+            };
+        }
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        g += 4;
+    }
+    while g < b.groups() {
+        let b0 = vld1q_s8(bp.add(g * 32));
+        let b1 = vld1q_s8(bp.add(g * 32 + 16));
+        for r in 0..MR {
+            let av = vreinterpretq_s8_s32(vdupq_n_s32(load_a4(ap.add(r * k), g, k)));
+            acc[r][0] = sdot_lane::<0>(acc[r][0], b0, av);
+            acc[r][1] = sdot_lane::<0>(acc[r][1], b1, av);
+        }
+        g += 1;
+    }
+    acc
+}
+
+// ------------------------------------------------------------------------------------------
+// Depthwise, vectorised across channels.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Win {
+    ky0: usize,
+    ky1: usize,
+    kx0: usize,
+    kx1: usize,
+    iy0: isize,
+    ix0: isize,
+}
+
+/// Depthwise f32, any k×k/stride/pad; fully unrolled 3×3 window in the interior.
+pub(crate) fn neon_dw_f32(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    // SAFETY: NEON architectural; tap ranges clipped to the image, output rows [y0,y1) only.
+    unsafe {
+        if s.kh == 3 {
+            dw_f32_impl::<3>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_f32_impl::<0>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dw_f32_impl<const K: usize>(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    for oy in y0..y1 {
+        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
+            let win = Win {
+                ky0,
+                ky1,
+                kx0,
+                kx1,
+                iy0: (oy * s.stride) as isize - s.pad as isize,
+                ix0: (ox * s.stride) as isize - s.pad as isize,
+            };
+            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
+            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
+            let mut c0 = 0;
+            while c0 + 16 <= c {
+                if full {
+                    dw_f32_block::<4, K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_f32_block::<4, 0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 16;
+            }
+            while c0 + 4 <= c {
+                dw_f32_block::<1, 0>(input, s, w, epi, win, c0, op);
+                c0 += 4;
+            }
+            for cc in c0..c {
+                let mut acc = 0.0f32;
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let iy = (win.iy0 + ky as isize) as usize;
+                        let ix = (win.ix0 + kx as isize) as usize;
+                        acc += input[(iy * s.w + ix) * c + cc] * w.data[(ky * k + kx) * c + cc];
+                    }
+                }
+                *op.add(cc) = epi.act.apply(acc + epi.bias[cc], cc);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    win: Win,
+    c0: usize,
+    op: *mut f32,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let (ky0, ky1, kx0, kx1) = if FK > 0 {
+        (0, FK, 0, FK)
+    } else {
+        (win.ky0, win.ky1, win.kx0, win.kx1)
+    };
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = [vdupq_n_f32(0.0); NV];
+    for ky in ky0..ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let ib = ip.add((iy * s.w + ix) * c + c0);
+            let wb = wp.add((ky * k + kx) * c + c0);
+            for v in 0..NV {
+                acc[v] = vfmaq_f32(acc[v], vld1q_f32(ib.add(4 * v)), vld1q_f32(wb.add(4 * v)));
+            }
+        }
+    }
+    for v in 0..NV {
+        let cc = c0 + 4 * v;
+        let x = vaddq_f32(acc[v], vld1q_f32(epi.bias.as_ptr().add(cc)));
+        vst1q_f32(op.add(cc), act4(&epi.act, x, cc));
+    }
+}
+
+/// Depthwise int8, any k×k/stride/pad; `smull` products (exact in i16) widened into i32.
+pub(crate) fn neon_dw_i8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    // SAFETY: as neon_dw_f32.
+    unsafe {
+        if s.kh == 3 {
+            dw_i8_impl::<3>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_i8_impl::<0>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dw_i8_impl<const K: usize>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    for oy in y0..y1 {
+        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
+            let win = Win {
+                ky0,
+                ky1,
+                kx0,
+                kx1,
+                iy0: (oy * s.stride) as isize - s.pad as isize,
+                ix0: (ox * s.stride) as isize - s.pad as isize,
+            };
+            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
+            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
+            let mut c0 = 0;
+            while c0 + 16 <= c {
+                if full {
+                    dw_i8_block16::<K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_i8_block16::<0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 16;
+            }
+            if c0 + 8 <= c {
+                dw_i8_block8(input, s, w, epi, win, c0, op);
+                c0 += 8;
+            }
+            for cc in c0..c {
+                let mut acc = 0i32;
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let iy = (win.iy0 + ky as isize) as usize;
+                        let ix = (win.ix0 + kx as isize) as usize;
+                        acc += input[(iy * s.w + ix) * c + cc] as i32
+                            * w.data[(ky * k + kx) * c + cc] as i32;
+                    }
+                }
+                *op.add(cc) = epi.requant(acc, cc);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_i8_block16<const FK: usize>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    win: Win,
+    c0: usize,
+    op: *mut i8,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let (ky0, ky1, kx0, kx1) = if FK > 0 {
+        (0, FK, 0, FK)
+    } else {
+        (win.ky0, win.ky1, win.kx0, win.kx1)
+    };
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = [vdupq_n_s32(0); 4];
+    for ky in ky0..ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let x = vld1q_s8(ip.add((iy * s.w + ix) * c + c0));
+            let y = vld1q_s8(wp.add((ky * k + kx) * c + c0));
+            let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+            let hi = vmull_high_s8(x, y);
+            acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
+            acc[1] = vaddw_high_s16(acc[1], lo);
+            acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
+            acc[3] = vaddw_high_s16(acc[3], hi);
+        }
+    }
+    let a = narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4));
+    let b = narrow8(
+        requant4(acc[2], epi, c0 + 8),
+        requant4(acc[3], epi, c0 + 12),
+    );
+    vst1q_s8(op.add(c0), vcombine_s8(a, b));
+}
+
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_i8_block8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    win: Win,
+    c0: usize,
+    op: *mut i8,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = [vdupq_n_s32(0); 2];
+    for ky in win.ky0..win.ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in win.kx0..win.kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let p = vmull_s8(
+                vld1_s8(ip.add((iy * s.w + ix) * c + c0)),
+                vld1_s8(wp.add((ky * k + kx) * c + c0)),
+            );
+            acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+            acc[1] = vaddw_high_s16(acc[1], p);
+        }
+    }
+    vst1_s8(
+        op.add(c0),
+        narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4)),
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Elementwise
+// ------------------------------------------------------------------------------------------
+
+/// `out = sat(round(a*sa + b*sb))`, 8 lanes at a time (same rounding as generic).
+pub(crate) fn neon_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "add: lens {} {} {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    // SAFETY: NEON architectural; indices < len by the loop bound.
+    unsafe { add_i8_impl(a, sa, b, sb, out) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn add_i8_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    let n = a.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = vmovl_s8(vld1_s8(a.as_ptr().add(i)));
+        let y = vmovl_s8(vld1_s8(b.as_ptr().add(i)));
+        let f = |xs: int16x4_t, ys: int16x4_t| {
+            let r = vaddq_f32(
+                vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(xs)), sa),
+                vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(ys)), sb),
+            );
+            vcvtaq_s32_f32(r)
+        };
+        let q0 = f(vget_low_s16(x), vget_low_s16(y));
+        let q1 = f(vget_high_s16(x), vget_high_s16(y));
+        vst1_s8(out.as_mut_ptr().add(i), narrow8(q0, q1));
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = super::sat_i8(a[j] as f32 * sa + b[j] as f32 * sb);
+    }
+}

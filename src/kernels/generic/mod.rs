@@ -1,0 +1,487 @@
+//! Portable Rust kernels: the reference every SIMD kernel is tested against, and the
+//! fallback on any CPU. Written plainly (the compiler auto-vectorises the 8-wide panel
+//! loops) and reading the same packed layouts as the SIMD kernels.
+
+use super::{
+    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, PwI8Fn, NR,
+};
+
+/// Asserts the GEMM contract shared by every `pw_*` kernel.
+pub(crate) fn check_gemm(a_len: usize, k: usize, n: usize, m0: usize, m1: usize, out_len: usize) {
+    assert!(k > 0 && n > 0, "empty GEMM k={k} n={n}");
+    assert_eq!(a_len % k, 0, "A len {a_len} not a multiple of K={k}");
+    assert!(
+        m0 <= m1 && m1 <= a_len / k,
+        "rows [{m0},{m1}) outside [0,{})",
+        a_len / k
+    );
+    assert_eq!(
+        out_len,
+        (m1 - m0) * n,
+        "out len {out_len} != ({m1}-{m0})x{n}"
+    );
+}
+
+/// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`.
+pub(crate) fn pw_f32(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    check_gemm(a.len(), k, n, m0, m1, out.len());
+    epi.check(n);
+    for m in m0..m1 {
+        let row = &a[m * k..(m + 1) * k];
+        let orow = &mut out[(m - m0) * n..(m - m0 + 1) * n];
+        for p in 0..b.panels() {
+            let panel = &b.data[p * k * NR..(p + 1) * k * NR];
+            let mut acc = [0.0f32; NR];
+            for (kk, &x) in row.iter().enumerate() {
+                let bw = &panel[kk * NR..kk * NR + NR];
+                for j in 0..NR {
+                    acc[j] += x * bw[j];
+                }
+            }
+            for j in 0..NR.min(n - p * NR) {
+                let c = p * NR + j;
+                orow[c] = epi.act.apply(acc[j] + epi.bias[c], c);
+            }
+        }
+    }
+}
+
+/// i32 accumulators of one row against one packed panel.
+#[inline(always)]
+fn acc_row_panel_i8(row: &[i8], b: &PackedI8, p: usize) -> [i32; NR] {
+    let g = b.groups();
+    let panel = &b.data[p * g * NR * 4..(p + 1) * g * NR * 4];
+    let mut acc = [0i32; NR];
+    for (kk, &x) in row.iter().enumerate() {
+        let base = (kk / 4) * NR * 4 + kk % 4;
+        for j in 0..NR {
+            acc[j] += x as i32 * panel[base + j * 4] as i32;
+        }
+    }
+    acc
+}
+
+/// int8 GEMM: i32 accumulators, no epilogue.
+pub(crate) fn pw_i8_acc(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
+    let (k, n) = (b.k, b.n);
+    check_gemm(a.len(), k, n, m0, m1, out.len());
+    for m in m0..m1 {
+        let row = &a[m * k..(m + 1) * k];
+        for p in 0..b.panels() {
+            let acc = acc_row_panel_i8(row, b, p);
+            for j in 0..NR.min(n - p * NR) {
+                out[(m - m0) * n + p * NR + j] = acc[j];
+            }
+        }
+    }
+}
+
+/// int8 GEMM with the fused requantising epilogue.
+pub(crate) fn pw_i8(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [i8]) {
+    let (k, n) = (b.k, b.n);
+    check_gemm(a.len(), k, n, m0, m1, out.len());
+    epi.check(n);
+    for m in m0..m1 {
+        let row = &a[m * k..(m + 1) * k];
+        for p in 0..b.panels() {
+            let acc = acc_row_panel_i8(row, b, p);
+            for j in 0..NR.min(n - p * NR) {
+                let c = p * NR + j;
+                out[(m - m0) * n + c] = epi.requant(acc[j], c);
+            }
+        }
+    }
+}
+
+/// Valid tap range `[lo,hi)` of a window starting at `o*stride - pad` over `0..len`.
+#[inline(always)]
+pub(crate) fn tap_range(
+    o: usize,
+    stride: usize,
+    pad: usize,
+    k: usize,
+    len: usize,
+) -> (usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let lo = (-start).max(0) as usize;
+    let hi = ((len as isize - start).min(k as isize)).max(0) as usize;
+    (lo.min(hi), hi)
+}
+
+pub(crate) fn check_dw<T>(
+    input_len: usize,
+    s: &ConvShape,
+    w: &super::PackedDw<T>,
+    y0: usize,
+    y1: usize,
+    out_len: usize,
+) {
+    assert!(
+        s.cin == s.cout && s.kh == s.kw,
+        "depthwise shape must be square with cin==cout: {s:?}"
+    );
+    assert!(
+        w.k == s.kh && w.c == s.cin,
+        "depthwise weights k={} c={} vs {s:?}",
+        w.k,
+        w.c
+    );
+    s.check_io(input_len, s.cin, y0, y1, out_len, s.cout);
+}
+
+const DW_CB: usize = 64;
+
+/// Depthwise conv, any k×k / stride / pad, f32.
+pub(crate) fn dw_f32(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    check_dw(input.len(), s, w, y0, y1, out.len());
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    epi.check(c);
+    for oy in y0..y1 {
+        let (ky0, ky1) = tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = tap_range(ox, s.stride, s.pad, k, s.w);
+            let obase = ((oy - y0) * ow + ox) * c;
+            for c0 in (0..c).step_by(DW_CB) {
+                let cb = DW_CB.min(c - c0);
+                let mut acc = [0.0f32; DW_CB];
+                for ky in ky0..ky1 {
+                    let iy = oy * s.stride + ky - s.pad;
+                    for kx in kx0..kx1 {
+                        let ix = ox * s.stride + kx - s.pad;
+                        let ib = (iy * s.w + ix) * c + c0;
+                        let wb = (ky * k + kx) * c + c0;
+                        for j in 0..cb {
+                            acc[j] += input[ib + j] * w.data[wb + j];
+                        }
+                    }
+                }
+                for j in 0..cb {
+                    out[obase + c0 + j] = epi.act.apply(acc[j] + epi.bias[c0 + j], c0 + j);
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise conv, any k×k / stride / pad, int8 with requantising epilogue.
+pub(crate) fn dw_i8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    check_dw(input.len(), s, w, y0, y1, out.len());
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    epi.check(c);
+    for oy in y0..y1 {
+        let (ky0, ky1) = tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = tap_range(ox, s.stride, s.pad, k, s.w);
+            let obase = ((oy - y0) * ow + ox) * c;
+            for c0 in (0..c).step_by(DW_CB) {
+                let cb = DW_CB.min(c - c0);
+                let mut acc = [0i32; DW_CB];
+                for ky in ky0..ky1 {
+                    let iy = oy * s.stride + ky - s.pad;
+                    for kx in kx0..kx1 {
+                        let ix = ox * s.stride + kx - s.pad;
+                        let ib = (iy * s.w + ix) * c + c0;
+                        let wb = (ky * k + kx) * c + c0;
+                        for j in 0..cb {
+                            acc[j] += input[ib + j] as i32 * w.data[wb + j] as i32;
+                        }
+                    }
+                }
+                for j in 0..cb {
+                    out[obase + c0 + j] = epi.requant(acc[j], c0 + j);
+                }
+            }
+        }
+    }
+}
+
+/// im2col of output row `oy` into `dst` (`OW × kh*kw*cin`, order (ky,kx,ci), zeros for padding).
+fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
+    let (cin, ow) = (s.cin, s.ow());
+    let kdim = s.kh * s.kw * cin;
+    for ox in 0..ow {
+        let row = &mut dst[ox * kdim..(ox + 1) * kdim];
+        let ix0 = (ox * s.stride) as isize - s.pad as isize;
+        for ky in 0..s.kh {
+            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+            if iy >= 0 && iy < s.h as isize && ix0 >= 0 && ix0 as usize + s.kw <= s.w {
+                // whole kernel row inside: the kw taps are one contiguous NHWC run
+                let run = s.kw * cin;
+                let b = (iy as usize * s.w + ix0 as usize) * cin;
+                row[ky * run..(ky + 1) * run].copy_from_slice(&input[b..b + run]);
+                continue;
+            }
+            for kx in 0..s.kw {
+                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                let d = &mut row[(ky * s.kw + kx) * cin..(ky * s.kw + kx + 1) * cin];
+                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                    d.fill(T::default());
+                } else {
+                    let b = (iy as usize * s.w + ix as usize) * cin;
+                    d.copy_from_slice(&input[b..b + cin]);
+                }
+            }
+        }
+    }
+}
+
+/// Dense conv via per-row im2col into `scratch` + `gemm`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_f32_with(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    s.check_io(input.len(), s.cin, y0, y1, out.len(), s.cout);
+    assert!(
+        w.k == s.kh * s.kw * s.cin && w.n == s.cout,
+        "conv weights K={} N={} vs {s:?}",
+        w.k,
+        w.n
+    );
+    let len = s.im2col_len();
+    assert!(
+        scratch.len() >= len,
+        "scratch {} < im2col_len {len}",
+        scratch.len()
+    );
+    let (ow, n) = (s.ow(), s.cout);
+    let scratch = &mut scratch[..len];
+    for oy in y0..y1 {
+        im2col_row(input, s, oy, scratch);
+        gemm(
+            scratch,
+            w,
+            epi,
+            0,
+            ow,
+            &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n],
+        );
+    }
+}
+
+/// int8 dense conv via per-row im2col into `scratch` + `gemm`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_i8_with(
+    gemm: PwI8Fn,
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [i8],
+    out: &mut [i8],
+) {
+    s.check_io(input.len(), s.cin, y0, y1, out.len(), s.cout);
+    assert!(
+        w.k == s.kh * s.kw * s.cin && w.n == s.cout,
+        "conv weights K={} N={} vs {s:?}",
+        w.k,
+        w.n
+    );
+    let len = s.im2col_len();
+    assert!(
+        scratch.len() >= len,
+        "scratch {} < im2col_len {len}",
+        scratch.len()
+    );
+    let (ow, n) = (s.ow(), s.cout);
+    let scratch = &mut scratch[..len];
+    for oy in y0..y1 {
+        im2col_row(input, s, oy, scratch);
+        gemm(
+            scratch,
+            w,
+            epi,
+            0,
+            ow,
+            &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n],
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Elementwise
+// ------------------------------------------------------------------------------------------
+
+pub(crate) fn add_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "add: lens {} {} {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+pub(crate) fn add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "add: lens {} {} {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = super::sat_i8(x as f32 * sa + y as f32 * sb);
+    }
+}
+
+pub(crate) fn check_up2(
+    a_len: usize,
+    b_len: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out_len: usize,
+) {
+    assert_eq!(a_len, h * w * c, "up2_add: a len {a_len} != {h}x{w}x{c}");
+    assert_eq!(
+        b_len,
+        h.div_ceil(2) * w.div_ceil(2) * c,
+        "up2_add: b len {b_len} != ceil({h}/2)xceil({w}/2)x{c}"
+    );
+    assert!(
+        y0 <= y1 && y1 <= h,
+        "up2_add rows [{y0},{y1}) outside [0,{h})"
+    );
+    assert_eq!(out_len, (y1 - y0) * w * c, "up2_add: out len");
+}
+
+pub(crate) fn up2_add_f32(
+    a: &[f32],
+    b: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    check_up2(a.len(), b.len(), h, w, c, y0, y1, out.len());
+    let wb = w.div_ceil(2);
+    for y in y0..y1 {
+        for x in 0..w {
+            let ai = (y * w + x) * c;
+            let bi = ((y / 2) * wb + x / 2) * c;
+            let oi = ((y - y0) * w + x) * c;
+            for j in 0..c {
+                out[oi + j] = a[ai + j] + b[bi + j];
+            }
+        }
+    }
+}
+
+pub(crate) fn check_pool2(
+    in_len: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out_len: usize,
+) {
+    assert_eq!(
+        in_len,
+        h * w * c,
+        "pool2: input len {in_len} != {h}x{w}x{c}"
+    );
+    assert!(
+        y0 <= y1 && y1 <= h / 2,
+        "pool2 rows [{y0},{y1}) outside [0,{})",
+        h / 2
+    );
+    assert_eq!(out_len, (y1 - y0) * (w / 2) * c, "pool2: out len");
+}
+
+pub(crate) fn maxpool2_f32(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    check_pool2(input.len(), h, w, c, y0, y1, out.len());
+    let ow = w / 2;
+    for oy in y0..y1 {
+        for ox in 0..ow {
+            let i00 = ((2 * oy) * w + 2 * ox) * c;
+            let i10 = i00 + w * c;
+            let o = ((oy - y0) * ow + ox) * c;
+            for j in 0..c {
+                out[o + j] = input[i00 + j]
+                    .max(input[i00 + c + j])
+                    .max(input[i10 + j].max(input[i10 + c + j]));
+            }
+        }
+    }
+}
+
+pub(crate) fn avgpool2_f32(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    check_pool2(input.len(), h, w, c, y0, y1, out.len());
+    let ow = w / 2;
+    for oy in y0..y1 {
+        for ox in 0..ow {
+            let i00 = ((2 * oy) * w + 2 * ox) * c;
+            let i10 = i00 + w * c;
+            let o = ((oy - y0) * ow + ox) * c;
+            for j in 0..c {
+                out[o + j] = ((input[i00 + j] + input[i00 + c + j])
+                    + (input[i10 + j] + input[i10 + c + j]))
+                    * 0.25;
+            }
+        }
+    }
+}
+
+pub(crate) fn sigmoid_f32(x: &mut [f32]) {
+    for v in x {
+        *v = 1.0 / (1.0 + (-*v).exp());
+    }
+}

@@ -1,0 +1,579 @@
+//! Compute kernels for facegate: the hot loops of SCRFD and MobileFaceNet on the CPU.
+//!
+//! Why it is shaped so:
+//! - Activations are NHWC, batch 1 (`index = (y*W + x)*C + c`): a 1×1 conv is then a GEMM
+//!   `[H*W × Cin]·[Cin × Cout]`, and depthwise convs vectorise across channels.
+//! - Weights are packed once at load time ([`pack_pw_f32`], [`pack_conv_i8`], ...) into one
+//!   ISA-independent layout, so a model file loads the same way whichever table is chosen.
+//! - The table of kernels ([`Kernels`]) is chosen once at start-up ([`kernels`], a
+//!   `OnceLock`): start from the portable `generic` table, then the ISA module of the running
+//!   CPU replaces the entries it implements after run-time feature detection. One binary runs
+//!   on a Pi 4 (ARMv8.0) and uses `sdot` on a Pi 5. `FACEGATE_KERNELS=generic|nodotprod|auto`
+//!   forces a path so they can be compared on one machine.
+//! - Every kernel is single-threaded over a range (GEMM rows `[m0,m1)` or output rows
+//!   `[y0,y1)`) and writes only that range of the output, so the caller splits work across
+//!   threads with `chunks_mut`.
+//!
+//! int8 scheme: activations symmetric per tensor (zero-point 0, ±127), weights symmetric per
+//! output channel, i32 accumulation, then per output channel `c`:
+//! `real = (acc + bias[c]) as f32 * mult[c]`, activation in that domain, round, clamp ±127.
+//! Rounding: the generic and NEON kernels round half away from zero (`f32::round`,
+//! `vcvtaq`); AVX2 rounds half to even (`cvtps_epi32`). They can differ by 1 LSB on exact
+//! ties, which the tests allow.
+
+// Index loops over register arrays and 8-argument kernels are the natural shape here.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
+pub(crate) mod generic;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+/// Width (output channels) of one packed weight panel, for every ISA.
+pub const NR: usize = 8;
+
+/// Fused activation. The bound of `Relu6` is given in the output domain: `6.0` for f32
+/// kernels, `6.0 / out_scale` for int8 kernels. `PRelu` holds one slope per output channel.
+#[derive(Clone, Copy, Debug)]
+pub enum Act<'a> {
+    None,
+    Relu,
+    Relu6(f32),
+    PRelu(&'a [f32]),
+}
+
+impl Act<'_> {
+    /// Scalar definition, the one every SIMD kernel must agree with.
+    #[inline(always)]
+    pub fn apply(&self, x: f32, c: usize) -> f32 {
+        match *self {
+            Act::None => x,
+            Act::Relu => x.max(0.0),
+            Act::Relu6(hi) => x.max(0.0).min(hi),
+            Act::PRelu(a) => {
+                if x < 0.0 {
+                    x * a[c]
+                } else {
+                    x
+                }
+            }
+        }
+    }
+    fn check(&self, n: usize) {
+        if let Act::PRelu(a) = self {
+            assert!(a.len() >= n, "PReLU slopes: {} < {} channels", a.len(), n);
+        }
+    }
+}
+
+/// f32 epilogue: `out = act(acc + bias[c])`.
+#[derive(Clone, Copy, Debug)]
+pub struct EpiF32<'a> {
+    pub bias: &'a [f32],
+    pub act: Act<'a>,
+}
+
+impl EpiF32<'_> {
+    pub fn check(&self, n: usize) {
+        assert!(
+            self.bias.len() >= n,
+            "bias: {} < {} channels",
+            self.bias.len(),
+            n
+        );
+        self.act.check(n);
+    }
+}
+
+/// int8 epilogue: `real = (acc + bias[c]) as f32 * mult[c]`, `act(real)`, round, clamp ±127.
+/// `mult[c] = in_scale * w_scale[c] / out_scale`.
+#[derive(Clone, Copy, Debug)]
+pub struct EpiI8<'a> {
+    pub bias: &'a [i32],
+    pub mult: &'a [f32],
+    pub act: Act<'a>,
+}
+
+impl EpiI8<'_> {
+    pub fn check(&self, n: usize) {
+        assert!(
+            self.bias.len() >= n,
+            "bias: {} < {} channels",
+            self.bias.len(),
+            n
+        );
+        assert!(
+            self.mult.len() >= n,
+            "mult: {} < {} channels",
+            self.mult.len(),
+            n
+        );
+        self.act.check(n);
+    }
+    /// The scalar requantisation every kernel agrees with (SIMD within 1 LSB).
+    #[inline(always)]
+    pub fn requant(&self, acc: i32, c: usize) -> i8 {
+        let real = (acc.wrapping_add(self.bias[c]) as f32) * self.mult[c];
+        let real = self.act.apply(real, c);
+        real.round().clamp(-127.0, 127.0) as i8
+    }
+}
+
+/// Requantise a value already in output units (round half away from zero, clamp ±127).
+#[inline(always)]
+pub fn sat_i8(x: f32) -> i8 {
+    x.round().clamp(-127.0, 127.0) as i8
+}
+
+// ------------------------------------------------------------------------------------------
+// Packed weights
+// ------------------------------------------------------------------------------------------
+
+/// GEMM weights `[K × N]` packed for f32 (pointwise and im2col'd dense convs).
+///
+/// Layout: `ceil(N/8)` panels of 8 output channels; panel `p` holds `K` rows of 8 floats:
+/// `data[(p*K + k)*8 + j] = w[n = 8p + j][k]`; channels `n >= N` are zero.
+#[derive(Clone, Debug)]
+pub struct PackedF32 {
+    pub k: usize,
+    pub n: usize,
+    pub data: Vec<f32>,
+}
+
+impl PackedF32 {
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+}
+
+/// GEMM weights `[K × N]` packed for int8, in groups of 4 consecutive `k` (the `sdot` shape).
+///
+/// `kp = round_up(K, 4)`, `G = kp/4`. Layout: panels of 8 output channels; panel `p`, group
+/// `g`, channel `j`, byte `r`: `data[((p*G + g)*8 + j)*4 + r] = w[8p + j][4g + r]`; padding
+/// (`k >= K` or `n >= N`) is zero. So one group of one panel is 32 bytes = 8 channels × 4 k.
+#[derive(Clone, Debug)]
+pub struct PackedI8 {
+    pub k: usize,
+    pub kp: usize,
+    pub n: usize,
+    pub data: Vec<i8>,
+}
+
+impl PackedI8 {
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+    pub fn groups(&self) -> usize {
+        self.kp / 4
+    }
+}
+
+/// Depthwise weights: `data[(ky*k + kx)*C + c]` (taps outer, channels contiguous).
+#[derive(Clone, Debug)]
+pub struct PackedDw<T> {
+    pub k: usize,
+    pub c: usize,
+    pub data: Vec<T>,
+}
+pub type PackedDwF32 = PackedDw<f32>;
+pub type PackedDwI8 = PackedDw<i8>;
+
+/// Pack pointwise weights given as `[N][K]` row-major (ONNX/PyTorch `[Cout][Cin][1][1]`).
+pub fn pack_pw_f32(w: &[f32], n: usize, k: usize) -> PackedF32 {
+    assert_eq!(
+        w.len(),
+        n * k,
+        "pointwise weights: len {} != {n}*{k}",
+        w.len()
+    );
+    let panels = n.div_ceil(NR);
+    let mut data = vec![0.0f32; panels * k * NR];
+    for nn in 0..n {
+        let (p, j) = (nn / NR, nn % NR);
+        for kk in 0..k {
+            data[(p * k + kk) * NR + j] = w[nn * k + kk];
+        }
+    }
+    PackedF32 { k, n, data }
+}
+
+/// Pack int8 pointwise weights given as `[N][K]` row-major.
+pub fn pack_pw_i8(w: &[i8], n: usize, k: usize) -> PackedI8 {
+    assert_eq!(
+        w.len(),
+        n * k,
+        "pointwise weights: len {} != {n}*{k}",
+        w.len()
+    );
+    let kp = k.div_ceil(4) * 4;
+    let g = kp / 4;
+    let panels = n.div_ceil(NR);
+    let mut data = vec![0i8; panels * g * NR * 4];
+    for nn in 0..n {
+        let (p, j) = (nn / NR, nn % NR);
+        for kk in 0..k {
+            data[((p * g + kk / 4) * NR + j) * 4 + kk % 4] = w[nn * k + kk];
+        }
+    }
+    PackedI8 { k, kp, n, data }
+}
+
+/// Reorder dense conv weights OIHW `[Cout][Cin][kh][kw]` to `[Cout][(ky,kx,ci)]`, the order of
+/// the NHWC im2col rows.
+fn oihw_to_ohwi<T: Copy>(w: &[T], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<T> {
+    assert_eq!(
+        w.len(),
+        cout * cin * kh * kw,
+        "conv weights: len {} != {cout}*{cin}*{kh}*{kw}",
+        w.len()
+    );
+    let mut out = Vec::with_capacity(w.len());
+    for o in 0..cout {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                for ci in 0..cin {
+                    out.push(w[((o * cin + ci) * kh + ky) * kw + kx]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pack dense conv weights (OIHW) for [`Kernels::conv_f32`]: `K = kh*kw*cin`, order (ky,kx,ci).
+pub fn pack_conv_f32(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedF32 {
+    pack_pw_f32(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
+}
+
+/// Pack int8 dense conv weights (OIHW) for [`Kernels::conv_i8`].
+pub fn pack_conv_i8(w: &[i8], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedI8 {
+    pack_pw_i8(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
+}
+
+/// Pack depthwise weights given as `[C][1][k][k]`.
+pub fn pack_dw<T: Copy + Default>(w: &[T], c: usize, k: usize) -> PackedDw<T> {
+    assert_eq!(
+        w.len(),
+        c * k * k,
+        "depthwise weights: len {} != {c}*{k}*{k}",
+        w.len()
+    );
+    let mut data = vec![T::default(); c * k * k];
+    for cc in 0..c {
+        for t in 0..k * k {
+            data[t * c + cc] = w[cc * k * k + t];
+        }
+    }
+    PackedDw { k, c, data }
+}
+
+/// f16 weights (the `half` crate): converted to f32 at packing time, f32 arithmetic after.
+pub fn f16_to_f32(w: &[half::f16]) -> Vec<f32> {
+    w.iter().map(|x| x.to_f32()).collect()
+}
+pub fn pack_pw_f16(w: &[half::f16], n: usize, k: usize) -> PackedF32 {
+    pack_pw_f32(&f16_to_f32(w), n, k)
+}
+pub fn pack_conv_f16(w: &[half::f16], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedF32 {
+    pack_conv_f32(&f16_to_f32(w), cout, cin, kh, kw)
+}
+pub fn pack_dw_f16(w: &[half::f16], c: usize, k: usize) -> PackedDwF32 {
+    pack_dw(&f16_to_f32(w), c, k)
+}
+
+// ------------------------------------------------------------------------------------------
+// Shapes
+// ------------------------------------------------------------------------------------------
+
+/// A convolution's geometry (dense: `cin`→`cout`; depthwise: `cin == cout == C`).
+/// Padding is symmetric zero padding of `pad` on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Depthwise shape: `c` channels, `k×k` window.
+    pub fn dw(h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> Self {
+        ConvShape {
+            h,
+            w,
+            cin: c,
+            cout: c,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }
+    }
+    /// Elements of the scratch buffer [`Kernels::conv_f32`]/[`Kernels::conv_i8`] need
+    /// (one output row of im2col).
+    pub fn im2col_len(&self) -> usize {
+        self.ow() * self.kh * self.kw * self.cin
+    }
+    /// Multiply-accumulates of a dense conv (for benches).
+    pub fn macs(&self) -> u64 {
+        (self.oh() * self.ow() * self.cout * self.kh * self.kw * self.cin) as u64
+    }
+    pub(crate) fn check(&self) {
+        assert!(
+            self.stride >= 1 && self.kh >= 1 && self.kw >= 1,
+            "bad conv shape {self:?}"
+        );
+        assert!(
+            self.h + 2 * self.pad >= self.kh && self.w + 2 * self.pad >= self.kw,
+            "window larger than padded input: {self:?}"
+        );
+        assert!(
+            self.pad < self.kh && self.pad < self.kw,
+            "pad >= kernel unsupported: {self:?}"
+        );
+    }
+    /// Asserts the common contract of a conv-like kernel over output rows `[y0,y1)`.
+    pub(crate) fn check_io(
+        &self,
+        in_len: usize,
+        cin: usize,
+        y0: usize,
+        y1: usize,
+        out_len: usize,
+        cout: usize,
+    ) {
+        self.check();
+        assert_eq!(
+            in_len,
+            self.h * self.w * cin,
+            "input len {in_len} != {}x{}x{cin}",
+            self.h,
+            self.w
+        );
+        assert!(
+            y0 <= y1 && y1 <= self.oh(),
+            "rows [{y0},{y1}) outside [0,{})",
+            self.oh()
+        );
+        assert_eq!(
+            out_len,
+            (y1 - y0) * self.ow() * cout,
+            "output len {out_len} != ({y1}-{y0})x{}x{cout}",
+            self.ow()
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The kernel table
+// ------------------------------------------------------------------------------------------
+
+/// GEMM with fused epilogue: `a` is `[M × K]` (row-major, `K = packed.k`), computes rows
+/// `[m0,m1)` into `out`, which is `[(m1-m0) × N]`.
+pub type PwF32Fn =
+    fn(a: &[f32], b: &PackedF32, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
+pub type PwI8Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [i8]);
+/// Plain i32 accumulators, no bias/epilogue (for tests and for callers that fuse themselves).
+pub type PwI8AccFn = fn(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]);
+/// Depthwise conv over output rows `[y0,y1)`; `input` is the whole `[H×W×C]` tensor, `out`
+/// holds only rows `[y0,y1)`: `(y1-y0) × OW × C`.
+pub type DwF32Fn = fn(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+);
+pub type DwI8Fn = fn(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+);
+/// `out = a + b` (same length).
+pub type AddF32Fn = fn(a: &[f32], b: &[f32], out: &mut [f32]);
+/// `out = sat(round(a*sa + b*sb))`, `sa = a_scale/out_scale`, `sb = b_scale/out_scale`.
+pub type AddI8Fn = fn(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]);
+/// FPN top-down: `out[y][x][c] = a[y][x][c] + b[y/2][x/2][c]` for output rows `[y0,y1)`;
+/// `a` is `[h×w×c]`, `b` is `[ceil(h/2) × ceil(w/2) × c]`, `out` is `(y1-y0) × w × c`.
+pub type Up2AddF32Fn =
+    fn(a: &[f32], b: &[f32], h: usize, w: usize, c: usize, y0: usize, y1: usize, out: &mut [f32]);
+/// 2×2 stride-2 pooling of `[h×w×c]` into output rows `[y0,y1)` of `[h/2 × w/2 × c]`.
+pub type Pool2F32Fn =
+    fn(input: &[f32], h: usize, w: usize, c: usize, y0: usize, y1: usize, out: &mut [f32]);
+/// In place logistic sigmoid.
+pub type SigmoidF32Fn = fn(x: &mut [f32]);
+
+/// Which path the table was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Portable Rust only.
+    Generic,
+    /// SIMD, but never the aarch64 dot-product extension.
+    NoDotprod,
+    /// Everything the CPU has.
+    Auto,
+}
+
+impl Mode {
+    /// Reads `FACEGATE_KERNELS` (`generic|nodotprod|auto`, default auto). An unknown value
+    /// warns on stderr and means auto.
+    pub fn from_env() -> Mode {
+        match std::env::var("FACEGATE_KERNELS").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Mode::Auto,
+            Ok("generic") => Mode::Generic,
+            Ok("nodotprod") => Mode::NoDotprod,
+            Ok(other) => {
+                eprintln!("facegate: FACEGATE_KERNELS={other:?} unknown (generic|nodotprod|auto); using auto");
+                Mode::Auto
+            }
+        }
+    }
+}
+
+/// One entry per op/type, plus the name of the kernel chosen for it.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub mode: Mode,
+    pub pw_f32: PwF32Fn,
+    pub pw_i8: PwI8Fn,
+    pub pw_i8_acc: PwI8AccFn,
+    pub dw_f32: DwF32Fn,
+    pub dw_i8: DwI8Fn,
+    pub add_f32: AddF32Fn,
+    pub add_i8: AddI8Fn,
+    pub up2_add_f32: Up2AddF32Fn,
+    pub maxpool2_f32: Pool2F32Fn,
+    pub avgpool2_f32: Pool2F32Fn,
+    pub sigmoid_f32: SigmoidF32Fn,
+    pub names: KernelNames,
+}
+
+/// The chosen kernel's name per entry (`neon_dot_pw_i8_8x8`, ...).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelNames {
+    pub pw_f32: &'static str,
+    pub pw_i8: &'static str,
+    pub dw_f32: &'static str,
+    pub dw_i8: &'static str,
+    pub add_f32: &'static str,
+    pub add_i8: &'static str,
+    pub up2_add_f32: &'static str,
+    pub pool2_f32: &'static str,
+    pub sigmoid_f32: &'static str,
+}
+
+impl Kernels {
+    /// The portable table, the reference for every other.
+    pub fn generic() -> Kernels {
+        Kernels {
+            mode: Mode::Generic,
+            pw_f32: generic::pw_f32,
+            pw_i8: generic::pw_i8,
+            pw_i8_acc: generic::pw_i8_acc,
+            dw_f32: generic::dw_f32,
+            dw_i8: generic::dw_i8,
+            add_f32: generic::add_f32,
+            add_i8: generic::add_i8,
+            up2_add_f32: generic::up2_add_f32,
+            maxpool2_f32: generic::maxpool2_f32,
+            avgpool2_f32: generic::avgpool2_f32,
+            sigmoid_f32: generic::sigmoid_f32,
+            names: KernelNames {
+                pw_f32: "generic_pw_f32_1x8",
+                pw_i8: "generic_pw_i8_1x8",
+                dw_f32: "generic_dw_f32",
+                dw_i8: "generic_dw_i8",
+                add_f32: "generic_add_f32",
+                add_i8: "generic_add_i8",
+                up2_add_f32: "generic_up2_add_f32",
+                pool2_f32: "generic_pool2_f32",
+                sigmoid_f32: "generic_sigmoid_f32",
+            },
+        }
+    }
+
+    /// Build the table for `mode` on the running CPU (what [`kernels`] does once).
+    pub fn select(mode: Mode) -> Kernels {
+        #[allow(unused_mut)]
+        let mut k = Kernels::generic();
+        k.mode = mode;
+        if mode == Mode::Generic {
+            return k;
+        }
+        #[cfg(target_arch = "x86_64")]
+        x86_64::install(&mut k);
+        #[cfg(target_arch = "aarch64")]
+        aarch64::install(&mut k, mode == Mode::Auto);
+        k
+    }
+
+    /// `"mode=Auto pw_f32=avx2_pw_f32_6x16 pw_i8=... ..."`.
+    pub fn describe(&self) -> String {
+        let n = &self.names;
+        format!(
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32
+        )
+    }
+
+    /// Dense conv (any kh×kw, stride, pad) for output rows `[y0,y1)`: im2col of one output
+    /// row at a time into `scratch` (len >= [`ConvShape::im2col_len`], reused, never
+    /// allocated here) + this table's GEMM. `w` from [`pack_conv_f32`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_f32(
+        &self,
+        input: &[f32],
+        s: &ConvShape,
+        w: &PackedF32,
+        epi: &EpiF32,
+        y0: usize,
+        y1: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        generic::conv_f32_with(self.pw_f32, input, s, w, epi, y0, y1, scratch, out)
+    }
+
+    /// int8 dense conv, as [`Kernels::conv_f32`]. `w` from [`pack_conv_i8`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_i8(
+        &self,
+        input: &[i8],
+        s: &ConvShape,
+        w: &PackedI8,
+        epi: &EpiI8,
+        y0: usize,
+        y1: usize,
+        scratch: &mut [i8],
+        out: &mut [i8],
+    ) {
+        generic::conv_i8_with(self.pw_i8, input, s, w, epi, y0, y1, scratch, out)
+    }
+}
+
+/// The process-wide table, chosen on first use from the CPU and `FACEGATE_KERNELS`.
+pub fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(|| Kernels::select(Mode::from_env()))
+}

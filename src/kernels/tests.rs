@@ -1,0 +1,722 @@
+//! Tests of the kernels: the generic ones against a naive NCHW reference written plainly
+//! here (an independent definition of convolution), and every SIMD table against the
+//! generic one on odd shapes and tails. i32 accumulators must match exactly, requantised
+//! int8 within 1 LSB, f32 within `|a-b| <= 1e-5 * (1+|b|) * sqrt(K)`.
+
+use super::*;
+
+/// Small deterministic PRNG (xorshift64*), no dependency.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn f32(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub(crate) fn vf32(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    pub(crate) fn vi8(&mut self, n: usize) -> Vec<i8> {
+        (0..n)
+            .map(|_| (((self.next() >> 32) % 255) as i32 - 127) as i8)
+            .collect()
+    }
+    pub(crate) fn vi32(&mut self, n: usize, r: i32) -> Vec<i32> {
+        (0..n)
+            .map(|_| ((self.next() >> 33) as i64 % (2 * r as i64 + 1)) as i32 - r)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ActKind {
+    None,
+    Relu,
+    Relu6,
+    PRelu,
+}
+const ACTS: [ActKind; 4] = [ActKind::None, ActKind::Relu, ActKind::Relu6, ActKind::PRelu];
+
+fn make_act(kind: ActKind, six: f32, alpha: &[f32]) -> Act<'_> {
+    match kind {
+        ActKind::None => Act::None,
+        ActKind::Relu => Act::Relu,
+        ActKind::Relu6 => Act::Relu6(six),
+        ActKind::PRelu => Act::PRelu(alpha),
+    }
+}
+
+/// Plain activation, written independently of `Act::apply`.
+fn naive_act(kind: ActKind, x: f32, six: f32, alpha: f32) -> f32 {
+    match kind {
+        ActKind::None => x,
+        ActKind::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        ActKind::Relu6 => {
+            if x < 0.0 {
+                0.0
+            } else if x > six {
+                six
+            } else {
+                x
+            }
+        }
+        ActKind::PRelu => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+    }
+}
+
+fn naive_requant(acc: i32, bias: i32, mult: f32, kind: ActKind, six: f32, alpha: f32) -> i8 {
+    let r = naive_act(kind, (acc + bias) as f32 * mult, six, alpha).round();
+    if r > 127.0 {
+        127
+    } else if r < -127.0 {
+        -127
+    } else {
+        r as i8
+    }
+}
+
+fn assert_close_f32(got: &[f32], want: &[f32], k: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: len");
+    let tol = 1e-5 * (k as f32).sqrt();
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}: [{i}] got {a} want {b} (tol {tol})"
+        );
+    }
+}
+
+fn assert_within_1(got: &[i8], want: &[i8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: len");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a as i32 - b as i32).abs() <= 1,
+            "{what}: [{i}] got {a} want {b}"
+        );
+    }
+}
+
+/// Naive grouped convolution on NCHW data with OIHW weights: 7 nested loops, i64/f64-free
+/// but plainly indexed. Returns NCHW output as f64 sums (f32 inputs) — used for both types.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv_nchw(
+    x: &[f64],
+    w: &[f64],
+    h: usize,
+    wd: usize,
+    cin: usize,
+    cout: usize,
+    k: (usize, usize),
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> (Vec<f64>, usize, usize) {
+    let (kh, kw) = k;
+    let oh = (h + 2 * pad - kh) / stride + 1;
+    let ow = (wd + 2 * pad - kw) / stride + 1;
+    let cig = cin / groups;
+    let cog = cout / groups;
+    let mut out = vec![0.0f64; cout * oh * ow];
+    for oc in 0..cout {
+        let g = oc / cog;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = 0.0f64;
+                for icg in 0..cig {
+                    let ic = g * cig + icg;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * stride + ky) as i64 - pad as i64;
+                            let ix = (ox * stride + kx) as i64 - pad as i64;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                s += x[(ic * h + iy as usize) * wd + ix as usize]
+                                    * w[((oc * cig + icg) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                }
+                out[(oc * oh + oy) * ow + ox] = s;
+            }
+        }
+    }
+    (out, oh, ow)
+}
+
+fn nhwc_to_nchw<T: Copy + Into<f64>>(x: &[T], h: usize, w: usize, c: usize) -> Vec<f64> {
+    let mut o = vec![0.0; x.len()];
+    for y in 0..h {
+        for xx in 0..w {
+            for cc in 0..c {
+                o[(cc * h + y) * w + xx] = x[(y * w + xx) * c + cc].into();
+            }
+        }
+    }
+    o
+}
+
+struct ConvCase {
+    s: ConvShape,
+    dw: bool,
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let mut v = Vec::new();
+    // dense (incl. 1x1 = pointwise and 3x3 stems)
+    for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 5), (5, 33)] {
+        for &(cin, cout) in &[(1usize, 1usize), (3, 5), (5, 17), (17, 3), (33, 33)] {
+            for &(k, stride, pad) in &[(1usize, 1usize, 0usize), (3, 1, 1), (3, 2, 1)] {
+                if h + 2 * pad < k || w + 2 * pad < k {
+                    continue;
+                }
+                v.push(ConvCase {
+                    s: ConvShape {
+                        h,
+                        w,
+                        cin,
+                        cout,
+                        kh: k,
+                        kw: k,
+                        stride,
+                        pad,
+                    },
+                    dw: false,
+                });
+            }
+        }
+    }
+    v.push(ConvCase {
+        s: ConvShape {
+            h: 4,
+            w: 4,
+            cin: 130,
+            cout: 130,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 0,
+        },
+        dw: false,
+    });
+    // depthwise
+    for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (33, 5)] {
+        for &c in &[1usize, 3, 5, 17, 33, 130] {
+            for &(k, stride, pad) in &[(3usize, 1usize, 1usize), (3, 2, 1), (3, 1, 0), (5, 2, 2)] {
+                if h + 2 * pad < k || w + 2 * pad < k {
+                    continue;
+                }
+                v.push(ConvCase {
+                    s: ConvShape::dw(h, w, c, k, stride, pad),
+                    dw: true,
+                });
+            }
+        }
+    }
+    for &c in &[1usize, 17, 130] {
+        v.push(ConvCase {
+            s: ConvShape::dw(7, 7, c, 7, 1, 0),
+            dw: true,
+        }); // GDC head
+    }
+    v
+}
+
+/// Runs a conv case through `kt` (f32): pointwise via pw_f32 when 1x1/s1/p0, dense via
+/// conv_f32, depthwise via dw_f32; output rows split in two calls to exercise ranges.
+fn run_f32(
+    kt: &Kernels,
+    c: &ConvCase,
+    x: &[f32],
+    w_oihw: &[f32],
+    bias: &[f32],
+    act: Act,
+) -> Vec<f32> {
+    let s = c.s;
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut out = vec![0.0f32; oh * ow * s.cout];
+    let epi = EpiF32 { bias, act };
+    let split = oh / 2;
+    if c.dw {
+        let pk = pack_dw(w_oihw, s.cin, s.kh);
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        (kt.dw_f32)(x, &s, &pk, &epi, 0, split, o1);
+        (kt.dw_f32)(x, &s, &pk, &epi, split, oh, o2);
+    } else if s.kh == 1 && s.stride == 1 && s.pad == 0 {
+        let pk = pack_pw_f32(w_oihw, s.cout, s.cin);
+        let m = s.h * s.w;
+        let ms = m / 3;
+        let (o1, o2) = out.split_at_mut(ms * s.cout);
+        (kt.pw_f32)(x, &pk, &epi, 0, ms, o1);
+        (kt.pw_f32)(x, &pk, &epi, ms, m, o2);
+    } else {
+        let pk = pack_conv_f32(w_oihw, s.cout, s.cin, s.kh, s.kw);
+        let mut scratch = vec![0.0f32; s.im2col_len() + 3];
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        kt.conv_f32(x, &s, &pk, &epi, 0, split, &mut scratch, o1);
+        kt.conv_f32(x, &s, &pk, &epi, split, oh, &mut scratch, o2);
+    }
+    out
+}
+
+fn run_i8(kt: &Kernels, c: &ConvCase, x: &[i8], w_oihw: &[i8], epi: &EpiI8) -> Vec<i8> {
+    let s = c.s;
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut out = vec![0i8; oh * ow * s.cout];
+    let split = oh / 2;
+    if c.dw {
+        let pk = pack_dw(w_oihw, s.cin, s.kh);
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        (kt.dw_i8)(x, &s, &pk, epi, 0, split, o1);
+        (kt.dw_i8)(x, &s, &pk, epi, split, oh, o2);
+    } else if s.kh == 1 && s.stride == 1 && s.pad == 0 {
+        let pk = pack_pw_i8(w_oihw, s.cout, s.cin);
+        let m = s.h * s.w;
+        let ms = m / 3;
+        let (o1, o2) = out.split_at_mut(ms * s.cout);
+        (kt.pw_i8)(x, &pk, epi, 0, ms, o1);
+        (kt.pw_i8)(x, &pk, epi, ms, m, o2);
+    } else {
+        let pk = pack_conv_i8(w_oihw, s.cout, s.cin, s.kh, s.kw);
+        let mut scratch = vec![0i8; s.im2col_len()];
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        kt.conv_i8(x, &s, &pk, epi, 0, split, &mut scratch, o1);
+        kt.conv_i8(x, &s, &pk, epi, split, oh, &mut scratch, o2);
+    }
+    out
+}
+
+fn weights_len(c: &ConvCase) -> (usize, usize) {
+    let s = c.s;
+    let cig = if c.dw { 1 } else { s.cin };
+    (s.cout * cig * s.kh * s.kw, cig * s.kh * s.kw)
+}
+
+#[test]
+fn generic_f32_matches_naive_nchw() {
+    let g = Kernels::generic();
+    let mut rng = Rng::new(1);
+    let mut n = 0;
+    for c in conv_cases() {
+        let s = c.s;
+        let (wl, kdim) = weights_len(&c);
+        let x = rng.vf32(s.h * s.w * s.cin);
+        let w = rng.vf32(wl);
+        let bias = rng.vf32(s.cout);
+        let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+        let six = 0.3;
+        let (r, oh, ow) = naive_conv_nchw(
+            &nhwc_to_nchw(&x, s.h, s.w, s.cin),
+            &w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            s.h,
+            s.w,
+            s.cin,
+            s.cout,
+            (s.kh, s.kw),
+            s.stride,
+            s.pad,
+            if c.dw { s.cin } else { 1 },
+        );
+        for kind in ACTS {
+            let got = run_f32(&g, &c, &x, &w, &bias, make_act(kind, six, &alpha));
+            let mut want = vec![0.0f32; got.len()];
+            for oc in 0..s.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        want[(oy * ow + ox) * s.cout + oc] = naive_act(
+                            kind,
+                            (r[(oc * oh + oy) * ow + ox] + bias[oc] as f64) as f32,
+                            six,
+                            alpha[oc],
+                        );
+                    }
+                }
+            }
+            assert_close_f32(
+                &got,
+                &want,
+                kdim,
+                &format!("generic f32 {:?} dw={} {kind:?}", s, c.dw),
+            );
+            n += 1;
+        }
+    }
+    eprintln!("generic f32 vs naive: {n} cases");
+}
+
+/// Multipliers that spread outputs over the int8 range without saturating everything.
+fn mults(rng: &mut Rng, n: usize, kdim: usize) -> Vec<f32> {
+    let typical = 127.0 * 127.0 / 3.0 * (kdim as f32).sqrt();
+    (0..n)
+        .map(|_| (1.0 + 0.5 * rng.f32()) * 60.0 / typical)
+        .collect()
+}
+
+#[test]
+fn generic_i8_matches_naive_nchw() {
+    let g = Kernels::generic();
+    let mut rng = Rng::new(2);
+    let mut n = 0;
+    for c in conv_cases() {
+        let s = c.s;
+        let (wl, kdim) = weights_len(&c);
+        let x = rng.vi8(s.h * s.w * s.cin);
+        let w = rng.vi8(wl);
+        let bias = rng.vi32(s.cout, 3000);
+        let mult = mults(&mut rng, s.cout, kdim);
+        let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+        let six = 40.0;
+        let (r, oh, ow) = naive_conv_nchw(
+            &nhwc_to_nchw(&x, s.h, s.w, s.cin),
+            &w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            s.h,
+            s.w,
+            s.cin,
+            s.cout,
+            (s.kh, s.kw),
+            s.stride,
+            s.pad,
+            if c.dw { s.cin } else { 1 },
+        );
+        for kind in ACTS {
+            let epi = EpiI8 {
+                bias: &bias,
+                mult: &mult,
+                act: make_act(kind, six, &alpha),
+            };
+            let got = run_i8(&g, &c, &x, &w, &epi);
+            let mut want = vec![0i8; got.len()];
+            for oc in 0..s.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let acc = r[(oc * oh + oy) * ow + ox] as i32;
+                        want[(oy * ow + ox) * s.cout + oc] =
+                            naive_requant(acc, bias[oc], mult[oc], kind, six, alpha[oc]);
+                    }
+                }
+            }
+            assert_eq!(got, want, "generic i8 {:?} dw={} {kind:?}", s, c.dw);
+            n += 1;
+        }
+    }
+    eprintln!("generic i8 vs naive: {n} cases");
+}
+
+/// The SIMD tables this CPU can run, each to be checked against the generic one.
+fn simd_tables() -> Vec<Kernels> {
+    let mut v = Vec::new();
+    let auto = Kernels::select(Mode::Auto);
+    let nodot = Kernels::select(Mode::NoDotprod);
+    if nodot.names.pw_i8 != Kernels::generic().names.pw_i8 {
+        v.push(nodot);
+    }
+    if auto.names.pw_i8 != nodot.names.pw_i8 {
+        v.push(auto);
+    } else if cfg!(target_arch = "aarch64") {
+        eprintln!("SKIPPED: dotprod kernels (CPU lacks the dot-product extension); NEON tested");
+    }
+    if v.is_empty() {
+        eprintln!(
+            "SKIPPED: no SIMD kernels for this CPU (needs AVX2+FMA on x86_64, NEON on aarch64)"
+        );
+    }
+    v
+}
+
+#[test]
+fn simd_f32_matches_generic() {
+    let g = Kernels::generic();
+    for kt in simd_tables() {
+        let mut rng = Rng::new(3);
+        let mut n = 0;
+        for c in conv_cases() {
+            let s = c.s;
+            let (wl, kdim) = weights_len(&c);
+            let x = rng.vf32(s.h * s.w * s.cin);
+            let w = rng.vf32(wl);
+            let bias = rng.vf32(s.cout);
+            let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+            for kind in ACTS {
+                let act = make_act(kind, 0.3, &alpha);
+                let want = run_f32(&g, &c, &x, &w, &bias, act);
+                let got = run_f32(&kt, &c, &x, &w, &bias, act);
+                assert_close_f32(
+                    &got,
+                    &want,
+                    kdim,
+                    &format!("{} {:?} dw={} {kind:?}", kt.describe(), s, c.dw),
+                );
+                n += 1;
+            }
+        }
+        eprintln!("simd f32 vs generic [{}]: {n} cases", kt.describe());
+    }
+}
+
+#[test]
+fn simd_i8_matches_generic() {
+    let g = Kernels::generic();
+    for kt in simd_tables() {
+        let mut rng = Rng::new(4);
+        let mut n = 0;
+        for c in conv_cases() {
+            let s = c.s;
+            let (wl, kdim) = weights_len(&c);
+            let x = rng.vi8(s.h * s.w * s.cin);
+            let w = rng.vi8(wl);
+            let bias = rng.vi32(s.cout, 3000);
+            let mult = mults(&mut rng, s.cout, kdim);
+            let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+            for kind in ACTS {
+                let epi = EpiI8 {
+                    bias: &bias,
+                    mult: &mult,
+                    act: make_act(kind, 40.0, &alpha),
+                };
+                let want = run_i8(&g, &c, &x, &w, &epi);
+                let got = run_i8(&kt, &c, &x, &w, &epi);
+                assert_within_1(
+                    &got,
+                    &want,
+                    &format!("{} {:?} dw={} {kind:?}", kt.describe(), s, c.dw),
+                );
+                n += 1;
+            }
+        }
+        eprintln!("simd i8 vs generic [{}]: {n} cases", kt.describe());
+    }
+}
+
+#[test]
+fn simd_pw_i8_accumulators_exact() {
+    let g = Kernels::generic();
+    for kt in simd_tables() {
+        let mut rng = Rng::new(5);
+        let mut n = 0;
+        for &m in &[1usize, 3, 7, 15, 33, 64] {
+            for &k in &[1usize, 3, 4, 5, 17, 33, 130] {
+                for &nn in &[1usize, 3, 5, 8, 17, 33, 130] {
+                    // include the extremes -128 and 127 to prove no saturation
+                    let mut a = rng.vi8(m * k);
+                    let mut w = rng.vi8(nn * k);
+                    if n % 3 == 0 {
+                        a.iter_mut().for_each(|v| *v = -128);
+                        w.iter_mut()
+                            .enumerate()
+                            .for_each(|(i, v)| *v = if i % 2 == 0 { -128 } else { 127 });
+                    }
+                    let pk = pack_pw_i8(&w, nn, k);
+                    let mut want = vec![0i32; m * nn];
+                    let mut got = vec![0i32; m * nn];
+                    (g.pw_i8_acc)(&a, &pk, 0, m, &mut want);
+                    let ms = m / 2;
+                    let (g1, g2) = got.split_at_mut(ms * nn);
+                    (kt.pw_i8_acc)(&a, &pk, 0, ms, g1);
+                    (kt.pw_i8_acc)(&a, &pk, ms, m, g2);
+                    assert_eq!(got, want, "{} m={m} k={k} n={nn}", kt.names.pw_i8);
+                    n += 1;
+                }
+            }
+        }
+        eprintln!(
+            "simd pw_i8 accumulators exact [{}]: {n} cases",
+            kt.names.pw_i8
+        );
+    }
+}
+
+#[test]
+fn simd_elementwise_matches_generic() {
+    let g = Kernels::generic();
+    let mut tables = simd_tables();
+    tables.push(Kernels::generic()); // also run the generic ones against the plain definitions
+    for kt in tables {
+        let mut rng = Rng::new(6);
+        for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (2, 33), (6, 4)] {
+            for &c in &[1usize, 3, 5, 17, 33, 130] {
+                let len = h * w * c;
+                let a = rng.vf32(len);
+                let b = rng.vf32(len);
+                let mut o1 = vec![0.0; len];
+                let mut o2 = vec![0.0; len];
+                (kt.add_f32)(&a, &b, &mut o1);
+                for i in 0..len {
+                    o2[i] = a[i] + b[i];
+                }
+                assert_close_f32(&o1, &o2, 1, "add_f32");
+
+                let ai = rng.vi8(len);
+                let bi = rng.vi8(len);
+                let (sa, sb) = (0.7, 1.3);
+                let mut q1 = vec![0i8; len];
+                let mut q2 = vec![0i8; len];
+                (kt.add_i8)(&ai, sa, &bi, sb, &mut q1);
+                (g.add_i8)(&ai, sa, &bi, sb, &mut q2);
+                assert_within_1(&q1, &q2, "add_i8");
+                for i in 0..len {
+                    let r = (ai[i] as f32 * sa + bi[i] as f32 * sb)
+                        .round()
+                        .clamp(-127.0, 127.0) as i8;
+                    assert!((q2[i] as i32 - r as i32).abs() <= 1);
+                }
+
+                // upsample + add, rows split in two
+                let bsm = rng.vf32(h.div_ceil(2) * w.div_ceil(2) * c);
+                let mut u1 = vec![0.0; len];
+                let split = h / 2;
+                let (u1a, u1b) = u1.split_at_mut(split * w * c);
+                (kt.up2_add_f32)(&a, &bsm, h, w, c, 0, split, u1a);
+                (kt.up2_add_f32)(&a, &bsm, h, w, c, split, h, u1b);
+                for y in 0..h {
+                    for x in 0..w {
+                        for cc in 0..c {
+                            let want = a[(y * w + x) * c + cc]
+                                + bsm[((y / 2) * w.div_ceil(2) + x / 2) * c + cc];
+                            assert_eq!(u1[(y * w + x) * c + cc], want, "up2_add");
+                        }
+                    }
+                }
+
+                // pools
+                let (oh, ow) = (h / 2, w / 2);
+                let mut p1 = vec![0.0; oh * ow * c];
+                let mut p2 = vec![0.0; oh * ow * c];
+                (kt.maxpool2_f32)(&a, h, w, c, 0, oh, &mut p1);
+                (kt.avgpool2_f32)(&a, h, w, c, 0, oh, &mut p2);
+                for y in 0..oh {
+                    for x in 0..ow {
+                        for cc in 0..c {
+                            let v = [
+                                a[((2 * y) * w + 2 * x) * c + cc],
+                                a[((2 * y) * w + 2 * x + 1) * c + cc],
+                                a[((2 * y + 1) * w + 2 * x) * c + cc],
+                                a[((2 * y + 1) * w + 2 * x + 1) * c + cc],
+                            ];
+                            let mx = v.iter().cloned().fold(f32::MIN, f32::max);
+                            let av = (v[0] + v[1] + v[2] + v[3]) / 4.0;
+                            assert_eq!(p1[(y * ow + x) * c + cc], mx, "maxpool");
+                            assert!((p2[(y * ow + x) * c + cc] - av).abs() <= 1e-6, "avgpool");
+                        }
+                    }
+                }
+
+                // sigmoid
+                let mut s1: Vec<f32> = a.iter().map(|v| v * 12.0).collect();
+                let s0 = s1.clone();
+                (kt.sigmoid_f32)(&mut s1);
+                for (i, &v) in s1.iter().enumerate() {
+                    let want = 1.0 / (1.0 + (-(s0[i] as f64)).exp());
+                    assert!(
+                        (v as f64 - want).abs() <= 1e-6 * (1.0 + want),
+                        "sigmoid({}) = {v} want {want}",
+                        s0[i]
+                    );
+                }
+            }
+        }
+        eprintln!("elementwise ok [{}]", kt.describe());
+    }
+}
+
+#[test]
+fn f16_packing_matches_f32() {
+    let mut rng = Rng::new(7);
+    let w: Vec<f32> = rng.vf32(17 * 33);
+    let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let p16 = pack_pw_f16(&wh, 17, 33);
+    let p32 = pack_pw_f32(&wh.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), 17, 33);
+    assert_eq!(p16.data, p32.data);
+    for (a, b) in p16.data.iter().zip(pack_pw_f32(&w, 17, 33).data.iter()) {
+        assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()));
+    }
+    let d = pack_dw_f16(&wh[..17 * 9], 17, 3);
+    assert_eq!(d.data.len(), 17 * 9);
+    let c = pack_conv_f16(&wh[..5 * 3 * 9], 5, 3, 3, 3);
+    assert_eq!((c.k, c.n), (27, 5));
+}
+
+/// Which table was chosen, and does it agree with the CPU's features read independently
+/// (from /proc/cpuinfo on aarch64)?
+#[test]
+fn dispatch_matches_cpu() {
+    let k = kernels();
+    eprintln!("kernel table: {}", k.describe());
+    let auto = Kernels::select(Mode::Auto);
+    assert_eq!(
+        Kernels::select(Mode::Generic).names.pw_i8,
+        "generic_pw_i8_1x8"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        assert_eq!(
+            auto.names.pw_f32.starts_with("avx2_"),
+            avx2,
+            "{}",
+            auto.describe()
+        );
+        if !avx2 {
+            eprintln!("SKIPPED: AVX2+FMA not on this CPU, generic table in use");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // Independent of std's detection: AT_HWCAP (16) from /proc/self/auxv, bit 20 =
+        // HWCAP_ASIMDDP (qemu-user emulates auxv but shows the host's /proc/cpuinfo).
+        let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+        let hwcap = auxv.chunks_exact(16).find_map(|e| {
+            let t = u64::from_ne_bytes(e[..8].try_into().unwrap());
+            (t == 16).then(|| u64::from_ne_bytes(e[8..].try_into().unwrap()))
+        });
+        let has_dot = match hwcap {
+            Some(h) => h & (1 << 20) != 0,
+            None => {
+                let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+                cpuinfo
+                    .lines()
+                    .filter(|l| l.starts_with("Features"))
+                    .any(|l| l.split_whitespace().any(|f| f == "asimddp"))
+            }
+        };
+        eprintln!(
+            "AT_HWCAP = {:?}: asimddp = {has_dot}; is_aarch64_feature_detected!(dotprod) = {}",
+            hwcap.map(|h| format!("{h:#x}")),
+            std::arch::is_aarch64_feature_detected!("dotprod")
+        );
+        assert!(
+            auto.names.pw_f32.starts_with("neon_"),
+            "{}",
+            auto.describe()
+        );
+        assert_eq!(
+            auto.names.pw_i8.starts_with("neon_dot_"),
+            has_dot,
+            "dotprod table vs cpuinfo: {}",
+            auto.describe()
+        );
+        let nodot = Kernels::select(Mode::NoDotprod);
+        assert!(
+            !nodot.names.pw_i8.starts_with("neon_dot_"),
+            "{}",
+            nodot.describe()
+        );
+    }
+    let _ = auto;
+}

@@ -1,0 +1,715 @@
+//! x86-64 AVX2/FMA kernels. Installed by [`install`] when the CPU reports both `avx2` and
+//! `fma` at run time; every public kernel here re-asserts that before its `unsafe` block.
+//!
+//! int8 GEMM: the packed groups are 8 channels × 4 k (see [`PackedI8`]). Both operands are
+//! sign-extended to i16 and multiplied with `vpmaddwd` (`_mm256_madd_epi16`), which is exact
+//! for every i8 input (|a·b + c·d| <= 2·128² < 2³¹) — unlike `vpmaddubsw`, which saturates to
+//! i16. The pair sums land as (ch, k01),(ch, k23) lanes and are folded once per tile by
+//! `hadd` + `permute4x64`, so accumulators equal the generic kernel's bit for bit.
+//! Requantisation rounds half to even (`cvtps_epi32`); generic rounds half away from zero.
+
+use core::arch::x86_64::*;
+
+use super::generic;
+use super::{
+    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, NR,
+};
+
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Replace the generic entries this CPU can run faster.
+pub(crate) fn install(k: &mut Kernels) {
+    if !has_avx2_fma() {
+        return;
+    }
+    k.pw_f32 = avx2_pw_f32_6x16;
+    k.pw_i8 = avx2_pw_i8_6x8;
+    k.pw_i8_acc = avx2_pw_i8_acc_6x8;
+    k.dw_f32 = avx2_dw_f32;
+    k.dw_i8 = avx2_dw_i8;
+    k.add_i8 = avx2_add_i8;
+    k.names.pw_f32 = "avx2_pw_f32_6x16";
+    k.names.pw_i8 = "avx2_pw_i8_6x8";
+    k.names.dw_f32 = "avx2_dw3x3_f32|avx2_dwkxk_f32";
+    k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
+    k.names.add_i8 = "avx2_add_i8";
+}
+
+fn check_packed_f32(b: &PackedF32) {
+    assert_eq!(
+        b.data.len(),
+        b.panels() * b.k * NR,
+        "packed f32 weights: bad length"
+    );
+}
+fn check_packed_i8(b: &PackedI8) {
+    assert!(
+        b.kp == b.k.div_ceil(4) * 4,
+        "packed i8 weights: kp {} for k {}",
+        b.kp,
+        b.k
+    );
+    assert_eq!(
+        b.data.len(),
+        b.panels() * b.groups() * NR * 4,
+        "packed i8 weights: bad length"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Epilogues
+// ------------------------------------------------------------------------------------------
+
+/// Activation on 8 lanes of channels `c0..c0+8` (caller guarantees `c0+8 <= N` for PReLU).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn act_ps(act: &Act, v: __m256, c0: usize) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    match *act {
+        Act::None => v,
+        Act::Relu => _mm256_max_ps(v, zero),
+        Act::Relu6(hi) => _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(hi)),
+        Act::PRelu(a) => {
+            // SAFETY: caller guarantees c0 + 8 <= a.len() (EpiX::check asserted a.len() >= N).
+            let al = unsafe { _mm256_loadu_ps(a.as_ptr().add(c0)) };
+            let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero);
+            _mm256_blendv_ps(v, _mm256_mul_ps(v, al), neg)
+        }
+    }
+}
+
+/// Requantise 8 accumulators of channels `c0..c0+8` to 8 i8 in the low half of the result.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn requant8(acc: __m256i, epi: &EpiI8, c0: usize) -> __m128i {
+    // SAFETY: caller guarantees c0 + 8 <= N <= bias.len(), mult.len().
+    let (bias, mult) = unsafe {
+        (
+            _mm256_loadu_si256(epi.bias.as_ptr().add(c0) as *const __m256i),
+            _mm256_loadu_ps(epi.mult.as_ptr().add(c0)),
+        )
+    };
+    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), mult);
+    // SAFETY: same bound for the PReLU slopes.
+    let v = unsafe { act_ps(&epi.act, v, c0) };
+    let v = _mm256_min_ps(
+        _mm256_max_ps(v, _mm256_set1_ps(-127.0)),
+        _mm256_set1_ps(127.0),
+    );
+    let i = _mm256_cvtps_epi32(v);
+    let p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+    _mm_packs_epi16(p16, p16)
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise f32: 6 rows × 16 channels (two packed panels), 12 accumulators.
+// ------------------------------------------------------------------------------------------
+
+/// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 6×16.
+pub(crate) fn avx2_pw_f32_6x16(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_f32(b);
+    epi.check(b.n);
+    assert!(has_avx2_fma(), "avx2_pw_f32_6x16 needs AVX2+FMA");
+    // SAFETY: AVX2+FMA present (asserted); rows [m0,m1) of `a`, the packed panels and the
+    // (m1-m0)×N output are in bounds by the checks above.
+    unsafe { pw_f32_impl(a, b, epi, m0, m1, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pw_f32_impl(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    let panels = b.panels();
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(6);
+        let mut p = 0;
+        while p < panels {
+            let np = if p + 1 < panels { 2 } else { 1 };
+            macro_rules! t {
+                ($mr:literal, $np:literal) => {
+                    // SAFETY: m+mr <= m1 rows of A and panels p..p+np exist (checked by caller).
+                    unsafe { tile_f32::<$mr, $np>(a, b, epi, m, m - m0, p, out) }
+                };
+            }
+            match (mr, np) {
+                (6, 2) => t!(6, 2),
+                (5, 2) => t!(5, 2),
+                (4, 2) => t!(4, 2),
+                (3, 2) => t!(3, 2),
+                (2, 2) => t!(2, 2),
+                (1, 2) => t!(1, 2),
+                (6, _) => t!(6, 1),
+                (5, _) => t!(5, 1),
+                (4, _) => t!(4, 1),
+                (3, _) => t!(3, 1),
+                (2, _) => t!(2, 1),
+                _ => t!(1, 1),
+            }
+            p += np;
+        }
+        m += mr;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32<const MR: usize, const NP: usize>(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m: usize,
+    orow: usize,
+    p: usize,
+    out: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * k * NR);
+    let mut acc = [[_mm256_setzero_ps(); NP]; MR];
+    for kk in 0..k {
+        let b0 = _mm256_loadu_ps(bp.add(kk * NR));
+        let b1 = if NP == 2 {
+            _mm256_loadu_ps(bp.add((k + kk) * NR))
+        } else {
+            b0
+        };
+        for r in 0..MR {
+            let av = _mm256_broadcast_ss(&*ap.add(r * k + kk));
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            if NP == 2 {
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+    }
+    for r in 0..MR {
+        let op = out.as_mut_ptr().add((orow + r) * n);
+        for q in 0..NP {
+            let n0 = (p + q) * NR;
+            if n0 + NR <= n {
+                let v = _mm256_add_ps(acc[r][q], _mm256_loadu_ps(epi.bias.as_ptr().add(n0)));
+                _mm256_storeu_ps(op.add(n0), act_ps(&epi.act, v, n0));
+            } else {
+                let mut t = [0.0f32; NR];
+                _mm256_storeu_ps(t.as_mut_ptr(), acc[r][q]);
+                for (j, &tj) in t.iter().enumerate().take(n - n0) {
+                    *op.add(n0 + j) = epi.act.apply(tj + epi.bias[n0 + j], n0 + j);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise int8: 6 rows × 8 channels (one panel), vpmaddwd on sign-extended operands.
+// ------------------------------------------------------------------------------------------
+
+/// int8 GEMM with requantising epilogue, rows `[m0,m1)`; microkernel 6×8.
+pub(crate) fn avx2_pw_i8_6x8(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(has_avx2_fma(), "avx2_pw_i8_6x8 needs AVX2+FMA");
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_requant(acc, epi, out, orow, n0, b.n)
+        })
+    }
+}
+
+/// int8 GEMM, raw i32 accumulators, rows `[m0,m1)`.
+pub(crate) fn avx2_pw_i8_acc_6x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    assert!(has_avx2_fma(), "avx2_pw_i8_acc_6x8 needs AVX2+FMA");
+    let n = b.n;
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+            let mut t = [0i32; NR];
+            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
+            let cnt = NR.min(n - n0);
+            out[orow * n + n0..orow * n + n0 + cnt].copy_from_slice(&t[..cnt]);
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_requant(
+    acc: __m256i,
+    epi: &EpiI8,
+    out: &mut [i8],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    if n0 + NR <= n {
+        let v = requant8(acc, epi, n0);
+        let mut t = [0i8; 16];
+        _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, v);
+        out[orow * n + n0..orow * n + n0 + NR].copy_from_slice(&t[..NR]);
+    } else {
+        let mut t = [0i32; NR];
+        _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
+        for j in 0..n - n0 {
+            out[orow * n + n0 + j] = epi.requant(t[j], n0 + j);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pw_i8_impl(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    mut store: impl FnMut(__m256i, usize, usize),
+) {
+    let panels = b.panels();
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(6);
+        for p in 0..panels {
+            macro_rules! t {
+                ($mr:literal) => {{
+                    // SAFETY: rows m..m+mr exist, panel p exists (checked by callers).
+                    let acc = unsafe { tile_i8::<$mr>(a, b, m, p) };
+                    for r in 0..$mr {
+                        store(acc[r], m - m0 + r, p * NR);
+                    }
+                }};
+            }
+            match mr {
+                6 => t!(6),
+                5 => t!(5),
+                4 => t!(4),
+                3 => t!(3),
+                2 => t!(2),
+                _ => t!(1),
+            }
+        }
+        m += mr;
+    }
+}
+
+/// Accumulators of rows `m..m+MR` against panel `p`, channel order 0..8 per row.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile_i8<const MR: usize>(a: &[i8], b: &PackedI8, m: usize, p: usize) -> [__m256i; MR] {
+    let k = b.k;
+    let g_full = k / 4;
+    let tail = k % 4;
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    for g in 0..b.groups() {
+        let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32) as *const __m128i));
+        let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32 + 16) as *const __m128i));
+        for r in 0..MR {
+            let a4: i32 = if g < g_full {
+                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
+            } else {
+                // partial last group: the packed weights are zero beyond K, read only K bytes
+                let mut t = [0i8; 4];
+                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
+                i32::from_ne_bytes(t.map(|x| x as u8))
+            };
+            let av = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a4)));
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b_lo));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b_hi));
+        }
+    }
+    let mut res = [_mm256_setzero_si256(); MR];
+    for r in 0..MR {
+        // lanes (c0p,c0q,c1p,c1q | c2p,c2q,c3p,c3q) and (c4..c7) -> (c0,c1,c4,c5 | c2,c3,c6,c7)
+        res[r] = _mm256_permute4x64_epi64::<0xD8>(_mm256_hadd_epi32(acc[r][0], acc[r][1]));
+    }
+    res
+}
+
+// ------------------------------------------------------------------------------------------
+// Depthwise, vectorised across channels.
+// ------------------------------------------------------------------------------------------
+
+/// Depthwise f32, any k×k/stride/pad; fully unrolled 3×3 window in the interior.
+pub(crate) fn avx2_dw_f32(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    assert!(has_avx2_fma(), "avx2_dw_f32 needs AVX2+FMA");
+    // SAFETY: features asserted; every input tap read lies inside the (validated) input since
+    // the tap ranges are clipped to the image; outputs cover exactly rows [y0,y1).
+    unsafe {
+        if s.kh == 3 {
+            dw_f32_impl::<3>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_f32_impl::<0>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Win {
+    ky0: usize,
+    ky1: usize,
+    kx0: usize,
+    kx1: usize,
+    iy0: isize,
+    ix0: isize,
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_f32_impl<const K: usize>(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    for oy in y0..y1 {
+        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
+            let win = Win {
+                ky0,
+                ky1,
+                kx0,
+                kx1,
+                iy0: (oy * s.stride) as isize - s.pad as isize,
+                ix0: (ox * s.stride) as isize - s.pad as isize,
+            };
+            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
+            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
+            let mut c0 = 0;
+            while c0 + 32 <= c {
+                if full {
+                    dw_f32_block::<4, K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_f32_block::<4, 0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 32;
+            }
+            while c0 + 8 <= c {
+                if full {
+                    dw_f32_block::<1, K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_f32_block::<1, 0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 8;
+            }
+            for cc in c0..c {
+                let mut acc = 0.0f32;
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let iy = (win.iy0 + ky as isize) as usize;
+                        let ix = (win.ix0 + kx as isize) as usize;
+                        acc += input[(iy * s.w + ix) * c + cc] * w.data[(ky * k + kx) * c + cc];
+                    }
+                }
+                *op.add(cc) = epi.act.apply(acc + epi.bias[cc], cc);
+            }
+        }
+    }
+}
+
+/// `NV` vectors of 8 channels from `c0`; `FK > 0`: the whole FK×FK window is inside.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    win: Win,
+    c0: usize,
+    op: *mut f32,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let (ky0, ky1, kx0, kx1) = if FK > 0 {
+        (0, FK, 0, FK)
+    } else {
+        (win.ky0, win.ky1, win.kx0, win.kx1)
+    };
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); NV];
+    for ky in ky0..ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let ib = ip.add((iy * s.w + ix) * c + c0);
+            let wb = wp.add((ky * k + kx) * c + c0);
+            for v in 0..NV {
+                acc[v] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(ib.add(8 * v)),
+                    _mm256_loadu_ps(wb.add(8 * v)),
+                    acc[v],
+                );
+            }
+        }
+    }
+    for v in 0..NV {
+        let cc = c0 + 8 * v;
+        let x = _mm256_add_ps(acc[v], _mm256_loadu_ps(epi.bias.as_ptr().add(cc)));
+        _mm256_storeu_ps(op.add(cc), act_ps(&epi.act, x, cc));
+    }
+}
+
+/// Depthwise int8, any k×k/stride/pad; products in i16 (exact for i8·i8), sums in i32.
+pub(crate) fn avx2_dw_i8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    assert!(has_avx2_fma(), "avx2_dw_i8 needs AVX2+FMA");
+    // SAFETY: as avx2_dw_f32.
+    unsafe {
+        if s.kh == 3 {
+            dw_i8_impl::<3>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_i8_impl::<0>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_i8_impl<const K: usize>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    let (c, k, ow) = (s.cin, s.kh, s.ow());
+    for oy in y0..y1 {
+        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        for ox in 0..ow {
+            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
+            let win = Win {
+                ky0,
+                ky1,
+                kx0,
+                kx1,
+                iy0: (oy * s.stride) as isize - s.pad as isize,
+                ix0: (ox * s.stride) as isize - s.pad as isize,
+            };
+            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
+            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
+            let mut c0 = 0;
+            while c0 + 32 <= c {
+                if full {
+                    dw_i8_block::<2, K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_i8_block::<2, 0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 32;
+            }
+            while c0 + 16 <= c {
+                if full {
+                    dw_i8_block::<1, K>(input, s, w, epi, win, c0, op);
+                } else {
+                    dw_i8_block::<1, 0>(input, s, w, epi, win, c0, op);
+                }
+                c0 += 16;
+            }
+            if c0 + 8 <= c {
+                dw_i8_block8(input, s, w, epi, win, c0, op);
+                c0 += 8;
+            }
+            for cc in c0..c {
+                let mut acc = 0i32;
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let iy = (win.iy0 + ky as isize) as usize;
+                        let ix = (win.ix0 + kx as isize) as usize;
+                        acc += input[(iy * s.w + ix) * c + cc] as i32
+                            * w.data[(ky * k + kx) * c + cc] as i32;
+                    }
+                }
+                *op.add(cc) = epi.requant(acc, cc);
+            }
+        }
+    }
+}
+
+/// `NV` groups of 16 channels from `c0`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_i8_block<const NV: usize, const FK: usize>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    win: Win,
+    c0: usize,
+    op: *mut i8,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let (ky0, ky1, kx0, kx1) = if FK > 0 {
+        (0, FK, 0, FK)
+    } else {
+        (win.ky0, win.ky1, win.kx0, win.kx1)
+    };
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = [[_mm256_setzero_si256(); 2]; NV];
+    for ky in ky0..ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in kx0..kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let ib = ip.add((iy * s.w + ix) * c + c0);
+            let wb = wp.add((ky * k + kx) * c + c0);
+            for v in 0..NV {
+                let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(ib.add(16 * v) as *const __m128i));
+                let y = _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.add(16 * v) as *const __m128i));
+                let p = _mm256_mullo_epi16(x, y); // |i8·i8| <= 16384 fits i16 exactly
+                acc[v][0] =
+                    _mm256_add_epi32(acc[v][0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+                acc[v][1] = _mm256_add_epi32(
+                    acc[v][1],
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)),
+                );
+            }
+        }
+    }
+    for v in 0..NV {
+        let cc = c0 + 16 * v;
+        let lo = requant8(acc[v][0], epi, cc);
+        let hi = requant8(acc[v][1], epi, cc + 8);
+        _mm_storeu_si128(op.add(cc) as *mut __m128i, _mm_unpacklo_epi64(lo, hi));
+    }
+}
+
+/// 8 channels from `c0` (the tail of e.g. 24/40/56 channels).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_i8_block8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    win: Win,
+    c0: usize,
+    op: *mut i8,
+) {
+    let (c, k) = (s.cin, s.kh);
+    let ip = input.as_ptr();
+    let wp = w.data.as_ptr();
+    let mut acc = _mm256_setzero_si256();
+    for ky in win.ky0..win.ky1 {
+        let iy = (win.iy0 + ky as isize) as usize;
+        for kx in win.kx0..win.kx1 {
+            let ix = (win.ix0 + kx as isize) as usize;
+            let x = _mm_cvtepi8_epi16(_mm_loadl_epi64(
+                ip.add((iy * s.w + ix) * c + c0) as *const __m128i
+            ));
+            let y = _mm_cvtepi8_epi16(_mm_loadl_epi64(
+                wp.add((ky * k + kx) * c + c0) as *const __m128i
+            ));
+            acc = _mm256_add_epi32(acc, _mm256_cvtepi16_epi32(_mm_mullo_epi16(x, y)));
+        }
+    }
+    _mm_storel_epi64(op.add(c0) as *mut __m128i, requant8(acc, epi, c0));
+}
+
+// ------------------------------------------------------------------------------------------
+// Elementwise
+// ------------------------------------------------------------------------------------------
+
+/// `out = sat(round(a*sa + b*sb))`, 16 lanes at a time.
+pub(crate) fn avx2_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "add: lens {} {} {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    assert!(has_avx2_fma(), "avx2_add_i8 needs AVX2+FMA");
+    // SAFETY: features asserted; indices < len (loop bound).
+    unsafe { add_i8_impl(a, sa, b, sb, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_i8_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    let n = a.len();
+    let (va, vb) = (_mm256_set1_ps(sa), _mm256_set1_ps(sb));
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+            a.as_ptr().add(i) as *const __m128i
+        )));
+        let y = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+            b.as_ptr().add(i) as *const __m128i
+        )));
+        let r = _mm256_add_ps(_mm256_mul_ps(x, va), _mm256_mul_ps(y, vb));
+        let r = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        let p16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+        _mm_storel_epi64(
+            out.as_mut_ptr().add(i) as *mut __m128i,
+            _mm_packs_epi16(p16, p16),
+        );
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = super::sat_i8(a[j] as f32 * sa + b[j] as f32 * sb);
+    }
+}
