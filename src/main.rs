@@ -24,6 +24,9 @@ enum Command {
     Embed(cli::detect::EmbedArgs),
     /// Verification accuracy on a pair list (LFW pairs.txt or `a b label` lines).
     Verify(cli::verify::VerifyArgs),
+    /// Detection AP on the WIDER FACE validation images present (optionally next to another
+    /// engine's detections).
+    WiderAp(cli::wider::WiderArgs),
     /// Time the detector and/or recogniser: median, p90, min, load time, peak RSS.
     Bench(cli::bench::BenchArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => cli::detect::embed(a),
         Command::Verify(a) => cli::verify::verify(a),
         Command::Bench(a) => cli::bench::bench(a),
+        Command::WiderAp(a) => cli::wider::wider_ap(a),
     };
     match result {
         Ok(code) => code,

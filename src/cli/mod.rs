@@ -5,3 +5,4 @@
 pub mod bench;
 pub mod detect;
 pub mod verify;
+pub mod wider;
