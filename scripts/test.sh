@@ -23,7 +23,9 @@ host)
     ;;
 aarch64)
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-    QEMU_CPU=cortex-a72 cargo test --workspace --target aarch64-unknown-linux-gnu
+    # Tests that start our binaries need the emulator in front of them too.
+    export FACEGATE_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
+    QEMU_CPU=cortex-a72 cargo test --workspace --target aarch64-unknown-linux-gnu --no-fail-fast
     QEMU_CPU=max cargo test --lib --target aarch64-unknown-linux-gnu -- kernels
     ;;
 *)

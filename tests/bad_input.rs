@@ -4,13 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
 /// Runs facegate and returns (success, stdout, stderr).
 fn facegate(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+    let out = bin_command(env!("CARGO_BIN_EXE_facegate"))
         .args(args)
         .env(
             "FACEGATE_MODEL_CACHE",

@@ -11,8 +11,24 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
+/// Under qemu (the aarch64 test run) `FACEGATE_TEST_RUNNER` runs the binary.
+fn command(binary: &str) -> Command {
+    match std::env::var("FACEGATE_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().expect("non-empty runner"));
+            c.args(parts).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    }
+}
+
 fn quantize(onnx: &Path, out: &Path) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_quantize"))
+    let o = command(env!("CARGO_BIN_EXE_quantize"))
         .arg("--onnx")
         .arg(onnx)
         .arg("--out")

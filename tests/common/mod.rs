@@ -79,3 +79,21 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
 }
+
+/// A command running one of our binaries. Under qemu (the aarch64 test run) the kernel cannot
+/// execute an aarch64 binary itself, so `FACEGATE_TEST_RUNNER` (set by `scripts/test.sh
+/// aarch64`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) is put in front of it.
+pub fn bin_command(binary: &str) -> std::process::Command {
+    match std::env::var("FACEGATE_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().expect("non-empty runner"));
+            c.args(parts).arg(binary);
+            c
+        }
+        None => std::process::Command::new(binary),
+    }
+}
