@@ -1,0 +1,3 @@
+//! The command-line layer: clap argument structs and thin functions over the library.
+
+pub mod unlock;
