@@ -240,6 +240,9 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
             }
         },
     )?;
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("enrolment interrupted: {} unchanged", store_path.display());
+    }
     store.save(&store_path)?;
     if n < wanted {
         println!(
