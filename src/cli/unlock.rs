@@ -243,7 +243,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
         bail!("enrolment interrupted: {} unchanged", store_path.display());
     }
-    store.save(&store_path)?;
+    app::save_store(&store, &store_path)?;
     if n < wanted {
         println!(
             "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \

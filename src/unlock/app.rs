@@ -107,6 +107,22 @@ pub fn load_unlock_store(path: &Path, recognizer_id: &str, dim: usize) -> Result
     Ok(store)
 }
 
+/// Saves an enrolment: creates the store's folder if needed (mode 0700: templates are
+/// biometric data), then writes the store atomically.
+pub fn save_store(store: &TemplateStore, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(dir, e))?;
+        }
+    }
+    store.save(path)
+}
+
 /// The policy for `board` with the threshold rule: board, else model file, else
 /// [`DEFAULT_MATCH_THRESHOLD`].
 pub fn board_policy(board: &BoardProfile, models: &Models) -> PolicyConfig {
@@ -345,7 +361,7 @@ pub fn run_demo(
         log_line(&format!("--- {name}: enrolling {} person(s)", people.len()));
         let (store, enrolled) = enrol_people(&models, &people, opts.frames, log_line)?;
         let store_path = opts.work_dir.join(format!("{name}.fgt"));
-        store.save(&store_path)?;
+        save_store(&store, &store_path)?;
         // Read back through the fail-closed loader, as `unlock` would.
         let store = TemplateStore::load_for_model(&store_path, &models.recognizer_id, models.dim)?;
         let clip_path = video.join(clip);
