@@ -173,6 +173,10 @@ fn webcam_replay_never_unlocks_for_any_example_person() {
     assert!(out.face_frames * 4 >= out.frames * 3, "{}", out.face_frames);
     assert_eq!(out.unlocks.len(), 0);
     assert_eq!(lock.pulse_count(), 0);
+    // Stronger than "no unlock" (which lockouts alone could ensure): no single frame of
+    // this stranger reaches the threshold for any enrolled person.
+    assert!(top < policy().threshold, "{who} {top}");
+    assert!(best.iter().all(|(_, s)| *s <= top));
 }
 
 #[test]
