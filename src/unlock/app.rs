@@ -423,3 +423,43 @@ pub fn run_demo(
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_of_a_board_in_boards_is_the_project_else_its_folder() {
+        if std::env::var_os("FACEGATE_ROOT").is_some() {
+            eprintln!("FACEGATE_ROOT is set: skipping the default-root rules");
+            return;
+        }
+        assert_eq!(
+            default_root(Path::new("/opt/proj/boards/rpi5.toml")),
+            Path::new("/opt/proj")
+        );
+        assert_eq!(
+            default_root(Path::new("/etc/facegate/board.toml")),
+            Path::new("/etc/facegate")
+        );
+        let rel = default_root(Path::new("boards/x86-dev.toml"));
+        assert!(rel.is_absolute(), "{}", rel.display());
+        assert_eq!(rel, std::env::current_dir().unwrap());
+    }
+
+    #[test]
+    fn save_store_creates_a_private_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/templates.fgt");
+        let mut s = TemplateStore::new("m", 2).unwrap();
+        s.add_templates("u", vec![vec![1.0, 0.0]]).unwrap();
+        save_store(&s, &path).unwrap();
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+    }
+}
