@@ -24,6 +24,16 @@ enum Command {
     Embed(cli::detect::EmbedArgs),
     /// Verification accuracy on a pair list (LFW pairs.txt or `a b label` lines).
     Verify(cli::verify::VerifyArgs),
+    /// Enrol a user into the board's template store (camera, photo or folder).
+    Enroll(cli::unlock::EnrollArgs),
+    /// List or remove enrolled users: `users --board B list | remove NAME`.
+    Users(cli::unlock::UsersArgs),
+    /// Run the face-unlock loop.
+    Unlock(cli::unlock::UnlockArgs),
+    /// The main job on recorded clips: convert the default models, enrol, replay, decide.
+    Demo(cli::unlock::DemoArgs),
+    /// Measure the match threshold at a target false-accept rate over LFW + CelebA.
+    Threshold(cli::unlock::ThresholdArgs),
     /// Detection AP on the WIDER FACE validation images present (optionally next to another
     /// engine's detections).
     WiderAp(cli::wider::WiderArgs),
@@ -40,6 +50,11 @@ fn main() -> ExitCode {
         Command::Verify(a) => cli::verify::verify(a),
         Command::Bench(a) => cli::bench::bench(a),
         Command::WiderAp(a) => cli::wider::wider_ap(a),
+        Command::Enroll(a) => cli::unlock::enroll(a),
+        Command::Users(a) => cli::unlock::users(a),
+        Command::Unlock(a) => cli::unlock::unlock(a),
+        Command::Demo(a) => cli::unlock::demo(a),
+        Command::Threshold(a) => cli::unlock::threshold(a),
     };
     match result {
         Ok(code) => code,

@@ -4,5 +4,6 @@
 
 pub mod bench;
 pub mod detect;
+pub mod unlock;
 pub mod verify;
 pub mod wider;

@@ -8,8 +8,11 @@
 //! `Decision::Unlock` opens, and any actuator error is followed by an attempt to lock.
 
 pub mod actuator;
+pub mod app;
 pub mod policy;
+pub mod session;
 pub mod store;
+pub mod threshold;
 
 use std::time::Duration;
 

@@ -1,0 +1,512 @@
+//! `facegate enroll | users | unlock | demo | threshold`: argument parsing and printing only;
+//! the work is done by `crate::unlock::{app, session, threshold}`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::board::{self, BoardProfile};
+use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpec};
+use crate::unlock::actuator::{Actuator, LogActuator};
+use crate::unlock::app::{self, Models};
+use crate::unlock::policy::Policy;
+use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
+use crate::unlock::store::TemplateStore;
+use crate::unlock::threshold;
+
+/// Board selection shared by the commands.
+#[derive(Args, Debug, Clone)]
+pub struct BoardArg {
+    /// Board profile (boards/NAME.toml); it names the models, the threshold and the store.
+    #[arg(long)]
+    pub board: PathBuf,
+    /// Root that relative paths of the profile are resolved against (default: FACEGATE_ROOT,
+    /// else the parent of a `boards/` folder holding the profile, else the profile's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+impl BoardArg {
+    fn load(&self) -> Result<BoardProfile> {
+        let root = self
+            .root
+            .clone()
+            .unwrap_or_else(|| app::default_root(&self.board));
+        Ok(BoardProfile::load(&self.board, &root)?)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub board: BoardArg,
+    /// User name (letters, digits, `_ - .`).
+    #[arg(long)]
+    pub user: String,
+    /// Where the faces come from: v4l2:/dev/videoN, image:FILE, images:DIR, mjpeg:PATH,
+    /// yuyv:PATH@WxH (default: the board's camera).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Frames to keep (default: the board's enroll.frames).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Template store (default: the board's store.path).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Add to the user's existing templates instead of replacing them.
+    #[arg(long)]
+    pub append: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    pub board: BoardArg,
+    /// Template store (default: the board's store.path).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: UsersAction,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum UsersAction {
+    /// List enrolled users and their template counts.
+    List,
+    /// Remove a user and all their templates.
+    Remove { name: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub board: BoardArg,
+    /// Frame source (default: the board's camera). Replays drive the log-only actuator.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Stop at the first unlock (exit 0), or exit 1 when the source ends without one.
+    #[arg(long)]
+    pub once: bool,
+    /// Template store (default: the board's store.path).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Pace a replay like a live camera at the board's fps (dropping stale frames) instead
+    /// of processing every frame.
+    #[arg(long)]
+    pub realtime: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Folder of the ONNX files (default: <shared>/models/onnx).
+    #[arg(long)]
+    pub onnx_dir: Option<PathBuf>,
+    /// Shared data folder (default: FACEGATE_SHARED, else <root>/../shared).
+    #[arg(long)]
+    pub shared: Option<PathBuf>,
+    /// Project root (default: the current directory, as with `cargo run`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Detector input size for the 640x360 clips.
+    #[arg(long, default_value = "320x192")]
+    pub det_size: String,
+    /// Match threshold (default: the model file's, else the built-in measured value).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Print only the summary lines, not every frame.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThresholdArgs {
+    /// Detector model (.safetensors or .onnx).
+    #[arg(long)]
+    pub det: PathBuf,
+    /// Recogniser model (.safetensors or .onnx).
+    #[arg(long)]
+    pub rec: PathBuf,
+    /// Write the report here as JSON.
+    #[arg(long)]
+    pub out_json: Option<PathBuf>,
+    /// Use about N images (whole identities) instead of all.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Target false-accept rate.
+    #[arg(long, default_value_t = 1e-5)]
+    pub far: f64,
+    /// Detector input size.
+    #[arg(long, default_value = "640x640")]
+    pub det_size: String,
+    /// LFW folder (default: <shared>/data/faces/lfw).
+    #[arg(long)]
+    pub lfw: Option<PathBuf>,
+    /// CelebA-wild folder (default: <shared>/data/faces/celeba_wild).
+    #[arg(long)]
+    pub celeba: Option<PathBuf>,
+    /// Store the measured threshold in this converted recogniser file (atomic rewrite).
+    #[arg(long)]
+    pub write_into: Option<PathBuf>,
+}
+
+fn shared_default(root: &Path) -> PathBuf {
+    std::env::var_os("FACEGATE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared"))
+}
+
+fn capture_settings(b: &BoardProfile) -> CaptureSettings {
+    CaptureSettings {
+        width: b.camera.width,
+        height: b.camera.height,
+        fps: b.camera.fps,
+        format: match b.camera.format {
+            board::PixelFormat::Yuyv => camera::PixelFormat::Yuyv,
+            board::PixelFormat::Mjpeg => camera::PixelFormat::Mjpeg,
+            board::PixelFormat::Grey => camera::PixelFormat::Grey,
+        },
+    }
+}
+
+fn source_spec(arg: &Option<String>, b: &BoardProfile) -> Result<SourceSpec> {
+    Ok(match arg {
+        Some(s) => s.parse()?,
+        None => SourceSpec::V4l2 {
+            device: b.camera.device.clone(),
+        },
+    })
+}
+
+fn load_models(b: &BoardProfile) -> Result<Models> {
+    if b.models.precision != board::Precision::F32 {
+        log::warn!(
+            "board asks for {:?} kernels; this build runs the model files as stored",
+            b.models.precision
+        );
+    }
+    app::load_board_models(b).context("loading the board's models")
+}
+
+/// `facegate enroll`
+pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
+    let b = args.board.load()?;
+    crate::unlock::store::validate_user_name(&args.user)?;
+    let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
+    let models = load_models(&b)?;
+    // Refuse a corrupt store or one of another model before looking at any frame.
+    let mut store =
+        TemplateStore::load_or_empty_for_enrol(&store_path, &models.recognizer_id, models.dim)?;
+    let spec = source_spec(&args.source, &b)?;
+    let live = matches!(spec, SourceSpec::V4l2 { .. });
+    let mut source: Box<dyn FrameSource> = if live {
+        camera::open(&spec, &ReplayOptions::default(), &capture_settings(&b))?
+    } else {
+        Box::new(app::open_replay(&spec)?)
+    };
+    let wanted = args.frames.unwrap_or(b.enroll.frames as usize).max(1);
+    let gates = QualityGates {
+        min_face_px: b.enroll.min_face_px,
+        ..QualityGates::default()
+    };
+    // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
+    let max_scan = live.then_some(wanted as u64 * 600);
+    let stop = session::stop_flag()?;
+    if !args.append {
+        store.remove_user(&args.user)?;
+    }
+    println!(
+        "enrolling {} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
+        args.user, gates.min_face_px, gates.min_sharpness
+    );
+    let (cap, n) = app::enrol_from_source(
+        &mut store,
+        &args.user,
+        &mut source,
+        &models.pipeline,
+        &gates,
+        wanted,
+        max_scan,
+        stop,
+        &mut |seq, r| {
+            let s = seq.map_or("-".into(), |s| s.to_string());
+            match r {
+                Ok(a) => println!(
+                    "frame {s}: kept (face {:.0} px, sharpness {:.0})",
+                    a.face_width, a.sharpness
+                ),
+                Err(rej) => println!("frame {s}: skipped: {rej}"),
+            }
+        },
+    )?;
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("enrolment interrupted: {} unchanged", store_path.display());
+    }
+    app::save_store(&store, &store_path)?;
+    if n < wanted {
+        println!(
+            "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \
+             enrolled from what passed",
+            cap.scanned,
+            if cap.source_ended {
+                ", the source has no more"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "enrolled {} with {n} template(s) into {}",
+        args.user,
+        store_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `facegate users`
+pub fn users(args: &UsersArgs) -> Result<ExitCode> {
+    let b = args.board.load()?;
+    let path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
+    let mut store = TemplateStore::load(&path)?;
+    match &args.action {
+        UsersAction::List => {
+            println!(
+                "{}: model {}, {}-d, {} user(s)",
+                path.display(),
+                store.model_id(),
+                store.dim(),
+                store.user_count()
+            );
+            for (u, n) in store.users() {
+                println!("{u}\t{n} template(s)");
+            }
+        }
+        UsersAction::Remove { name } => {
+            if !store.remove_user(name)? {
+                bail!("{}: no user {name:?}", path.display());
+            }
+            store.save(&path)?;
+            println!("removed {name} from {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn make_actuator(b: &BoardProfile, replay: bool) -> Result<Box<dyn Actuator>> {
+    match (&b.gpio, replay) {
+        (Some(g), false) => open_gpio(g),
+        (None, _) => {
+            log::info!("board has no [gpio]: log-only actuator");
+            Ok(Box::new(LogActuator::printing()))
+        }
+        (Some(_), true) => {
+            log::info!("replay source: log-only actuator (the GPIO lock is not touched)");
+            Ok(Box::new(LogActuator::printing()))
+        }
+    }
+}
+
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+fn open_gpio(g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
+    Ok(Box::new(crate::unlock::actuator::gpio::open_lock(
+        &g.chip,
+        g.line,
+        g.active_low,
+        g.open_time(),
+    )?))
+}
+
+#[cfg(not(all(feature = "gpio", target_os = "linux")))]
+fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
+    bail!("the board has a [gpio] lock but this build has no GPIO support (feature `gpio`)")
+}
+
+/// `facegate unlock`
+pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
+    let b = args.board.load()?;
+    let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
+    let models = load_models(&b)?;
+    // Fail closed: a missing, corrupt or foreign store stops here.
+    let store = app::load_unlock_store(&store_path, &models.recognizer_id, models.dim)?;
+    let policy_cfg = app::board_policy(&b, &models);
+    let mut policy = Policy::new(policy_cfg.clone())?;
+    let spec = source_spec(&args.source, &b)?;
+    let replay = !matches!(spec, SourceSpec::V4l2 { .. });
+    let mut actuator = make_actuator(&b, replay)?;
+    let fps = f64::from(b.camera.fps);
+    let (mut source, time): (Box<dyn FrameSource>, PolicyTime) = if !replay {
+        (
+            camera::open(&spec, &ReplayOptions::default(), &capture_settings(&b))?,
+            PolicyTime::Wall,
+        )
+    } else if args.realtime {
+        let opts = ReplayOptions {
+            fps: Some(fps),
+            looped: false,
+        };
+        (
+            camera::open(&spec, &opts, &capture_settings(&b))?,
+            PolicyTime::Wall,
+        )
+    } else {
+        (
+            Box::new(app::open_replay(&spec)?),
+            PolicyTime::FrameRate(fps),
+        )
+    };
+    let open_time = b
+        .gpio
+        .as_ref()
+        .map(|g| g.open_time())
+        .unwrap_or(std::time::Duration::from_secs(3));
+    let cfg = LoopConfig {
+        open_time,
+        once: args.once,
+        time,
+        min_interval: LoopConfig::interval_for(&policy_cfg),
+        ..LoopConfig::default()
+    };
+    let stop = session::stop_flag()?;
+    println!(
+        "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, source {spec}, {}",
+        store.user_count(),
+        store_path.display(),
+        policy_cfg.threshold,
+        policy_cfg.k,
+        policy_cfg.n,
+        policy_cfg.window,
+        actuator.describe()
+    );
+    let out = session::run_loop(
+        &mut source,
+        &models.pipeline,
+        &store,
+        &mut policy,
+        actuator.as_mut(),
+        &cfg,
+        stop,
+        &mut |r| println!("{r}"),
+    );
+    drop(actuator);
+    println!(
+        "stopped ({:?}): {} frames, {} unlock(s), {} error(s)",
+        out.stop,
+        out.frames,
+        out.unlocks.len(),
+        out.errors
+    );
+    Ok(match (args.once, out.stop) {
+        (true, StopReason::Unlocked) => ExitCode::SUCCESS,
+        (true, _) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// `facegate demo`
+pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => std::env::current_dir()?,
+    };
+    let shared = args.shared.clone().unwrap_or_else(|| shared_default(&root));
+    let onnx_dir = args
+        .onnx_dir
+        .clone()
+        .unwrap_or_else(|| shared.join("models/onnx"));
+    let det_size = crate::pipeline::parse_size(&args.det_size)?;
+    let opts = app::DemoOptions {
+        models_dir: root.join("models"),
+        onnx_dir,
+        shared,
+        work_dir: root.join("target/demo"),
+        det_size,
+        threshold: args.threshold,
+        frames: 5,
+    };
+    let quiet = args.quiet;
+    let cases = app::run_demo(&opts, &mut |l| println!("{l}"), &mut |name, r| {
+        if !quiet {
+            println!("[{name}] {r}");
+        }
+    })?;
+    let ok = cases.iter().all(|c| c.passed);
+    println!(
+        "demo {}",
+        if ok {
+            "PASSED: hamilton unlocked, webcam_talking stayed locked"
+        } else {
+            "FAILED"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `facegate threshold`
+pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
+    let root = std::env::current_dir()?;
+    let shared = shared_default(&root);
+    let lfw = args
+        .lfw
+        .clone()
+        .unwrap_or_else(|| shared.join("data/faces/lfw"));
+    let celeba = args
+        .celeba
+        .clone()
+        .unwrap_or_else(|| shared.join("data/faces/celeba_wild"));
+    let mut images = threshold::list_identity_folders(&lfw, "lfw")?;
+    images.extend(threshold::list_identity_folders(&celeba, "celeba")?);
+    let images = threshold::subset(images, args.limit);
+    let det_size = crate::pipeline::parse_size(&args.det_size)?;
+    let models = app::load_models(&args.det, &args.rec, det_size)?;
+    eprintln!(
+        "threshold: embedding {} images at {}x{} …",
+        images.len(),
+        det_size.0,
+        det_size.1
+    );
+    let start = std::time::Instant::now();
+    let mut report = threshold::measure(&models.pipeline, &images, args.far, &mut |i, n| {
+        if i % 250 == 0 && i > 0 {
+            let el = start.elapsed().as_secs_f64();
+            eprintln!(
+                "  {i}/{n} images, {el:.0} s, ~{:.0} s left",
+                el / i as f64 * (n - i) as f64
+            );
+        }
+    })?;
+    report.detector = args.det.display().to_string();
+    report.recognizer = args.rec.display().to_string();
+    println!(
+        "threshold {:.4} at FAR {:e} (reached {:.2e}) over {} impostor pairs; FRR {:.4} over {} genuine pairs; \
+         {} images embedded, {} without a face, {} unreadable, {} identities, {:.0} s",
+        report.threshold,
+        report.far_target,
+        report.far,
+        report.impostor_pairs,
+        report.frr,
+        report.genuine_pairs,
+        report.embedded,
+        report.skipped_no_face,
+        report.unreadable,
+        report.identities,
+        report.seconds
+    );
+    if let Some(p) = &args.out_json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(m) = &args.write_into {
+        threshold::write_into_model(m, report.threshold)?;
+        println!(
+            "stored match_threshold {:.4} in {}",
+            report.threshold,
+            m.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
