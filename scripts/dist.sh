@@ -47,6 +47,7 @@ install -m 0755 "$bin" "$stage/usr/local/bin/facegate"
 install -m 0644 "$profile" "$stage/etc/facegate/board.toml"
 install -m 0644 "$root/dist/facegate-unlock.service" "$stage/etc/systemd/system/facegate-unlock.service"
 install -m 0644 "$root/models/README.md" "$stage/usr/local/share/facegate/models/README.md"
+install -m 0644 "$root/models/MANIFEST.md" "$stage/usr/local/share/facegate/models/MANIFEST.md"
 tarball="$out/facegate-$board.tar.gz"
 tar -C "$stage" --owner=0 --group=0 -czf "$tarball" .
 echo "== $tarball" >&2

@@ -85,6 +85,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         match r {
             Ok(Some(e)) => vectors.push(Some(e)),
             Ok(None) => {
+                eprintln!("no face found: {}", path.display());
                 no_face += 1;
                 vectors.push(None)
             }
