@@ -74,14 +74,9 @@ pub struct CameraConfig {
     pub fps: u32,
 }
 
-/// Numeric precision of the model weights and kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    F16,
-    Int8,
-}
+/// Numeric precision of the model weights and kernels (the model file's own type, so a
+/// profile and a converted file always name precisions alike).
+pub use crate::format::Precision;
 
 /// Detector input size, written `"WxH"` in TOML; both sides multiples of 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

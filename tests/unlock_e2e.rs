@@ -32,6 +32,7 @@ fn models() -> &'static Models {
             &common::model("det_500m"),
             &common::model("mobilefacenet_512"),
             DET_SIZE,
+            &Default::default(),
         )
         .unwrap()
     })

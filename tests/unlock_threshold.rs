@@ -29,7 +29,13 @@ fn write_into_stores_the_threshold_and_refuses_a_detector() {
     assert!(e.contains("scrfd"), "{e}");
     assert!(write_into_model(&rec, 1.5).is_err());
     // The loader reports the stored threshold.
-    let m = load_models(&common::model("det_500m"), &rec, (320, 320)).unwrap();
+    let m = load_models(
+        &common::model("det_500m"),
+        &rec,
+        (320, 320),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(m.model_threshold, Some(0.4321));
 }
 
@@ -45,6 +51,7 @@ fn measurement_on_a_few_identities_separates_genuine_from_impostor() {
         &common::model("det_500m"),
         &common::model("mobilefacenet_512"),
         (320, 320),
+        &Default::default(),
     )
     .unwrap();
     let r = measure(&m.pipeline, &few, 1e-5, &mut |_, _| {}).unwrap();

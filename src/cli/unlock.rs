@@ -96,6 +96,9 @@ pub struct UnlockArgs {
     /// of processing every frame.
     #[arg(long)]
     pub realtime: bool,
+    /// Engine threads (default: the board profile's).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,14 +182,8 @@ fn source_spec(arg: &Option<String>, b: &BoardProfile) -> Result<SourceSpec> {
     })
 }
 
-fn load_models(b: &BoardProfile) -> Result<Models> {
-    if b.models.precision != board::Precision::F32 {
-        log::warn!(
-            "board asks for {:?} kernels; this build runs the model files as stored",
-            b.models.precision
-        );
-    }
-    app::load_board_models(b).context("loading the board's models")
+fn load_models(b: &BoardProfile, threads: Option<usize>) -> Result<Models> {
+    app::load_board_models(b, threads).context("loading the board's models")
 }
 
 /// `facegate enroll`
@@ -194,7 +191,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
     crate::unlock::store::validate_user_name(&args.user)?;
     let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
-    let models = load_models(&b)?;
+    let models = load_models(&b, None)?;
     // Refuse a corrupt store or one of another model before looking at any frame.
     let mut store =
         TemplateStore::load_or_empty_for_enrol(&store_path, &models.recognizer_id, models.dim)?;
@@ -326,7 +323,7 @@ fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
 pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
     let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
-    let models = load_models(&b)?;
+    let models = load_models(&b, args.threads)?;
     // Fail closed: a missing, corrupt or foreign store stops here.
     let store = app::load_unlock_store(&store_path, &models.recognizer_id, models.dim)?;
     let policy_cfg = app::board_policy(&b, &models);
@@ -396,6 +393,16 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         out.unlocks.len(),
         out.errors
     );
+    if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
+        println!(
+            "frame -> decision over {} frames with a face: p50 {p50:.1} ms, p90 {p90:.1} ms (decode {:.1} ms mean); peak RSS {}",
+            out.face_frames,
+            out.mean_face_timings.capture_ms,
+            crate::cli::bench::peak_rss_mb()
+                .map(|m| format!("{m:.1} MB"))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
     Ok(match (args.once, out.stop) {
         (true, StopReason::Unlocked) => ExitCode::SUCCESS,
         (true, _) => ExitCode::from(1),
@@ -462,7 +469,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     images.extend(threshold::list_identity_folders(&celeba, "celeba")?);
     let images = threshold::subset(images, args.limit);
     let det_size = crate::pipeline::parse_size(&args.det_size)?;
-    let models = app::load_models(&args.det, &args.rec, det_size)?;
+    let models = app::load_models(&args.det, &args.rec, det_size, &Default::default())?;
     eprintln!(
         "threshold: embedding {} images at {}x{} …",
         images.len(),

@@ -37,6 +37,9 @@ pub struct VerifyArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also write every pair's score as `score same fold a b` lines to this file.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -107,6 +110,23 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
+    if let Some(path) = &args.scores {
+        let text: String = pairs
+            .iter()
+            .zip(&scored)
+            .map(|(p, s)| {
+                format!(
+                    "{} {} {} {} {}\n",
+                    s.score,
+                    u8::from(s.same),
+                    s.fold,
+                    p.a.display(),
+                    p.b.display()
+                )
+            })
+            .collect();
+        crate::format::write_atomically(path, text.as_bytes())?;
+    }
     let (acc, std, thr) = if args.lfw {
         let k = kfold_accuracy(&scored)?;
         (k.mean_accuracy, k.std_accuracy, k.mean_threshold)

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::ModelFile;
 use crate::models::mobilefacenet::MobileFaceNet;
 use crate::models::scrfd::Scrfd;
+use crate::models::LoadOptions;
 use crate::pipeline::{Detector, Embedder, Pipeline};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::policy::{Policy, PolicyConfig};
@@ -46,12 +47,20 @@ pub struct Models {
 }
 
 /// Loads both models (`.safetensors`, or `.onnx` converted on the fly); `det_size` is the
-/// detector input.
-pub fn load_models(detector: &Path, recognizer: &Path, det_size: (u32, u32)) -> Result<Models> {
-    let det_file = crate::models::open(detector)?;
-    let det = Detector::new(Scrfd::from_file(&det_file, detector)?, Some(det_size));
-    let rec_file = crate::models::open(recognizer)?;
-    let rec = MobileFaceNet::from_file(&rec_file, recognizer)?;
+/// detector input, `opts` the engine's threads and precision.
+pub fn load_models(
+    detector: &Path,
+    recognizer: &Path,
+    det_size: (u32, u32),
+    opts: &LoadOptions,
+) -> Result<Models> {
+    let det_file = opts.open(detector)?;
+    let det = Detector::new(
+        Scrfd::from_file_with(&det_file, detector, opts)?,
+        Some(det_size),
+    );
+    let rec_file = opts.open(recognizer)?;
+    let rec = MobileFaceNet::from_file_with(&rec_file, recognizer, opts)?;
     let model_threshold = rec.match_threshold();
     let dim = rec.dim();
     Ok(Models {
@@ -65,13 +74,20 @@ pub fn load_models(detector: &Path, recognizer: &Path, det_size: (u32, u32)) -> 
     })
 }
 
-/// The board's models at the board's detector size.
-pub fn load_board_models(board: &BoardProfile) -> Result<Models> {
+/// The board's models at the board's detector size, precision and thread count
+/// (`threads` overrides the profile's).
+pub fn load_board_models(board: &BoardProfile, threads: Option<usize>) -> Result<Models> {
     let d = board.models.det_size;
+    let opts = LoadOptions {
+        threads: threads.unwrap_or(board.models.threads as usize),
+        precision: Some(board.models.precision),
+        ..LoadOptions::default()
+    };
     load_models(
         &board.models.detector,
         &board.models.recognizer,
         (d.width, d.height),
+        &opts,
     )
 }
 
@@ -315,7 +331,7 @@ pub fn run_demo(
             ));
         }
     }
-    let models = load_models(&det, &rec, opts.det_size)?;
+    let models = load_models(&det, &rec, opts.det_size, &LoadOptions::default())?;
     let threshold = opts
         .threshold
         .or(models.model_threshold)

@@ -211,6 +211,22 @@ pub struct LoopOutcome {
     pub mean_face_timings: StageTimings,
     /// Highest score seen, with its user.
     pub best_score: Option<(String, f32)>,
+    /// Frame → decision latency (detect + align/embed + match, the frame already decoded) of
+    /// every frame with a face, in milliseconds, in arrival order.
+    pub face_latencies_ms: Vec<f64>,
+}
+
+impl LoopOutcome {
+    /// The `q`-quantile (0..=1, nearest rank) of the frame → decision latency.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        let mut v = self.face_latencies_ms.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -249,6 +265,7 @@ pub fn run_loop(
         errors: 0,
         face_frames: 0,
         mean_face_timings: StageTimings::default(),
+        face_latencies_ms: Vec::new(),
         best_score: None,
     };
     let mut sum = StageTimings::default();
@@ -318,6 +335,8 @@ pub fn run_loop(
             sum.detect_ms += t.detect_ms;
             sum.embed_ms += t.embed_ms;
             sum.match_ms += t.match_ms;
+            out.face_latencies_ms
+                .push(t.detect_ms + t.embed_ms + t.match_ms);
         }
         if let Some((u, s)) = &best {
             if out.best_score.as_ref().is_none_or(|(_, b)| s > b) {
