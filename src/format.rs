@@ -18,6 +18,9 @@ use crate::graph::{Graph, ValueId};
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC_KEY: &str = "format";
 const MAGIC: &str = "facegate";
+/// The f32 tensor of an int8 model holding one activation scale per value of the layer
+/// program (value 0, the network input, first): real value = scale × int8 value.
+pub const ACT_SCALES: &str = "act.scales";
 
 /// How pixel values become network inputs: `(x - mean) / std`, channels in RGB order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -339,6 +342,9 @@ impl ModelFile {
                 if *act == crate::graph::Act::PRelu {
                     want.push((format!("{name}.alpha"), vec![*cout]));
                 }
+                if self.precision == Precision::Int8 {
+                    want.push((format!("{name}.w_scale"), vec![*cout]));
+                }
                 for (tname, shape) in want {
                     match self.tensors.get(&tname) {
                         None => return Err(format!("tensor {tname} is missing")),
@@ -355,7 +361,124 @@ impl ModelFile {
                 }
             }
         }
+        if self.precision == Precision::Int8 {
+            let n = self.config.graph().num_values();
+            match self.tensors.get(ACT_SCALES) {
+                None => return Err(format!("int8 model without its tensor {ACT_SCALES}")),
+                Some(t) if t.shape != [n] || !matches!(t.values, TensorValues::F32(_)) => {
+                    return Err(format!(
+                        "tensor {ACT_SCALES} has shape {:?}, the layer program needs [{n}] f32",
+                        t.shape
+                    ))
+                }
+                Some(t) => {
+                    if t.to_f32().iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                        return Err(format!("tensor {ACT_SCALES} holds a scale that is not > 0"));
+                    }
+                }
+            }
+            for op in &self.config.graph().ops {
+                if let crate::graph::Op::Conv { name, .. } = op {
+                    let w = &self.tensors[&format!("{name}.weight")];
+                    if !matches!(w.values, TensorValues::I8(_)) {
+                        return Err(format!("int8 model: tensor {name}.weight is not i8"));
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The int8 model of this f32 (or f16) model, given one calibrated activation scale per
+    /// value of the layer program (`act_scales[v]`: real value per int8 step of value `v`).
+    ///
+    /// Weights become symmetric per-output-channel int8 (`<name>.weight` as i8,
+    /// `<name>.w_scale` = max|w|/127 per output channel, 1 for an all-zero channel); biases
+    /// and PReLU slopes stay f32 (the engine turns biases into i32 at load, once it knows the
+    /// input and weight scales); the activation scales go to the f32 tensor [`ACT_SCALES`].
+    pub fn quantize_int8(&self, act_scales: &[f32]) -> Result<ModelFile> {
+        let n = self.config.graph().num_values();
+        if act_scales.len() != n {
+            return Err(Error::Msg(format!(
+                "{} activation scales for {n} values",
+                act_scales.len()
+            )));
+        }
+        if self.precision == Precision::Int8 {
+            return Err(Error::Msg("the model is int8 already".into()));
+        }
+        let mut out = self.clone();
+        for op in &self.config.graph().ops {
+            if let crate::graph::Op::Conv { name, cout, .. } = op {
+                let wname = format!("{name}.weight");
+                let w = self.tensor_f32(&wname)?;
+                let per = w.len() / cout;
+                let mut q = Vec::with_capacity(w.len());
+                let mut scales = Vec::with_capacity(*cout);
+                for ch in w.chunks_exact(per) {
+                    let m = ch.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+                    q.extend(
+                        ch.iter()
+                            .map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8),
+                    );
+                    scales.push(s);
+                }
+                let shape = self.tensors[&wname].shape.clone();
+                out.tensors.insert(
+                    wname,
+                    TensorData {
+                        shape,
+                        values: TensorValues::I8(q),
+                    },
+                );
+                out.tensors.insert(
+                    format!("{name}.w_scale"),
+                    TensorData::f32(vec![*cout], scales),
+                );
+            }
+        }
+        out.tensors.insert(
+            ACT_SCALES.into(),
+            TensorData::f32(vec![n], act_scales.to_vec()),
+        );
+        out.precision = Precision::Int8;
+        out.check_tensors().map_err(Error::Msg)?;
+        Ok(out)
+    }
+
+    /// The activation scales of an int8 model (`None` for f32/f16 files).
+    pub fn act_scales(&self) -> Option<Vec<f32>> {
+        (self.precision == Precision::Int8)
+            .then(|| self.tensors.get(ACT_SCALES).map(TensorData::to_f32))
+            .flatten()
+    }
+
+    /// The f32 model an int8 model stands for: weights `q * w_scale`, the int8-only tensors
+    /// dropped (f32 and f16 models are returned widened to f32).
+    pub fn dequantize(&self) -> ModelFile {
+        let mut out = self.clone();
+        out.tensors.remove(ACT_SCALES);
+        for op in &self.config.graph().ops {
+            if let crate::graph::Op::Conv { name, cout, .. } = op {
+                let wname = format!("{name}.weight");
+                let Some(t) = out.tensors.get_mut(&wname) else {
+                    continue;
+                };
+                let mut w = t.to_f32();
+                if let Some(s) = self.tensors.get(&format!("{name}.w_scale")) {
+                    let s = s.to_f32();
+                    let per = w.len() / cout;
+                    for (ch, s) in w.chunks_exact_mut(per).zip(s) {
+                        ch.iter_mut().for_each(|x| *x *= s);
+                    }
+                }
+                t.values = TensorValues::F32(w);
+                out.tensors.remove(&format!("{name}.w_scale"));
+            }
+        }
+        out.precision = Precision::F32;
+        out
     }
 
     /// The same model with its convolution weights (`*.weight`) stored as f16; biases and
@@ -471,6 +594,52 @@ mod tests {
         assert_eq!(ModelFile::read(&path).unwrap(), m);
         // Nothing but the model is left in the directory (the temporary file was renamed).
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn int8_quantize_write_read_dequantize_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.safetensors");
+        let m = tiny();
+        let q = m.quantize_int8(&[1.0 / 127.0, 0.05]).unwrap();
+        assert_eq!(q.precision, Precision::Int8);
+        q.write(&path).unwrap();
+        let r = ModelFile::read(&path).unwrap();
+        assert_eq!(r, q, "int8 file round trip is exact");
+        assert_eq!(r.act_scales().unwrap(), vec![1.0 / 127.0, 0.05]);
+        match &r.tensors["body.0.weight"].values {
+            TensorValues::I8(v) => assert_eq!(v.iter().map(|x| x.abs()).max(), Some(127)),
+            other => panic!("weights not i8: {other:?}"),
+        }
+        // Dequantised weights are within half a step of the originals; the rest is exact.
+        let d = r.dequantize();
+        assert_eq!(d.precision, Precision::F32);
+        let scales = r.tensor_f32("body.0.w_scale").unwrap();
+        assert_eq!(scales, vec![2.0 / 127.0, 3.0 / 127.0]);
+        let (w0, w1) = (
+            m.tensor_f32("body.0.weight").unwrap(),
+            d.tensor_f32("body.0.weight").unwrap(),
+        );
+        for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
+            assert!(
+                (a - b).abs() <= scales[i / 3] / 2.0 + 1e-7,
+                "{i}: {a} vs {b}"
+            );
+        }
+        assert_eq!(
+            d.tensors.keys().collect::<Vec<_>>(),
+            m.tensors.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(d.tensors["body.0.bias"], m.tensors["body.0.bias"]);
+        assert_eq!(d.tensors["body.0.alpha"], m.tensors["body.0.alpha"]);
+        // f32 files keep reading as before; an int8 file without its scales is refused.
+        assert!(m.act_scales().is_none());
+        let mut bad = q.clone();
+        bad.tensors.remove(ACT_SCALES);
+        bad.write(&path).unwrap();
+        let e = ModelFile::read(&path).unwrap_err().to_string();
+        assert!(e.contains(ACT_SCALES), "{e}");
+        assert!(m.quantize_int8(&[1.0]).is_err(), "wrong number of scales");
     }
 
     #[test]

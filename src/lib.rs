@@ -23,6 +23,7 @@ pub mod nn;
 pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
+pub mod quant;
 pub mod unlock;
 
 pub use detect::Face;

@@ -21,6 +21,131 @@ struct Args {
     /// Weight precision of the output.
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// int8: the calibration list (image paths relative to the list's folder, `#`
+    /// comments). Only these images are used: the first 80 % for the activation ranges,
+    /// the last 20 % held back to compare the calibration methods.
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// int8 recogniser: the detector (run in f32) that finds the face to align in each
+    /// calibration photo. Default: `det_500m.onnx` beside the `--onnx` file.
+    #[arg(long)]
+    calib_det: Option<PathBuf>,
+    /// int8: calibration methods to compare (the best on the held-back images is written):
+    /// `minmax` (max |x|), percentiles of |x| such as `p99.99`, and/or `mse` (the range
+    /// minimising the expected quantisation error).
+    #[arg(long, value_delimiter = ',', default_value = "minmax,p99.99,mse")]
+    method: Vec<facegate::quant::Method>,
+    /// int8: threads of the engines used while calibrating (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// int8: print the SQNR of every layer, not only the worst ones.
+    #[arg(long)]
+    all_layers: bool,
+}
+
+/// A progress bar per calibration stage.
+struct Bars(Option<indicatif::ProgressBar>);
+
+impl facegate::quant::Progress for Bars {
+    fn stage(&mut self, name: &str, steps: usize) {
+        if let Some(b) = self.0.take() {
+            b.finish();
+        }
+        let b = indicatif::ProgressBar::new(steps as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>30} [{bar:30}] {pos}/{len} images, {elapsed} (eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message(name.to_string());
+        self.0 = Some(b);
+    }
+    fn tick(&mut self) {
+        if let Some(b) = &self.0 {
+            b.inc(1);
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish();
+        }
+    }
+}
+
+fn int8(
+    args: &Args,
+    file: &facegate::format::ModelFile,
+) -> anyhow::Result<facegate::format::ModelFile> {
+    use facegate::quant;
+    let list = args.calib.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("--precision int8 needs --calib LIST (e.g. ../shared/data/faces/celeba_wild/calibration.txt)")
+    })?;
+    let det = args.calib_det.clone().unwrap_or_else(|| {
+        args.onnx
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("det_500m.onnx")
+    });
+    let is_rec = matches!(file.config, facegate::format::ModelConfig::MobileFaceNet(_));
+    let (q, report) = {
+        let mut bars = Bars(None);
+        quant::calibrate(
+            file,
+            list,
+            is_rec.then_some(det.as_path()),
+            &args.method,
+            args.threads,
+            &mut bars,
+        )?
+    };
+    eprintln!(
+        "calibrated on {} images, measured on {} held-back images{}",
+        report.calibration_images,
+        report.held_back_images,
+        if is_rec {
+            format!(
+                " ({} photos without a face skipped; faces found by {})",
+                report.skipped,
+                det.display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    let graph = file.config.graph();
+    for (i, (m, f)) in report.methods.iter().enumerate() {
+        let table = quant::sqnr_table(graph, f);
+        let mut db: Vec<f64> = table
+            .iter()
+            .map(|r| r.2)
+            .filter(|x| x.is_finite())
+            .collect();
+        db.sort_by(f64::total_cmp);
+        let median = db.get(db.len() / 2).copied().unwrap_or(f64::NAN);
+        eprintln!(
+            "{} {m}: {}; per-layer SQNR min {:.1} dB, median {:.1} dB",
+            if i == report.chosen { "*" } else { " " },
+            f.summary(),
+            db.first().copied().unwrap_or(f64::NAN),
+            median
+        );
+    }
+    let (m, f) = &report.methods[report.chosen];
+    let table = quant::sqnr_table(graph, f);
+    let shown = if args.all_layers {
+        table.len()
+    } else {
+        8.min(table.len())
+    };
+    eprintln!("chosen: {m}; per-layer SQNR (int8 engine vs f32, held-back images), worst first:");
+    for (v, what, db) in table.iter().take(shown) {
+        eprintln!("  value {v:>3} {what:<40} {db:>6.1} dB");
+    }
+    Ok(q)
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -29,10 +154,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Precision::F32 => file,
         // Convolution weights as f16 (half the size); the engine widens them at load.
         Precision::F16 => file.to_f16(),
-        Precision::Int8 => anyhow::bail!(
-            "{}: precision int8 is not implemented yet (f32 or f16)",
-            args.onnx.display()
-        ),
+        Precision::Int8 => int8(args, &file)?,
     };
     file.write(&args.out)?;
     let graph = file.config.graph();

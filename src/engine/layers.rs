@@ -3,11 +3,16 @@
 //! while it runs: the caller hands it the input, the output rows and an im2col scratch.
 
 use crate::error::{Error, Result};
-use crate::format::ModelFile;
+use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
-    self, pack_conv_f32, pack_dw, pack_pw_f32, ConvShape, EpiF32, Kernels, PackedDwF32, PackedF32,
+    self, generic, pack_conv_f32, pack_conv_i8, pack_dw, pack_pw_f32, pack_pw_i8, sat_i8,
+    ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
 };
+
+/// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
+/// a per-thread scratch of this many rows).
+pub(crate) const PW_F32_BLOCK: usize = 64;
 
 /// How a convolution is computed.
 pub(crate) enum ConvWeights {
@@ -17,6 +22,54 @@ pub(crate) enum ConvWeights {
     Dense(PackedF32),
     /// One filter per channel.
     Depthwise(PackedDwF32),
+    /// The same three on int8 weights (an int8 model file).
+    PointwiseI8(PackedI8),
+    DenseI8(PackedI8),
+    DepthwiseI8(PackedDwI8),
+}
+
+impl ConvWeights {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConvWeights::Pointwise(_) => "pw",
+            ConvWeights::Dense(_) => "conv",
+            ConvWeights::Depthwise(_) => "dw",
+            ConvWeights::PointwiseI8(_) => "pw_i8",
+            ConvWeights::DenseI8(_) => "conv_i8",
+            ConvWeights::DepthwiseI8(_) => "dw_i8",
+        }
+    }
+    /// Needs an im2col scratch.
+    pub fn is_dense(&self) -> bool {
+        matches!(self, ConvWeights::Dense(_) | ConvWeights::DenseI8(_))
+    }
+    pub fn is_depthwise(&self) -> bool {
+        matches!(
+            self,
+            ConvWeights::Depthwise(_) | ConvWeights::DepthwiseI8(_)
+        )
+    }
+    pub fn is_pointwise(&self) -> bool {
+        matches!(
+            self,
+            ConvWeights::Pointwise(_) | ConvWeights::PointwiseI8(_)
+        )
+    }
+}
+
+/// The int8 epilogue of a convolution, prepared at load from the calibrated scales:
+/// `acc` (i32, input units × weight units) becomes `(acc + bias_q) * mult` in output units.
+pub(crate) struct QuantConv {
+    /// `round(bias / (s_in * s_w[c]))`.
+    pub bias_q: Vec<i32>,
+    /// `s_in * s_w[c] / s_out`.
+    pub mult: Vec<f32>,
+    /// `s_in * s_w[c]`: accumulator units to real values (for an f32 output).
+    pub deq: Vec<f32>,
+    /// `Clip { min: 0, max }` as the kernels' ReLU6 bound in output units (`max / s_out`).
+    pub relu6_q: f32,
+    /// Any other `Clip`, applied on the int8 output.
+    pub clamp_q: Option<(i8, i8)>,
 }
 
 pub(crate) struct ConvLayer {
@@ -29,10 +82,12 @@ pub(crate) struct ConvLayer {
     pub bias: Vec<f32>,
     pub alpha: Vec<f32>,
     pub act: Act,
+    /// Present for int8 weights.
+    pub q: Option<QuantConv>,
 }
 
 pub(crate) enum Layer {
-    Conv(ConvLayer),
+    Conv(Box<ConvLayer>),
     Add,
     Upsample2x,
     MaxPool2x,
@@ -52,8 +107,9 @@ pub(crate) fn kernel_act(act: Act, alpha: &[f32]) -> (kernels::Act<'_>, Option<(
 }
 
 impl Layer {
-    /// Packs the weights of one op of a model file (f32, or f16 widened to f32).
-    pub fn new(op: &Op, file: &ModelFile) -> Result<Layer> {
+    /// Packs the weights of one op of a model file (f32, or f16 widened to f32; int8 with
+    /// `scales`, the activation scale of every value).
+    pub fn new(op: &Op, file: &ModelFile, scales: Option<&[f32]>) -> Result<Layer> {
         Ok(match op {
             Op::Conv {
                 name,
@@ -72,6 +128,70 @@ impl Layer {
                         "conv {name}: padding {pad} >= kernel {k} is not supported by the fast engine"
                     )));
                 }
+                let alpha = if *act == Act::PRelu {
+                    file.tensor_f32(&format!("{name}.alpha"))?
+                } else {
+                    Vec::new()
+                };
+                let bias = file.tensor_f32(&format!("{name}.bias"))?;
+                if file.precision == Precision::Int8 {
+                    let Op::Conv { input, .. } = op else {
+                        unreachable!()
+                    };
+                    let scales = scales
+                        .ok_or_else(|| Error::Msg("int8 model without activation scales".into()))?;
+                    let (s_in, s_out) = (scales[*input], scales[file_value_of(file, name)?]);
+                    let w = match &file.tensors[&format!("{name}.weight")].values {
+                        TensorValues::I8(v) => v,
+                        _ => {
+                            return Err(Error::Msg(format!("int8 model: {name}.weight is not i8")))
+                        }
+                    };
+                    let w_scale = file.tensor_f32(&format!("{name}.w_scale"))?;
+                    let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
+                        ConvWeights::PointwiseI8(pack_pw_i8(w, cout, cin))
+                    } else if *groups == 1 {
+                        ConvWeights::DenseI8(pack_conv_i8(w, cout, cin, k, k))
+                    } else if *groups == cin && *groups == cout {
+                        ConvWeights::DepthwiseI8(pack_dw(w, cout, k))
+                    } else {
+                        return Err(Error::Msg(format!(
+                            "conv {name}: grouped convolution ({groups} groups, {cin}->{cout}) is not supported by the fast engine"
+                        )));
+                    };
+                    let deq: Vec<f32> = w_scale.iter().map(|&sw| s_in * sw).collect();
+                    let q = QuantConv {
+                        bias_q: bias
+                            .iter()
+                            .zip(&deq)
+                            .map(|(&b, &d)| (b as f64 / d as f64).round() as i32)
+                            .collect(),
+                        mult: deq.iter().map(|&d| d / s_out).collect(),
+                        relu6_q: match act {
+                            Act::Clip { max, .. } => max / s_out,
+                            _ => 0.0,
+                        },
+                        clamp_q: match act {
+                            Act::Clip { min, max } if *min != 0.0 => {
+                                Some((sat_i8(min / s_out), sat_i8(max / s_out)))
+                            }
+                            _ => None,
+                        },
+                        deq,
+                    };
+                    return Ok(Layer::Conv(Box::new(ConvLayer {
+                        cin,
+                        cout,
+                        kernel: k,
+                        stride: *stride,
+                        pad: *pad,
+                        weights,
+                        bias,
+                        alpha,
+                        act: *act,
+                        q: Some(q),
+                    })));
+                }
                 let w = file.tensor_f32(&format!("{name}.weight"))?;
                 let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
                     ConvWeights::Pointwise(pack_pw_f32(&w, cout, cin))
@@ -84,22 +204,18 @@ impl Layer {
                         "conv {name}: grouped convolution ({groups} groups, {cin}->{cout}) is not supported by the fast engine"
                     )));
                 };
-                let alpha = if *act == Act::PRelu {
-                    file.tensor_f32(&format!("{name}.alpha"))?
-                } else {
-                    Vec::new()
-                };
-                Layer::Conv(ConvLayer {
+                Layer::Conv(Box::new(ConvLayer {
                     cin,
                     cout,
                     kernel: k,
                     stride: *stride,
                     pad: *pad,
                     weights,
-                    bias: file.tensor_f32(&format!("{name}.bias"))?,
+                    bias,
                     alpha,
                     act: *act,
-                })
+                    q: None,
+                }))
             }
             Op::Add { .. } => Layer::Add,
             Op::Upsample2x { .. } => Layer::Upsample2x,
@@ -107,6 +223,17 @@ impl Layer {
             Op::AvgPool2x { .. } => Layer::AvgPool2x,
         })
     }
+}
+
+/// The value a named convolution produces.
+fn file_value_of(file: &ModelFile, conv: &str) -> Result<usize> {
+    file.config
+        .graph()
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::Conv { name, .. } if name == conv))
+        .map(|i| i + 1)
+        .ok_or_else(|| Error::Msg(format!("conv {conv} not in the layer program")))
 }
 
 /// Shape `[h, w, c]` of an NHWC value.
@@ -149,9 +276,144 @@ impl ConvLayer {
                 k.conv_f32(x, &self.shape(input), w, &epi, r0, r1, scratch, out)
             }
             ConvWeights::Depthwise(w) => (k.dw_f32)(x, &self.shape(input), w, &epi, r0, r1, out),
+            _ => unreachable!("int8 weights run through run_i8"),
         }
         if let Some((lo, hi)) = clamp {
             out.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+        }
+    }
+
+    /// The kernels' epilogue of an int8 conv.
+    fn epi_i8(&self) -> EpiI8<'_> {
+        let q = self.q.as_ref().expect("int8 layer");
+        let act = match self.act {
+            Act::None => kernels::Act::None,
+            Act::Relu => kernels::Act::Relu,
+            Act::Clip { min: 0.0, .. } => kernels::Act::Relu6(q.relu6_q),
+            Act::Clip { .. } => kernels::Act::None,
+            Act::PRelu => kernels::Act::PRelu(&self.alpha),
+        };
+        EpiI8 {
+            bias: &q.bias_q,
+            mult: &q.mult,
+            act,
+        }
+    }
+
+    /// int8 in, int8 out: output rows `[r0, r1)` (pixels for a pointwise conv).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_i8(
+        &self,
+        k: &Kernels,
+        x: &[i8],
+        input: Shape,
+        r0: usize,
+        r1: usize,
+        scratch: &mut [i8],
+        out: &mut [i8],
+    ) {
+        let epi = self.epi_i8();
+        match &self.weights {
+            ConvWeights::PointwiseI8(w) => (k.pw_i8)(x, w, &epi, r0, r1, out),
+            ConvWeights::DenseI8(w) => {
+                k.conv_i8(x, &self.shape(input), w, &epi, r0, r1, scratch, out)
+            }
+            ConvWeights::DepthwiseI8(w) => (k.dw_i8)(x, &self.shape(input), w, &epi, r0, r1, out),
+            _ => unreachable!("f32 weights run through run"),
+        }
+        if let Some((lo, hi)) = self.q.as_ref().and_then(|q| q.clamp_q) {
+            out.iter_mut().for_each(|v| *v = (*v).clamp(lo, hi));
+        }
+    }
+
+    /// Whether [`ConvLayer::run_i8_f32`] can compute this layer.
+    pub fn has_f32_output(&self) -> bool {
+        matches!(
+            self.weights,
+            ConvWeights::PointwiseI8(_) | ConvWeights::DenseI8(_)
+        )
+    }
+
+    /// i32 scratch (per thread) [`ConvLayer::run_i8_f32`] needs for this input.
+    pub fn acc_len(&self, input: Shape) -> usize {
+        if self.weights.is_pointwise() {
+            PW_F32_BLOCK * self.cout
+        } else {
+            self.shape(input).ow() * self.cout
+        }
+    }
+
+    /// int8 in, f32 out (the network's outputs: no rounding to int8 at the end), rows as
+    /// [`ConvLayer::run_i8`]: i32 accumulators, then `act((acc + bias_q) * s_in * s_w)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_i8_f32(
+        &self,
+        k: &Kernels,
+        x: &[i8],
+        input: Shape,
+        r0: usize,
+        r1: usize,
+        scratch: &mut [i8],
+        acc: &mut [i32],
+        out: &mut [f32],
+    ) {
+        let q = self.q.as_ref().expect("int8 layer");
+        let n = self.cout;
+        let epilogue = |acc: &[i32], out: &mut [f32]| {
+            for (a, o) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+                for c in 0..n {
+                    let real = (a[c].wrapping_add(q.bias_q[c])) as f32 * q.deq[c];
+                    o[c] = match self.act {
+                        Act::None => real,
+                        Act::Relu => real.max(0.0),
+                        Act::Clip { min, max } => real.max(min).min(max),
+                        Act::PRelu => {
+                            if real < 0.0 {
+                                real * self.alpha[c]
+                            } else {
+                                real
+                            }
+                        }
+                    };
+                }
+            }
+        };
+        match &self.weights {
+            ConvWeights::PointwiseI8(w) => {
+                let mut m = r0;
+                while m < r1 {
+                    let m1 = (m + PW_F32_BLOCK).min(r1);
+                    let a = &mut acc[..(m1 - m) * n];
+                    (k.pw_i8_acc)(x, w, m, m1, a);
+                    epilogue(a, &mut out[(m - r0) * n..(m1 - r0) * n]);
+                    m = m1;
+                }
+            }
+            ConvWeights::DenseI8(w) => {
+                let s = self.shape(input);
+                s.check_io(x.len(), s.cin, r0, r1, out.len(), s.cout);
+                let ow = s.ow();
+                let cols = &mut scratch[..s.im2col_len()];
+                let a = &mut acc[..ow * n];
+                for oy in r0..r1 {
+                    generic::im2col_row(x, &s, oy, cols);
+                    (k.pw_i8_acc)(cols, w, 0, ow, a);
+                    epilogue(a, &mut out[(oy - r0) * ow * n..(oy - r0 + 1) * ow * n]);
+                }
+            }
+            _ => unreachable!("checked by has_f32_output"),
+        }
+    }
+}
+
+/// `act` applied in place on int8 values of scale `s` (for additions).
+pub(crate) fn apply_act_i8(act: Act, s: f32, v: &mut [i8]) {
+    match act {
+        Act::None | Act::PRelu => {}
+        Act::Relu => v.iter_mut().for_each(|x| *x = (*x).max(0)),
+        Act::Clip { min, max } => {
+            let (lo, hi) = (sat_i8(min / s), sat_i8(max / s));
+            v.iter_mut().for_each(|x| *x = (*x).clamp(lo, hi));
         }
     }
 }
@@ -166,7 +428,7 @@ pub(crate) fn apply_act(act: Act, v: &mut [f32]) {
 }
 
 /// Nearest-neighbour 2× upsampling of `[h, w, c]` into output rows `[y0, y1)` of `[2h, 2w, c]`.
-pub(crate) fn upsample2x(x: &[f32], input: Shape, y0: usize, y1: usize, out: &mut [f32]) {
+pub(crate) fn upsample2x<T: Copy>(x: &[T], input: Shape, y0: usize, y1: usize, out: &mut [T]) {
     let [_, w, c] = input;
     let orow = 2 * w * c;
     for y in y0..y1 {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::{kernels, Kernels};
+use crate::kernels::{self, generic, kernels, Kernels};
 use layers::{apply_act, upsample2x, Layer};
 use plan::Plan;
 use pool::{split, Pool};
@@ -37,19 +37,51 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+struct SyncPtr<T>(*mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
 // SAFETY: the pointer is only used to build disjoint sub-slices, one per thread, of a buffer
 // that outlives the parallel section.
-unsafe impl Send for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-impl SyncPtr {
+impl<T> SyncPtr<T> {
     /// (A method, so closures capture the whole `Sync` wrapper, not the raw field.)
-    fn get(self) -> *mut f32 {
+    fn get(self) -> *mut T {
         self.0
     }
+
+    /// Elements `[from, from + len)` of the buffer.
+    ///
+    /// # Safety
+    /// The range is inside the buffer, which outlives the slice, and no other thread uses it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, from: usize, len: usize) -> &mut [T] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.get().add(from), len) }
+    }
+}
+
+/// The int8 side of an engine running an int8 model file: every value is an int8 NHWC
+/// buffer with one scale; the network input is quantised from the f32 input buffer, and
+/// the kept values (the outputs) are written as f32 too.
+struct Int8 {
+    /// Real value per int8 step, per value.
+    scales: Vec<f32>,
+    /// Per value: the op producing it writes f32 only (a kept convolution output nothing
+    /// else reads, on a conv kind with an f32 epilogue).
+    direct_f32: Vec<bool>,
+    /// Per value: kept, so it has an f32 copy.
+    kept: Vec<bool>,
+    buffers: Vec<Vec<i8>>,
+    scratch: Vec<i8>,
+    acc: Vec<i32>,
+    acc_len: usize,
 }
 
 /// A network ready to run on the fast path.
@@ -63,17 +95,22 @@ pub struct Engine {
     buffers: Vec<Vec<f32>>,
     scratch: Vec<f32>,
     profile: Option<Vec<Duration>>,
+    int8: Option<Int8>,
 }
 
 impl Engine {
-    /// Packs the weights of `file` (f32, or f16 widened to f32) for a network whose values
-    /// `outputs` are read after each run; `threads` 0 means all cores.
+    /// Packs the weights of `file` (f32, f16 widened to f32, or int8 with its calibrated
+    /// activation scales) for a network whose values `outputs` are read after each run;
+    /// `threads` 0 means all cores.
     pub fn new(file: &ModelFile, outputs: &[ValueId], threads: usize) -> Result<Engine> {
-        if file.precision == Precision::Int8 {
-            return Err(Error::Msg(
-                "int8 model files are not supported by the fast engine yet".into(),
-            ));
-        }
+        let scales =
+            if file.precision == Precision::Int8 {
+                Some(file.act_scales().ok_or_else(|| {
+                    Error::Msg("int8 model file without activation scales".into())
+                })?)
+            } else {
+                None
+            };
         let graph = file.config.graph().clone();
         for &v in outputs {
             if v >= graph.num_values() {
@@ -86,8 +123,34 @@ impl Engine {
         let layers = graph
             .ops
             .iter()
-            .map(|op| Layer::new(op, file))
+            .map(|op| Layer::new(op, file, scales.as_deref()))
             .collect::<Result<Vec<_>>>()?;
+        let int8 = scales.map(|scales| {
+            let n = graph.num_values();
+            let mut kept = vec![false; n];
+            outputs.iter().for_each(|&v| kept[v] = true);
+            let mut read = vec![false; n];
+            for op in &graph.ops {
+                op.inputs().into_iter().for_each(|v| read[v] = true);
+            }
+            let direct_f32 = (0..n)
+                .map(|v| {
+                    v > 0
+                        && kept[v]
+                        && !read[v]
+                        && matches!(&layers[v - 1], Layer::Conv(c) if c.has_f32_output())
+                })
+                .collect();
+            Int8 {
+                scales,
+                direct_f32,
+                kept,
+                buffers: Vec::new(),
+                scratch: Vec::new(),
+                acc: Vec::new(),
+                acc_len: 0,
+            }
+        });
         let threads = if threads == 0 {
             default_threads()
         } else {
@@ -103,6 +166,7 @@ impl Engine {
             buffers: Vec::new(),
             scratch: Vec::new(),
             profile: None,
+            int8,
         })
     }
 
@@ -123,8 +187,38 @@ impl Engine {
         }
         self.plan = None;
         let plan = Plan::new(&self.graph, &self.layers, &self.keep, height, width)?;
-        self.buffers = plan.buffer_lens.iter().map(|&n| vec![0.0; n]).collect();
-        self.scratch = vec![0.0; plan.scratch_len * self.pool.threads()];
+        let threads = self.pool.threads();
+        if let Some(q) = self.int8.as_mut() {
+            // f32 buffers only where the input and the kept values live.
+            let mut f32_needed = vec![false; plan.buffer_lens.len()];
+            f32_needed[plan.buffer_of[0]] = true;
+            for (v, &k) in q.kept.iter().enumerate() {
+                if k {
+                    f32_needed[plan.buffer_of[v]] = true;
+                }
+            }
+            self.buffers = plan
+                .buffer_lens
+                .iter()
+                .zip(&f32_needed)
+                .map(|(&n, &f)| vec![0.0; if f { n } else { 0 }])
+                .collect();
+            q.buffers = plan.buffer_lens.iter().map(|&n| vec![0; n]).collect();
+            q.scratch = vec![0; plan.scratch_len * threads];
+            q.acc_len = (1..self.graph.num_values())
+                .filter(|&v| q.direct_f32[v])
+                .map(|v| match (&self.graph.ops[v - 1], &self.layers[v - 1]) {
+                    (Op::Conv { input, .. }, Layer::Conv(c)) => c.acc_len(plan.shapes[*input]),
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            q.acc = vec![0; q.acc_len * threads];
+            self.scratch = Vec::new();
+        } else {
+            self.buffers = plan.buffer_lens.iter().map(|&n| vec![0.0; n]).collect();
+            self.scratch = vec![0.0; plan.scratch_len * threads];
+        }
         self.plan = Some(plan);
         Ok(())
     }
@@ -156,11 +250,7 @@ impl Engine {
             .unwrap_or_default();
         let what = match (&self.graph.ops[i], &self.layers[i]) {
             (Op::Conv { name, .. }, Layer::Conv(c)) => {
-                let kind = match c.weights {
-                    layers::ConvWeights::Pointwise(_) => "pw",
-                    layers::ConvWeights::Dense(_) => "conv",
-                    layers::ConvWeights::Depthwise(_) => "dw",
-                };
+                let kind = c.weights.kind();
                 format!(
                     "{kind} {0}x{0}/{1} {2}->{3} {name}",
                     c.kernel, c.stride, c.cin, c.cout
@@ -188,8 +278,37 @@ impl Engine {
         Ok((&self.buffers[plan.buffer_of[v]][..s[0] * s[1] * s[2]], s))
     }
 
+    /// The activation scales of an int8 engine (`None` for f32).
+    pub fn act_scales(&self) -> Option<&[f32]> {
+        self.int8.as_ref().map(|q| q.scales.as_slice())
+    }
+
+    /// (rows, work) of op `i`: how its output is split over threads (pixels for a pointwise
+    /// conv, image rows otherwise) and how much work it is.
+    fn rows_and_work(&self, plan: &Plan, i: usize) -> (usize, usize) {
+        let out_shape = plan.shapes[i + 1];
+        let out_len = out_shape[0] * out_shape[1] * out_shape[2];
+        match (&self.graph.ops[i], &self.layers[i]) {
+            (Op::Conv { input, .. }, Layer::Conv(c)) => {
+                let x = plan.shapes[*input];
+                let per_out =
+                    c.kernel * c.kernel * if c.weights.is_depthwise() { 1 } else { c.cin };
+                let rows = if c.weights.is_pointwise() {
+                    x[0] * x[1]
+                } else {
+                    out_shape[0]
+                };
+                (rows, out_len * per_out)
+            }
+            _ => (out_shape[0], out_len),
+        }
+    }
+
     /// Runs the network on the input written through [`Engine::input_mut`].
     pub fn run(&mut self) -> Result<()> {
+        if self.int8.is_some() {
+            return self.run_i8();
+        }
         let plan = self
             .plan
             .as_ref()
@@ -210,26 +329,7 @@ impl Engine {
                 let outp = SyncPtr(out.as_mut_ptr());
                 let scratch_len = plan.scratch_len;
                 let scr = SyncPtr(self.scratch.as_mut_ptr());
-                // (rows, elements per row, work) of this op.
-                let (rows, work) = match (op, layer) {
-                    (Op::Conv { input, .. }, Layer::Conv(c)) => {
-                        let x = plan.shapes[*input];
-                        let per_out = c.kernel
-                            * c.kernel
-                            * if matches!(c.weights, layers::ConvWeights::Depthwise(_)) {
-                                1
-                            } else {
-                                c.cin
-                            };
-                        let rows = if matches!(c.weights, layers::ConvWeights::Pointwise(_)) {
-                            x[0] * x[1]
-                        } else {
-                            out_shape[0]
-                        };
-                        (rows, out_len * per_out)
-                    }
-                    _ => (out_shape[0], out_len),
-                };
+                let (rows, work) = self.rows_and_work(plan, i);
                 let row_len = out_len / rows.max(1);
                 debug_assert_eq!(row_len * rows, out_len);
                 let job = |chunk: usize, chunks: usize, slot: usize| {
@@ -290,6 +390,121 @@ impl Engine {
                 p[i] += t.elapsed();
             }
         }
+        Ok(())
+    }
+
+    /// [`Engine::run`] of an int8 model.
+    fn run_i8(&mut self) -> Result<()> {
+        let plan = self
+            .plan
+            .as_ref()
+            .ok_or_else(|| Error::Msg("Engine::run before input_mut".into()))?;
+        let k = self.kernels;
+        let threads = self.pool.threads();
+        let mut q = self.int8.take().expect("int8 engine");
+        // The network input, quantised.
+        {
+            let s = plan.shapes[0];
+            let n = s[0] * s[1] * s[2];
+            let b = plan.buffer_of[0];
+            let inv = 1.0 / q.scales[0];
+            for (d, &x) in q.buffers[b][..n].iter_mut().zip(&self.buffers[b][..n]) {
+                *d = kernels::sat_i8(x * inv);
+            }
+        }
+        for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
+            let start = self.profile.as_ref().map(|_| Instant::now());
+            let v = i + 1;
+            let out_shape = plan.shapes[v];
+            let ob = plan.buffer_of[v];
+            let mut out8 = std::mem::take(&mut q.buffers[ob]);
+            let mut outf = std::mem::take(&mut self.buffers[ob]);
+            {
+                let bufs = &q.buffers;
+                let value = |v: ValueId| {
+                    let s = plan.shapes[v];
+                    &bufs[plan.buffer_of[v]][..s[0] * s[1] * s[2]]
+                };
+                let scale = |v: ValueId| q.scales[v];
+                let (direct, kept) = (q.direct_f32[v], q.kept[v]);
+                let out_len = out_shape[0] * out_shape[1] * out_shape[2];
+                debug_assert!(out8.len() >= out_len && (!kept || outf.len() >= out_len));
+                let o8p = SyncPtr(out8.as_mut_ptr());
+                let ofp = SyncPtr(outf.as_mut_ptr());
+                let scratch_len = plan.scratch_len;
+                let scr = SyncPtr(q.scratch.as_mut_ptr());
+                let acc_len = q.acc_len;
+                let accp = SyncPtr(q.acc.as_mut_ptr());
+                let (rows, work) = self.rows_and_work(plan, i);
+                let row_len = out_len / rows.max(1);
+                debug_assert_eq!(row_len * rows, out_len);
+                let job = |chunk: usize, chunks: usize, slot: usize| {
+                    let (r0, r1) = split(rows, chunk, chunks);
+                    if r0 == r1 {
+                        return;
+                    }
+                    let (from, len) = (r0 * row_len, (r1 - r0) * row_len);
+                    // SAFETY (all slices below): rows [r0, r1) of the outputs are this
+                    // thread's alone and inside the buffers (`out_len` fits both, checked
+                    // above); scratch slot `slot` (< pool threads) belongs to this thread
+                    // slot, which runs one chunk at a time; all outlive the job.
+                    let s = unsafe { scr.slice(slot * scratch_len, scratch_len) };
+                    if direct {
+                        let (Op::Conv { input, .. }, Layer::Conv(c)) = (op, layer) else {
+                            unreachable!("direct f32 outputs are convolutions")
+                        };
+                        let of = unsafe { ofp.slice(from, len) };
+                        let acc = unsafe { accp.slice(slot * acc_len, acc_len) };
+                        c.run_i8_f32(k, value(*input), plan.shapes[*input], r0, r1, s, acc, of);
+                        return;
+                    }
+                    let o = unsafe { o8p.slice(from, len) };
+                    match (op, layer) {
+                        (Op::Conv { input, .. }, Layer::Conv(c)) => {
+                            c.run_i8(k, value(*input), plan.shapes[*input], r0, r1, s, o)
+                        }
+                        (Op::Add { a, b, act }, _) => {
+                            let so = scale(v);
+                            let r = from..from + len;
+                            let (sa, sb) = (scale(*a) / so, scale(*b) / so);
+                            (k.add_i8)(&value(*a)[r.clone()], sa, &value(*b)[r], sb, o);
+                            layers::apply_act_i8(*act, so, o);
+                        }
+                        (Op::Upsample2x { input }, _) => {
+                            upsample2x(value(*input), plan.shapes[*input], r0, r1, o)
+                        }
+                        (Op::MaxPool2x { input }, _) => {
+                            let [h, w, c] = plan.shapes[*input];
+                            generic::maxpool2_i8(value(*input), h, w, c, r0, r1, o)
+                        }
+                        (Op::AvgPool2x { input }, _) => {
+                            let [h, w, c] = plan.shapes[*input];
+                            generic::avgpool2_i8(value(*input), h, w, c, r0, r1, o)
+                        }
+                        _ => unreachable!("layers are built from the ops in order"),
+                    }
+                    if kept {
+                        let of = unsafe { ofp.slice(from, len) };
+                        let sv = scale(v);
+                        for (f, &x) in of.iter_mut().zip(o.iter()) {
+                            *f = x as f32 * sv;
+                        }
+                    }
+                };
+                if threads == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
+                    job(0, 1, 0);
+                } else {
+                    let chunks = (threads * pool::CHUNKS_PER_THREAD).min(rows);
+                    self.pool.run(chunks, &job);
+                }
+            }
+            q.buffers[ob] = out8;
+            self.buffers[ob] = outf;
+            if let (Some(t), Some(p)) = (start, self.profile.as_mut()) {
+                p[i] += t.elapsed();
+            }
+        }
+        self.int8 = Some(q);
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl Plan {
                             got: format!("{}x{} (input {width}x{height} too small)", x[1], x[0]),
                         });
                     }
-                    if matches!(conv.weights, super::layers::ConvWeights::Dense(_)) {
+                    if conv.weights.is_dense() {
                         scratch_len = scratch_len.max(cs.im2col_len());
                     }
                     [cs.oh(), cs.ow(), c]

@@ -720,3 +720,36 @@ fn dispatch_matches_cpu() {
     }
     let _ = auto;
 }
+
+#[test]
+fn int8_pools_match_their_f32_definition() {
+    let mut rng = Rng::new(77);
+    for &(h, w, c) in &[(2, 2, 1), (4, 6, 3), (5, 7, 17), (8, 8, 32)] {
+        let a = rng.vi8(h * w * c);
+        let (oh, ow) = (h / 2, w / 2);
+        let mut mx = vec![0i8; oh * ow * c];
+        let mut av = vec![0i8; oh * ow * c];
+        generic::maxpool2_i8(&a, h, w, c, 0, oh, &mut mx);
+        // Two row ranges, as the engine's threads call it.
+        let split = oh / 2;
+        let (av0, av1) = av.split_at_mut(split * ow * c);
+        generic::avgpool2_i8(&a, h, w, c, 0, split, av0);
+        generic::avgpool2_i8(&a, h, w, c, split, oh, av1);
+        for y in 0..oh {
+            for x in 0..ow {
+                for cc in 0..c {
+                    let v = [
+                        a[((2 * y) * w + 2 * x) * c + cc],
+                        a[((2 * y) * w + 2 * x + 1) * c + cc],
+                        a[((2 * y + 1) * w + 2 * x) * c + cc],
+                        a[((2 * y + 1) * w + 2 * x + 1) * c + cc],
+                    ];
+                    let o = (y * ow + x) * c + cc;
+                    assert_eq!(mx[o], *v.iter().max().unwrap(), "maxpool");
+                    let mean = v.iter().map(|&q| q as f32).sum::<f32>() / 4.0;
+                    assert_eq!(av[o], sat_i8(mean), "avgpool of {v:?}");
+                }
+            }
+        }
+    }
+}

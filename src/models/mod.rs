@@ -96,6 +96,10 @@ pub(crate) enum Runner {
 impl Runner {
     pub fn new(file: &ModelFile, outputs: &[ValueId], opts: &LoadOptions) -> Result<Runner> {
         Ok(match opts.backend {
+            // The reference runs an int8 file's dequantised weights in f32.
+            Backend::Reference if file.precision == Precision::Int8 => {
+                Runner::Reference(Network::new(&file.dequantize())?)
+            }
             Backend::Reference => Runner::Reference(Network::new(file)?),
             Backend::Fast => Runner::Fast(Box::new(Mutex::new(Engine::new(
                 file,

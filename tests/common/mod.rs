@@ -97,3 +97,34 @@ pub fn bin_command(binary: &str) -> std::process::Command {
         None => std::process::Command::new(binary),
     }
 }
+
+/// The int8 model of `../shared/models/onnx/<name>.onnx`, calibrated as `quantize
+/// --precision int8` does (on `faces/celeba_wild/calibration.txt` only; recognisers align
+/// with the f32 `det_500m`), cached under `target/test-models` per ONNX sha256.
+pub fn model_int8(name: &str) -> PathBuf {
+    let f32_path = model(name);
+    let _guard = CONVERT.lock().unwrap_or_else(|e| e.into_inner());
+    let out = f32_path.with_file_name(format!("{name}.int8.safetensors"));
+    let file = ModelFile::read(&f32_path).unwrap();
+    let fresh = ModelFile::read(&out)
+        .ok()
+        .is_some_and(|m| m.source.sha256 == file.source.sha256);
+    if !fresh {
+        drop(_guard);
+        let det = model("det_500m");
+        let list = shared().join("data/faces/celeba_wild/calibration.txt");
+        let (q, report) = facegate::quant::calibrate(
+            &file,
+            &list,
+            Some(&det),
+            &facegate::quant::METHODS,
+            0,
+            &mut facegate::quant::Quiet,
+        )
+        .unwrap();
+        let (m, f) = &report.methods[report.chosen];
+        eprintln!("{name}: int8 calibrated with {m}: {}", f.summary());
+        q.write(&out).unwrap();
+    }
+    out
+}

@@ -220,7 +220,7 @@ pub(crate) fn dw_i8(
 }
 
 /// im2col of output row `oy` into `dst` (`OW × kh*kw*cin`, order (ky,kx,ci), zeros for padding).
-fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
+pub(crate) fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
     let (cin, ow) = (s.cin, s.ow());
     let kdim = s.kh * s.kw * cin;
     for ox in 0..ow {
@@ -475,6 +475,62 @@ pub(crate) fn avgpool2_f32(
                 out[o + j] = ((input[i00 + j] + input[i00 + c + j])
                     + (input[i10 + j] + input[i10 + c + j]))
                     * 0.25;
+            }
+        }
+    }
+}
+
+/// int8 2×2 max pooling: exact, the output keeps the input's scale.
+pub(crate) fn maxpool2_i8(
+    input: &[i8],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    check_pool2(input.len(), h, w, c, y0, y1, out.len());
+    let ow = w / 2;
+    for oy in y0..y1 {
+        for ox in 0..ow {
+            let i00 = ((2 * oy) * w + 2 * ox) * c;
+            let i10 = i00 + w * c;
+            let o = ((oy - y0) * ow + ox) * c;
+            for j in 0..c {
+                out[o + j] = input[i00 + j]
+                    .max(input[i00 + c + j])
+                    .max(input[i10 + j].max(input[i10 + c + j]));
+            }
+        }
+    }
+}
+
+/// int8 2×2 average pooling with the output in the input's scale: the mean of four int8
+/// values is inside ±127, so only the rounding (half away from zero) is inexact.
+pub(crate) fn avgpool2_i8(
+    input: &[i8],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    check_pool2(input.len(), h, w, c, y0, y1, out.len());
+    let ow = w / 2;
+    for oy in y0..y1 {
+        for ox in 0..ow {
+            let i00 = ((2 * oy) * w + 2 * ox) * c;
+            let i10 = i00 + w * c;
+            let o = ((oy - y0) * ow + ox) * c;
+            for j in 0..c {
+                let s = input[i00 + j] as i32
+                    + input[i00 + c + j] as i32
+                    + input[i10 + j] as i32
+                    + input[i10 + c + j] as i32;
+                // round(s / 4), half away from zero, in integers.
+                out[o + j] = ((s + 2 * s.signum()) / 4) as i8;
             }
         }
     }

@@ -1,0 +1,684 @@
+//! int8 calibration: from an f32 model and a list of calibration photos to an int8 model
+//! file, with the figures that say how faithful it is.
+//!
+//! Why it is shaped so:
+//! - The activation statistics come from the f32 fast engine with every value of the layer
+//!   program kept, so one run per image sees every tensor; each value gets a histogram of
+//!   |x| (2048 bins whose range doubles, merging bin pairs, when a larger value arrives), from
+//!   which both calibration methods read their range: min-max (max |x|) and a percentile of
+//!   |x| (clipping the rare outliers buys resolution for everything else).
+//! - The detector sees the full photos letterboxed at 640×640; the recogniser sees the
+//!   aligned 112×112 crop of the most central face of each photo, found by the f32 detector
+//!   — exactly what each model sees at run time.
+//! - The list is split: the first 80 % calibrate, the last 20 % are held back and measure
+//!   every method (final-output agreement and per-layer SQNR of the int8 engine against
+//!   f32), so the choice between methods is made on images the statistics never saw.
+//! - Values that only move or select int8 numbers (upsampling, max and average pooling)
+//!   share their input's scale: the int8 engine then computes them with no requantisation.
+//! - The measurement is the int8 engine itself (not a simulation of it): what is reported is
+//!   what runs.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::align::norm_crop;
+use crate::detect::{decode, nms, Face};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::format::{InputNorm, ModelConfig, ModelFile, Precision};
+use crate::graph::{Graph, Op, ValueId};
+use crate::models::scrfd::LevelOutput;
+use crate::models::LoadOptions;
+use crate::pipeline::{most_central, Detector};
+use crate::preprocess::{fill_nhwc, letterbox};
+
+const BINS: usize = 2048;
+
+/// Detector calibration input size.
+pub const DET_SIZE: usize = 640;
+
+/// Fraction of the calibration list used for statistics; the rest is held back.
+pub const CALIB_FRACTION: f64 = 0.8;
+
+/// A histogram of |x| over all elements seen.
+#[derive(Debug, Clone)]
+pub struct AbsHistogram {
+    bins: Vec<u64>,
+    /// Upper edge of the last bin.
+    range: f32,
+    max: f32,
+    count: u64,
+}
+
+impl Default for AbsHistogram {
+    fn default() -> Self {
+        AbsHistogram {
+            bins: vec![0; BINS],
+            range: 0.0,
+            max: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl AbsHistogram {
+    pub fn add(&mut self, xs: &[f32]) {
+        let m = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if !m.is_finite() {
+            return;
+        }
+        if m > self.range {
+            if self.range == 0.0 {
+                self.range = m;
+            } else {
+                while self.range < m {
+                    for i in 0..BINS / 2 {
+                        self.bins[i] = self.bins[2 * i] + self.bins[2 * i + 1];
+                    }
+                    self.bins[BINS / 2..].fill(0);
+                    self.range *= 2.0;
+                }
+            }
+        }
+        self.max = self.max.max(m);
+        self.count += xs.len() as u64;
+        if self.range == 0.0 {
+            self.bins[0] += xs.len() as u64;
+            return;
+        }
+        let k = BINS as f32 / self.range;
+        for x in xs {
+            self.bins[((x.abs() * k) as usize).min(BINS - 1)] += 1;
+        }
+    }
+
+    pub fn max(&self) -> f32 {
+        self.max
+    }
+
+    /// The clipping range `t` (a bin edge) minimising the expected squared error of
+    /// symmetric int8 quantisation with scale `t / 127`: rounding error `step² / 12` for
+    /// values inside, `(|x| - t)²` for values clipped (bin centres stand for their values).
+    pub fn mse_optimal(&self) -> f32 {
+        if self.range == 0.0 || self.count == 0 {
+            return self.max;
+        }
+        let w = self.range as f64 / BINS as f64;
+        let mut best = (f64::INFINITY, self.max);
+        for i in 0..BINS {
+            let t = (i + 1) as f64 * w;
+            let step = t / 127.0;
+            let inside: u64 = self.bins[..=i].iter().sum();
+            let mut err = inside as f64 * step * step / 12.0;
+            for (j, &b) in self.bins.iter().enumerate().skip(i + 1) {
+                if b > 0 {
+                    let c = (j as f64 + 0.5) * w;
+                    err += b as f64 * (c - t) * (c - t);
+                }
+            }
+            if err < best.0 {
+                best = (err, (t as f32).min(self.max));
+            }
+        }
+        best.1
+    }
+
+    /// The smallest bin edge below which a fraction `p` of the values lie (at most max |x|).
+    pub fn percentile(&self, p: f64) -> f32 {
+        let target = (p * self.count as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, &b) in self.bins.iter().enumerate() {
+            seen += b;
+            if seen >= target {
+                return ((i + 1) as f32 * self.range / BINS as f32).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// How a value's range is read from its histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// max |x|: nothing is clipped.
+    MinMax,
+    /// The given fraction of |x| (e.g. 0.9999): rarer outliers are clipped.
+    Percentile(f64),
+    /// The range minimising the expected quantisation error (rounding + clipping).
+    Mse,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::MinMax => f.write_str("minmax"),
+            Method::Mse => f.write_str("mse"),
+            Method::Percentile(p) => write!(f, "p{}", (p * 1e6).round() / 1e4),
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "minmax" => return Ok(Method::MinMax),
+            "mse" => return Ok(Method::Mse),
+            _ => {}
+        }
+        s.strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| *p > 50.0 && *p <= 100.0)
+            .map(|p| Method::Percentile(p / 100.0))
+            .ok_or_else(|| format!("unknown calibration method `{s}` (minmax, mse, or a percentile such as p99.99)"))
+    }
+}
+
+/// The methods compared by default.
+pub const METHODS: [Method; 3] = [Method::MinMax, Method::Percentile(0.9999), Method::Mse];
+
+/// Largest |x| of a normalised input pixel.
+pub fn input_abs_max(norm: InputNorm) -> f32 {
+    norm.mean.abs().max((255.0 - norm.mean).abs()) / norm.std
+}
+
+fn norm_of(file: &ModelFile) -> InputNorm {
+    match &file.config {
+        ModelConfig::Scrfd(c) => c.norm,
+        ModelConfig::MobileFaceNet(c) => c.norm,
+    }
+}
+
+/// One scale per value: the input's from its normalised range, pass-through ops share their
+/// input's, every other value from its histogram by `method`.
+pub fn scales(graph: &Graph, hists: &[AbsHistogram], method: Method, input_max: f32) -> Vec<f32> {
+    let mut s = vec![input_max / 127.0];
+    for (i, op) in graph.ops.iter().enumerate() {
+        let v = match op {
+            Op::Upsample2x { input } | Op::MaxPool2x { input } | Op::AvgPool2x { input } => {
+                s[*input]
+            }
+            _ => {
+                let h = &hists[i + 1];
+                let r = match method {
+                    Method::MinMax => h.max(),
+                    Method::Percentile(p) => h.percentile(p),
+                    Method::Mse => h.mse_optimal(),
+                };
+                if r > 0.0 {
+                    r / 127.0
+                } else {
+                    1.0 / 127.0
+                }
+            }
+        };
+        s.push(v);
+    }
+    s
+}
+
+/// The calibration list: image paths relative to the list's folder; blank lines and `#`
+/// comments skipped.
+pub fn read_list(list: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
+    let dir = list.parent().unwrap_or(Path::new("."));
+    let v: Vec<PathBuf> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| dir.join(l))
+        .collect();
+    if v.is_empty() {
+        return Err(Error::Msg(format!("{}: no images listed", list.display())));
+    }
+    Ok(v)
+}
+
+/// The network inputs for `file`, as 8-bit images of the network's input size: letterboxed
+/// photos for a detector; for a recogniser, the aligned crop of the most central face that
+/// the f32 detector `det` finds (photos without a face are skipped and counted).
+pub fn prepare_inputs(
+    file: &ModelFile,
+    images: &[PathBuf],
+    det: Option<&Path>,
+    threads: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<(Vec<RgbImage>, usize)> {
+    let mut out = Vec::with_capacity(images.len());
+    let mut skipped = 0;
+    match &file.config {
+        ModelConfig::Scrfd(_) => {
+            for p in images {
+                let img = crate::image_io::load_rgb(p)?;
+                out.push(letterbox(&img, DET_SIZE as u32, DET_SIZE as u32).0);
+                tick();
+            }
+        }
+        ModelConfig::MobileFaceNet(c) => {
+            let det = det.ok_or_else(|| {
+                Error::Msg("calibrating a recogniser needs a detector model".into())
+            })?;
+            let detector = Detector::load_with(
+                det,
+                Some((DET_SIZE as u32, DET_SIZE as u32)),
+                &LoadOptions {
+                    precision: Some(Precision::F32),
+                    ..LoadOptions::fast(threads)
+                },
+            )?;
+            for p in images {
+                let img = crate::image_io::load_rgb(p)?;
+                let faces = detector.detect(&img)?;
+                match most_central(&faces, img.width(), img.height()).and_then(|f| f.kps) {
+                    Some(kps) => out.push(norm_crop(&img, &kps, c.input_size as u32)),
+                    None => skipped += 1,
+                }
+                tick();
+            }
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// An engine keeping every value (for statistics and per-layer comparisons).
+fn all_values_engine(file: &ModelFile, threads: usize) -> Result<Engine> {
+    let n = file.config.graph().num_values();
+    Engine::new(file, &(0..n).collect::<Vec<_>>(), threads)
+}
+
+fn run_on(e: &mut Engine, img: &RgbImage, norm: InputNorm) -> Result<()> {
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    fill_nhwc(img, norm, e.input_mut(h, w)?);
+    e.run()
+}
+
+/// Histograms of |x| of every value of the f32 model over `inputs`.
+pub fn collect(
+    file: &ModelFile,
+    inputs: &[RgbImage],
+    threads: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<AbsHistogram>> {
+    let mut e = all_values_engine(file, threads)?;
+    let norm = norm_of(file);
+    let n = file.config.graph().num_values();
+    let mut hists = vec![AbsHistogram::default(); n];
+    for img in inputs {
+        run_on(&mut e, img, norm)?;
+        for (v, h) in hists.iter_mut().enumerate() {
+            h.add(e.output(v)?.0);
+        }
+        tick();
+    }
+    Ok(hists)
+}
+
+/// Agreement of a detector's int8 outputs with f32 on held-back images.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetAgreement {
+    /// f32 faces with score ≥ 0.6.
+    pub faces: usize,
+    /// Of those, found by int8 (IoU ≥ 0.5 with an int8 face at the default threshold).
+    pub found: usize,
+    pub mean_iou: f64,
+    pub min_iou: f64,
+    /// Mean and max |score difference| of matched faces.
+    pub mean_score_diff: f64,
+    pub max_score_diff: f64,
+    /// Largest |score difference| over every anchor (after the sigmoid).
+    pub max_anchor_score_diff: f64,
+}
+
+impl DetAgreement {
+    pub fn recall(&self) -> f64 {
+        if self.faces == 0 {
+            1.0
+        } else {
+            self.found as f64 / self.faces as f64
+        }
+    }
+}
+
+/// Agreement of a recogniser's int8 embeddings with f32 (cosine similarity).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecAgreement {
+    pub images: usize,
+    pub mean_cos: f64,
+    pub min_cos: f64,
+}
+
+/// How faithful an int8 model is to its f32 original on some images.
+#[derive(Debug, Clone, Default)]
+pub struct Fidelity {
+    /// SQNR (dB) of every value of the int8 engine against f32 (index = value id; the
+    /// input's too), over all images.
+    pub sqnr_db: Vec<f64>,
+    pub det: Option<DetAgreement>,
+    pub rec: Option<RecAgreement>,
+}
+
+impl Fidelity {
+    /// One line: the final-output agreement.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        if let Some(r) = &self.rec {
+            s += &format!(
+                "embedding cosine vs f32 over {} crops: mean {:.5}, min {:.5}",
+                r.images, r.mean_cos, r.min_cos
+            );
+        }
+        if let Some(d) = &self.det {
+            s += &format!(
+                "faces (f32 score>=0.6) found {}/{} ({:.1} %), IoU mean {:.3} min {:.3}, |score diff| mean {:.4} max {:.4}, max anchor |score diff| {:.4}",
+                d.found,
+                d.faces,
+                100.0 * d.recall(),
+                d.mean_iou,
+                d.min_iou,
+                d.mean_score_diff,
+                d.max_score_diff,
+                d.max_anchor_score_diff
+            );
+        }
+        s
+    }
+
+    /// Larger is better: the embedding's mean cosine; the detector's recall, then mean IoU.
+    pub fn merit(&self) -> f64 {
+        if let Some(r) = &self.rec {
+            return r.mean_cos + 0.1 * r.min_cos;
+        }
+        if let Some(d) = &self.det {
+            return d.recall() + 0.1 * d.mean_iou - 0.1 * d.mean_score_diff;
+        }
+        0.0
+    }
+}
+
+/// A detector's levels from an engine that kept its head values.
+fn levels_of(e: &Engine, file: &ModelFile) -> Result<Vec<LevelOutput>> {
+    let ModelConfig::Scrfd(c) = &file.config else {
+        unreachable!("a detector")
+    };
+    let sigmoid = crate::kernels::kernels().sigmoid_f32;
+    let mut out = Vec::new();
+    for l in &c.levels {
+        let (s, shape) = e.output(l.score)?;
+        let mut scores = s.to_vec();
+        sigmoid(&mut scores);
+        out.push(LevelOutput {
+            stride: l.stride,
+            height: shape[0],
+            width: shape[1],
+            anchors: c.anchors_per_cell,
+            scores,
+            boxes: e.output(l.bbox)?.0.to_vec(),
+            kps: l
+                .kps
+                .map(|k| e.output(k).map(|o| o.0.to_vec()))
+                .transpose()?,
+        });
+    }
+    Ok(out)
+}
+
+fn faces_of(levels: &[LevelOutput]) -> Vec<Face> {
+    nms(
+        decode(levels, crate::detect::DEFAULT_SCORE_THRESHOLD, 1.0),
+        crate::detect::DEFAULT_NMS_IOU,
+    )
+}
+
+/// Measures every int8 model in `quantised` against the f32 `file` on `inputs`.
+pub fn evaluate(
+    file: &ModelFile,
+    quantised: &[&ModelFile],
+    inputs: &[RgbImage],
+    threads: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<Fidelity>> {
+    let n = file.config.graph().num_values();
+    let norm = norm_of(file);
+    let mut reference = all_values_engine(file, threads)?;
+    let mut engines = quantised
+        .iter()
+        .map(|q| all_values_engine(q, threads))
+        .collect::<Result<Vec<_>>>()?;
+    // Per engine: per value (signal energy, noise energy).
+    let mut energy = vec![vec![(0f64, 0f64); n]; quantised.len()];
+    let mut det = vec![DetAgreement::default(); quantised.len()];
+    let mut iou_sum = vec![0f64; quantised.len()];
+    let mut diff_sum = vec![0f64; quantised.len()];
+    let mut cos = vec![Vec::new(); quantised.len()];
+    for img in inputs {
+        run_on(&mut reference, img, norm)?;
+        let ref_faces = match &file.config {
+            ModelConfig::Scrfd(_) => Some(levels_of(&reference, file).map(|l| (faces_of(&l), l))?),
+            ModelConfig::MobileFaceNet(_) => None,
+        };
+        for (qi, e) in engines.iter_mut().enumerate() {
+            run_on(e, img, norm)?;
+            for (v, en) in energy[qi].iter_mut().enumerate() {
+                let (x, _) = reference.output(v)?;
+                let (y, _) = e.output(v)?;
+                let (s, d) = x.iter().zip(y).fold((0f64, 0f64), |(s, d), (&a, &b)| {
+                    (s + (a as f64).powi(2), d + ((a - b) as f64).powi(2))
+                });
+                en.0 += s;
+                en.1 += d;
+            }
+            match (&file.config, &ref_faces) {
+                (ModelConfig::MobileFaceNet(c), _) => {
+                    let (a, b) = (reference.output(c.embedding)?.0, e.output(c.embedding)?.0);
+                    cos[qi].push(cosine(a, b));
+                }
+                (ModelConfig::Scrfd(_), Some((rf, rl))) => {
+                    let ql = levels_of(e, quantised[qi])?;
+                    let d = &mut det[qi];
+                    for (a, b) in rl.iter().zip(&ql) {
+                        for (x, y) in a.scores.iter().zip(&b.scores) {
+                            d.max_anchor_score_diff =
+                                d.max_anchor_score_diff.max((x - y).abs() as f64);
+                        }
+                    }
+                    let qf = faces_of(&ql);
+                    let mut used = vec![false; qf.len()];
+                    for f in rf.iter().filter(|f| f.score >= 0.6) {
+                        d.faces += 1;
+                        let best = qf
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| !used[*j])
+                            .map(|(j, g)| (j, crate::eval::iou(&f.bbox, &g.bbox)))
+                            .max_by(|a, b| a.1.total_cmp(&b.1));
+                        if let Some((j, iou)) = best.filter(|b| b.1 >= 0.5) {
+                            used[j] = true;
+                            let sd = (f.score - qf[j].score).abs() as f64;
+                            if d.found == 0 {
+                                d.min_iou = 1.0;
+                            }
+                            d.found += 1;
+                            iou_sum[qi] += iou as f64;
+                            d.min_iou = d.min_iou.min(iou as f64);
+                            diff_sum[qi] += sd;
+                            d.max_score_diff = d.max_score_diff.max(sd);
+                        }
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        tick();
+    }
+    Ok((0..quantised.len())
+        .map(|qi| {
+            let sqnr_db = energy[qi]
+                .iter()
+                .map(|&(s, d)| {
+                    if d == 0.0 {
+                        f64::INFINITY
+                    } else {
+                        10.0 * (s / d).log10()
+                    }
+                })
+                .collect();
+            let is_det = matches!(file.config, ModelConfig::Scrfd(_));
+            let mut d = det[qi].clone();
+            if d.found > 0 {
+                d.mean_iou = iou_sum[qi] / d.found as f64;
+                d.mean_score_diff = diff_sum[qi] / d.found as f64;
+            }
+            let c = &cos[qi];
+            Fidelity {
+                sqnr_db,
+                det: is_det.then_some(d),
+                rec: (!is_det).then(|| RecAgreement {
+                    images: c.len(),
+                    mean_cos: c.iter().sum::<f64>() / c.len().max(1) as f64,
+                    min_cos: c.iter().cloned().fold(1.0, f64::min),
+                }),
+            }
+        })
+        .collect())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// What [`calibrate`] did.
+pub struct Report {
+    pub calibration_images: usize,
+    pub held_back_images: usize,
+    /// Photos without a face (recogniser only).
+    pub skipped: usize,
+    /// Every method tried with its held-back fidelity.
+    pub methods: Vec<(Method, Fidelity)>,
+    /// Index into `methods` of the one written.
+    pub chosen: usize,
+}
+
+/// Progress events of [`calibrate`]: a stage name with its number of steps, then one tick
+/// per step.
+pub trait Progress {
+    fn stage(&mut self, name: &str, steps: usize);
+    fn tick(&mut self);
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {
+    fn stage(&mut self, _: &str, _: usize) {}
+    fn tick(&mut self) {}
+}
+
+/// Calibrates the f32 `file` on the listed images (the first [`CALIB_FRACTION`] for the
+/// statistics, the rest held back), measures each of `methods` on the held-back images and
+/// returns the int8 model of the best one with the report.
+pub fn calibrate(
+    file: &ModelFile,
+    list: &Path,
+    det: Option<&Path>,
+    methods: &[Method],
+    threads: usize,
+    progress: &mut dyn Progress,
+) -> Result<(ModelFile, Report)> {
+    if file.precision == Precision::Int8 {
+        return Err(Error::Msg("the model is int8 already".into()));
+    }
+    let file = &file.dequantize();
+    let images = read_list(list)?;
+    progress.stage("preparing inputs", images.len());
+    let (inputs, skipped) = prepare_inputs(file, &images, det, threads, &mut || progress.tick())?;
+    if inputs.len() < 2 {
+        return Err(Error::Msg(format!(
+            "{}: only {} usable calibration images",
+            list.display(),
+            inputs.len()
+        )));
+    }
+    let n_cal =
+        ((inputs.len() as f64 * CALIB_FRACTION).round() as usize).clamp(1, inputs.len() - 1);
+    let (cal, held) = inputs.split_at(n_cal);
+    progress.stage("collecting ranges", cal.len());
+    let hists = collect(file, cal, threads, &mut || progress.tick())?;
+    let input_max = input_abs_max(norm_of(file));
+    let graph = file.config.graph();
+    let models = methods
+        .iter()
+        .map(|&m| file.quantize_int8(&scales(graph, &hists, m, input_max)))
+        .collect::<Result<Vec<_>>>()?;
+    progress.stage("measuring on held-back images", held.len());
+    let fid = evaluate(
+        file,
+        &models.iter().collect::<Vec<_>>(),
+        held,
+        threads,
+        &mut || progress.tick(),
+    )?;
+    let chosen = (0..fid.len())
+        .max_by(|&a, &b| fid[a].merit().total_cmp(&fid[b].merit()))
+        .ok_or_else(|| Error::Msg("no calibration method given".into()))?;
+    let model = models.into_iter().nth(chosen).expect("chosen model");
+    Ok((
+        model,
+        Report {
+            calibration_images: cal.len(),
+            held_back_images: held.len(),
+            skipped,
+            methods: methods.iter().cloned().zip(fid).collect(),
+            chosen,
+        },
+    ))
+}
+
+/// Per-layer SQNR lines of the values computed by an op, worst first: `(value, op, dB)`.
+pub fn sqnr_table(graph: &Graph, f: &Fidelity) -> Vec<(ValueId, String, f64)> {
+    let mut rows: Vec<(ValueId, String, f64)> = graph
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let what = match op {
+                Op::Conv { name, .. } => name.clone(),
+                Op::Add { .. } => "add".into(),
+                Op::Upsample2x { .. } => "upsample2x".into(),
+                Op::MaxPool2x { .. } => "maxpool2x".into(),
+                Op::AvgPool2x { .. } => "avgpool2x".into(),
+            };
+            (i + 1, what, f.sqnr_db[i + 1])
+        })
+        .collect();
+    rows.sort_by(|a, b| a.2.total_cmp(&b.2));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_grows_and_reads_percentiles() {
+        let mut h = AbsHistogram::default();
+        h.add(&[0.5; 1000]);
+        h.add(&(0..9000).map(|i| i as f32 / 9000.0).collect::<Vec<_>>());
+        h.add(&[-40.0]); // one outlier, far beyond the first range
+        assert_eq!(h.max(), 40.0);
+        assert_eq!(h.count, 10_001);
+        let p = h.percentile(0.999);
+        assert!((0.9..=1.1).contains(&p), "p99.9 {p}");
+        assert_eq!(h.percentile(1.0), 40.0);
+    }
+
+    #[test]
+    fn methods_parse_and_print() {
+        assert_eq!("minmax".parse::<Method>().unwrap(), Method::MinMax);
+        let p: Method = "p99.99".parse().unwrap();
+        assert_eq!(p.to_string(), "p99.99");
+        assert!("p20".parse::<Method>().is_err());
+    }
+}
