@@ -79,18 +79,31 @@ impl Detector {
         (self.width, self.height)
     }
 
+    /// Half the input size, rounded down to multiples of 32, if that is at least 160×160.
+    pub fn half_size(&self) -> Option<(u32, u32)> {
+        let half = |v: u32| v / 2 / 32 * 32;
+        let (w, h) = (half(self.width), half(self.height));
+        (w >= 160 && h >= 160).then_some((w, h))
+    }
+
     pub fn model(&self) -> &Scrfd {
         &self.model
     }
 
     /// Faces in `img`, best first, in image coordinates.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
-        let (canvas, lb) = letterbox(img, self.width, self.height);
+        self.detect_at(img, (self.width, self.height))
+    }
+
+    /// Faces in `img` with the network run at `width`×`height` (multiples of 32) instead of
+    /// the configured size (the engine re-plans its buffers when the size changes).
+    pub fn detect_at(&self, img: &RgbImage, (width, height): (u32, u32)) -> Result<Vec<Face>> {
+        let (canvas, lb) = letterbox(img, width, height);
         let norm = self.model.norm();
         let mut levels = Vec::new();
         self.model.forward_nhwc(
-            self.height as usize,
-            self.width as usize,
+            height as usize,
+            width as usize,
             &mut |dst| fill_nhwc(&canvas, norm, dst),
             &mut levels,
         )?;
@@ -206,7 +219,7 @@ pub type CentralEmbedding = Result<Option<Vec<f32>>>;
 
 impl Pipeline {
     /// The embedding of the face closest to the centre of each image (`Ok(None)` when an
-    /// image has no face), computed on `threads` worker threads; `progress` is called with
+    /// image has no face, also at half the detector size), computed on `threads` worker threads; `progress` is called with
     /// the number of images done so far.
     pub fn embed_central_faces(
         &self,
@@ -227,7 +240,15 @@ impl Pipeline {
                     }
                     let r = (|| {
                         let img = crate::image_io::load_rgb(&paths[i])?;
-                        let faces = self.detector.detect(&img)?;
+                        let mut faces = self.detector.detect(&img)?;
+                        if faces.is_empty() {
+                            // Letterboxing a small photo (LFW: 250×250) into a large input
+                            // magnifies its face past what SCRFD was trained on; before
+                            // giving up, look again at half the input size.
+                            if let Some(half) = self.detector.half_size() {
+                                faces = self.detector.detect_at(&img, half)?;
+                            }
+                        }
                         match most_central(&faces, img.width(), img.height()).and_then(|f| f.kps) {
                             Some(kps) => Ok(Some(self.embedder.embed(&img, &kps)?)),
                             None => Ok(None),

@@ -114,6 +114,14 @@ fn describe_offer(dev: &Device, fourccs: &[FourCC]) -> String {
         .join(", ")
 }
 
+/// The pixel format to capture in: the one asked for if the device offers it, else the first
+/// of ours it offers (YUYV, MJPG, GREY), else none (the device is unusable).
+fn choose_format(want: PixelFormat, offered: &[[u8; 4]]) -> Option<PixelFormat> {
+    std::iter::once(want)
+        .chain(PixelFormat::ALL.into_iter().filter(|p| *p != want))
+        .find(|p| offered.contains(&FourCC::new(&p.fourcc()).repr))
+}
+
 impl V4l2Source {
     /// Opens and configures the camera; streaming starts with the first `next_frame`.
     pub fn open(device: &Path, want: &CaptureSettings) -> Result<Self> {
@@ -154,12 +162,8 @@ impl V4l2Source {
             .map(|d| d.fourcc)
             .collect();
 
-        let mut order = vec![want.format];
-        order.extend(PixelFormat::ALL.into_iter().filter(|p| *p != want.format));
-        let Some(format) = order
-            .into_iter()
-            .find(|p| offered.contains(&FourCC::new(&p.fourcc())))
-        else {
+        let offered_codes: Vec<[u8; 4]> = offered.iter().map(|f| f.repr).collect();
+        let Some(format) = choose_format(want.format, &offered_codes) else {
             return Err(err(
                 &name,
                 format!(
@@ -356,5 +360,29 @@ impl Drop for V4l2Source {
                 self.name
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod format_choice_tests {
+    use super::*;
+
+    #[test]
+    fn asked_format_first_then_any_of_ours_else_none() {
+        assert_eq!(
+            choose_format(PixelFormat::Yuyv, &[*b"MJPG", *b"YUYV"]),
+            Some(PixelFormat::Yuyv)
+        );
+        assert_eq!(
+            choose_format(PixelFormat::Grey, &[*b"MJPG"]),
+            Some(PixelFormat::Mjpeg)
+        );
+        // A camera that only streams H.264 or Bayer is unsupported: `open` turns this into a
+        // one-line error listing what the device offers.
+        assert_eq!(
+            choose_format(PixelFormat::Yuyv, &[*b"H264", *b"BA81"]),
+            None
+        );
+        assert_eq!(choose_format(PixelFormat::Mjpeg, &[]), None);
     }
 }
