@@ -123,6 +123,34 @@ fn time(
     Ok(times)
 }
 
+/// Warms `run` up (the engine plans its buffers), times `args.iters` runs with profiling on
+/// for the timed runs only, and prints the stage's line (and, with `--profile`, its layers).
+fn bench_stage(
+    stage: &str,
+    what: &str,
+    engine: Option<&std::sync::Mutex<crate::engine::Engine>>,
+    args: &BenchArgs,
+    mut run: impl FnMut() -> crate::Result<()>,
+) -> anyhow::Result<Stats> {
+    for _ in 0..args.warmup.max(1) {
+        run()?;
+    }
+    if let (true, Some(e)) = (args.profile, engine) {
+        e.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_profiling(true);
+    }
+    let s = Stats::of(&time(0, args.iters, &mut run)?);
+    println!(
+        "{stage:<4} {what}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
+        s.median_ms, s.p90_ms, s.min_ms
+    );
+    if let (true, Some(e)) = (args.profile, engine) {
+        print_profile(stage, e, args.iters);
+    }
+    Ok(s)
+}
+
 fn print_profile(name: &str, engine: &std::sync::Mutex<crate::engine::Engine>, iters: usize) {
     let e = engine.lock().unwrap_or_else(|p| p.into_inner());
     let Some(times) = e.layer_times() else { return };
@@ -188,53 +216,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let (Some(model), Some(path)) = (&det, &args.det) {
         let input = synthetic(h * w * 3);
         let mut out = Vec::new();
-        let mut run = || model.forward_nhwc(h, w, &mut |d| d.copy_from_slice(&input), &mut out);
-        // Warm up (plans buffers), then switch profiling on for the timed runs only.
-        for _ in 0..args.warmup.max(1) {
-            run()?;
-        }
-        if let (true, Some(e)) = (args.profile, model.engine()) {
-            e.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_profiling(true);
-        }
-        let s = Stats::of(&time(0, args.iters, &mut run)?);
-        println!(
-            "det  {:<28} {w}x{h}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
-            label(path),
-            s.median_ms,
-            s.p90_ms,
-            s.min_ms
-        );
-        if let (true, Some(e)) = (args.profile, model.engine()) {
-            print_profile("det", e, args.iters);
-        }
+        let run = || model.forward_nhwc(h, w, &mut |d| d.copy_from_slice(&input), &mut out);
+        let what = format!("{:<28} {w}x{h}", label(path));
+        let s = bench_stage("det", &what, model.engine(), args, run)?;
         json.insert("det".into(), s.json());
     }
     if let (Some(model), Some(path)) = (&rec, &args.rec) {
         let n = model.input_size();
         let input = synthetic(n * n * 3);
         let mut out = Vec::with_capacity(model.dim());
-        let mut run = || model.forward_nhwc(&mut |d| d.copy_from_slice(&input), &mut out);
-        for _ in 0..args.warmup.max(1) {
-            run()?;
-        }
-        if let (true, Some(e)) = (args.profile, model.engine()) {
-            e.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_profiling(true);
-        }
-        let s = Stats::of(&time(0, args.iters, &mut run)?);
-        println!(
-            "rec  {:<28} {n}x{n}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
-            label(path),
-            s.median_ms,
-            s.p90_ms,
-            s.min_ms
-        );
-        if let (true, Some(e)) = (args.profile, model.engine()) {
-            print_profile("rec", e, args.iters);
-        }
+        let run = || model.forward_nhwc(&mut |d| d.copy_from_slice(&input), &mut out);
+        let what = format!("{:<28} {n}x{n}", label(path));
+        let s = bench_stage("rec", &what, model.engine(), args, run)?;
         json.insert("rec".into(), s.json());
     }
     let rss = peak_rss_mb();
