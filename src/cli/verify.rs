@@ -73,7 +73,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let total = images.len();
     let start = std::time::Instant::now();
     let progress = |done: usize| {
-        if done % 200 == 0 || done == total {
+        if done.is_multiple_of(200) || done == total {
             eprint!(
                 "\rembedding {done}/{total} images ({:.0} s)",
                 start.elapsed().as_secs_f32()

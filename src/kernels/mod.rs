@@ -156,12 +156,17 @@ impl PackedF32 {
 /// `kp = round_up(K, 4)`, `G = kp/4`. Layout: panels of 8 output channels; panel `p`, group
 /// `g`, channel `j`, byte `r`: `data[((p*G + g)*8 + j)*4 + r] = w[8p + j][4g + r]`; padding
 /// (`k >= K` or `n >= N`) is zero. So one group of one panel is 32 bytes = 8 channels × 4 k.
+///
+/// `wsum[n] = Σ_k w[n][k]` (`panels × 8` entries, zero for padding channels): kernels whose
+/// dot-product instruction takes unsigned activations (x86 VNNI `vpdpbusd`) feed `a + 128`
+/// and subtract `128 · wsum[n]`, which keeps the result exact.
 #[derive(Clone, Debug)]
 pub struct PackedI8 {
     pub k: usize,
     pub kp: usize,
     pub n: usize,
     pub data: Vec<i8>,
+    pub wsum: Vec<i32>,
 }
 
 impl PackedI8 {
@@ -214,13 +219,21 @@ pub fn pack_pw_i8(w: &[i8], n: usize, k: usize) -> PackedI8 {
     let g = kp / 4;
     let panels = n.div_ceil(NR);
     let mut data = vec![0i8; panels * g * NR * 4];
+    let mut wsum = vec![0i32; panels * NR];
     for nn in 0..n {
         let (p, j) = (nn / NR, nn % NR);
         for kk in 0..k {
             data[((p * g + kk / 4) * NR + j) * 4 + kk % 4] = w[nn * k + kk];
+            wsum[nn] += i32::from(w[nn * k + kk]);
         }
     }
-    PackedI8 { k, kp, n, data }
+    PackedI8 {
+        k,
+        kp,
+        n,
+        data,
+        wsum,
+    }
 }
 
 /// Reorder dense conv weights OIHW `[Cout][Cin][kh][kw]` to `[Cout][(ky,kx,ci)]`, the order of
@@ -429,7 +442,8 @@ pub type SigmoidF32Fn = fn(x: &mut [f32]);
 pub enum Mode {
     /// Portable Rust only.
     Generic,
-    /// SIMD, but never the aarch64 dot-product extension.
+    /// SIMD, but no dot-product instructions: NEON without `sdot` on aarch64, AVX2 without
+    /// VNNI (`vpdpbusd`) on x86-64. Lets one machine test both paths.
     NoDotprod,
     /// Everything the CPU has.
     Auto,
@@ -522,7 +536,7 @@ impl Kernels {
             return k;
         }
         #[cfg(target_arch = "x86_64")]
-        x86_64::install(&mut k);
+        x86_64::install(&mut k, mode == Mode::Auto);
         #[cfg(target_arch = "aarch64")]
         aarch64::install(&mut k, mode == Mode::Auto);
         k

@@ -675,6 +675,25 @@ fn dispatch_matches_cpu() {
         if !avx2 {
             eprintln!("SKIPPED: AVX2+FMA not on this CPU, generic table in use");
         }
+        // AVX-VNNI read independently of std's detection, from the kernel's flags.
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let vnni = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "avx_vnni"));
+        assert_eq!(
+            auto.names.pw_i8.starts_with("vnni_"),
+            avx2 && vnni,
+            "VNNI table vs /proc/cpuinfo: {}",
+            auto.describe()
+        );
+        assert!(
+            !Kernels::select(Mode::NoDotprod)
+                .names
+                .pw_i8
+                .starts_with("vnni_"),
+            "nodotprod must not use VNNI"
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {

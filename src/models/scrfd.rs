@@ -110,7 +110,7 @@ impl Scrfd {
             .map(|l| l.stride)
             .max()
             .unwrap_or(32);
-        if h == 0 || w == 0 || h % max_stride != 0 || w % max_stride != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(max_stride) || !w.is_multiple_of(max_stride) {
             return Err(Error::Shape {
                 what: "detector input".into(),
                 expected: format!("height and width multiples of {max_stride}"),

@@ -204,7 +204,7 @@ mod tests {
             }
         }
         let s = subset(v.clone(), Some(9));
-        assert!(s.len() >= 9 && s.len() % 3 == 0, "{}", s.len());
+        assert!(s.len() >= 9 && s.len().is_multiple_of(3), "{}", s.len());
         assert_eq!(subset(v.clone(), None).len(), 30);
         assert_eq!(subset(v, Some(100)).len(), 30);
     }

@@ -1,5 +1,7 @@
-//! x86-64 AVX2/FMA kernels. Installed by [`install`] when the CPU reports both `avx2` and
-//! `fma` at run time; every public kernel here re-asserts that before its `unsafe` block.
+//! x86-64 AVX2/FMA kernels, plus an AVX-VNNI int8 GEMM. Installed by [`install`] when the
+//! CPU reports both `avx2` and `fma` at run time (and `avxvnni` for the VNNI GEMM, unless
+//! `FACEGATE_KERNELS=nodotprod`); every public kernel here re-asserts that before its
+//! `unsafe` block.
 //!
 //! int8 GEMM: the packed groups are 8 channels × 4 k (see [`PackedI8`]). Both operands are
 //! sign-extended to i16 and multiplied with `vpmaddwd` (`_mm256_madd_epi16`), which is exact
@@ -19,8 +21,14 @@ fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
-/// Replace the generic entries this CPU can run faster.
-pub(crate) fn install(k: &mut Kernels) {
+/// AVX-VNNI (`vpdpbusd` on 256-bit registers): Alder Lake, Sapphire Rapids, Zen 5 and later.
+fn has_avx_vnni() -> bool {
+    has_avx2_fma() && std::is_x86_feature_detected!("avxvnni")
+}
+
+/// Replace the generic entries this CPU can run faster; `dot`: also use the dot-product
+/// (VNNI) instructions when the CPU has them.
+pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if !has_avx2_fma() {
         return;
     }
@@ -35,6 +43,11 @@ pub(crate) fn install(k: &mut Kernels) {
     k.names.dw_f32 = "avx2_dw3x3_f32|avx2_dwkxk_f32";
     k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
     k.names.add_i8 = "avx2_add_i8";
+    if dot && has_avx_vnni() {
+        k.pw_i8 = vnni_pw_i8_6x16;
+        k.pw_i8_acc = vnni_pw_i8_acc_6x16;
+        k.names.pw_i8 = "vnni_pw_i8_6x16";
+    }
 }
 
 fn check_packed_f32(b: &PackedF32) {
@@ -55,6 +68,11 @@ fn check_packed_i8(b: &PackedI8) {
         b.data.len(),
         b.panels() * b.groups() * NR * 4,
         "packed i8 weights: bad length"
+    );
+    assert_eq!(
+        b.wsum.len(),
+        b.panels() * NR,
+        "packed i8 weights: bad wsum length"
     );
 }
 
@@ -246,16 +264,22 @@ pub(crate) fn avx2_pw_i8_acc_6x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, o
     generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
     check_packed_i8(b);
     assert!(has_avx2_fma(), "avx2_pw_i8_acc_6x8 needs AVX2+FMA");
-    let n = b.n;
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
         pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            let mut t = [0i32; NR];
-            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
-            let cnt = NR.min(n - n0);
-            out[orow * n + n0..orow * n + n0 + cnt].copy_from_slice(&t[..cnt]);
+            store_acc(acc, out, orow, n0, b.n)
         })
     }
+}
+
+/// Stores the accumulators of channels `n0..min(n0+8, n)` of output row `orow`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_acc(acc: __m256i, out: &mut [i32], orow: usize, n0: usize, n: usize) {
+    let mut t = [0i32; NR];
+    _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
+    let cnt = NR.min(n - n0);
+    out[orow * n + n0..orow * n + n0 + cnt].copy_from_slice(&t[..cnt]);
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -351,6 +375,143 @@ unsafe fn tile_i8<const MR: usize>(a: &[i8], b: &PackedI8, m: usize, p: usize) -
         res[r] = _mm256_permute4x64_epi64::<0xD8>(_mm256_hadd_epi32(acc[r][0], acc[r][1]));
     }
     res
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise int8 with AVX-VNNI: 6 rows × 16 channels (two panels), `vpdpbusd`.
+// ------------------------------------------------------------------------------------------
+
+/// int8 GEMM with requantising epilogue on AVX-VNNI, rows `[m0,m1)`; microkernel 6×16.
+///
+/// `vpdpbusd` multiplies *unsigned* bytes by signed bytes and adds each group of four
+/// products into an i32 lane, with no intermediate saturation. The activations are fed as
+/// `a + 128` (a sign-bit flip) and the accumulators start at `-128 · Σ_k w`
+/// ([`PackedI8::wsum`]), so the result is the exact signed dot product. One instruction does
+/// 32 multiply-adds, against 16 for `vpmaddwd` after two sign extensions.
+pub(crate) fn vnni_pw_i8_6x16(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(has_avx_vnni(), "vnni_pw_i8_6x16 needs AVX-VNNI");
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_requant(acc, epi, out, orow, n0, b.n)
+        })
+    }
+}
+
+/// int8 GEMM on AVX-VNNI, raw i32 accumulators, rows `[m0,m1)`.
+pub(crate) fn vnni_pw_i8_acc_6x16(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    assert!(has_avx_vnni(), "vnni_pw_i8_acc_6x16 needs AVX-VNNI");
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_acc(acc, out, orow, n0, b.n)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avxvnni")]
+#[inline]
+unsafe fn pw_i8_vnni_impl(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    mut store: impl FnMut(__m256i, usize, usize),
+) {
+    let panels = b.panels();
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(6);
+        let mut p = 0;
+        while p < panels {
+            let np = (panels - p).min(2);
+            macro_rules! t {
+                ($mr:literal, $np:literal) => {{
+                    // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers).
+                    let acc = unsafe { tile_i8_vnni::<$mr, $np>(a, b, m, p) };
+                    for r in 0..$mr {
+                        for q in 0..$np {
+                            store(acc[r][q], m - m0 + r, (p + q) * NR);
+                        }
+                    }
+                }};
+            }
+            match (mr, np) {
+                (6, 2) => t!(6, 2),
+                (5, 2) => t!(5, 2),
+                (4, 2) => t!(4, 2),
+                (3, 2) => t!(3, 2),
+                (2, 2) => t!(2, 2),
+                (1, 2) => t!(1, 2),
+                (6, _) => t!(6, 1),
+                (5, _) => t!(5, 1),
+                (4, _) => t!(4, 1),
+                (3, _) => t!(3, 1),
+                (2, _) => t!(2, 1),
+                _ => t!(1, 1),
+            }
+            p += np;
+        }
+        m += mr;
+    }
+}
+
+/// Accumulators of rows `m..m+MR` against panels `p..p+NP`, channel order 0..8 per panel.
+#[target_feature(enable = "avx2,fma,avxvnni")]
+#[inline]
+unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
+    a: &[i8],
+    b: &PackedI8,
+    m: usize,
+    p: usize,
+) -> [[__m256i; NP]; MR] {
+    let k = b.k;
+    let g_full = k / 4;
+    let tail = k % 4;
+    let ap = a.as_ptr().add(m * k);
+    let panel_len = b.groups() * NR * 4;
+    let bp = b.data.as_ptr().add(p * panel_len);
+    let flip = _mm256_set1_epi8(i8::MIN);
+    let mut init = [_mm256_setzero_si256(); NP];
+    for (q, v) in init.iter_mut().enumerate() {
+        let ws = _mm256_loadu_si256(b.wsum.as_ptr().add((p + q) * NR) as *const __m256i);
+        *v = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(ws));
+    }
+    let mut acc = [init; MR];
+    for g in 0..b.groups() {
+        let mut w = [_mm256_setzero_si256(); NP];
+        for (q, v) in w.iter_mut().enumerate() {
+            *v = _mm256_loadu_si256(bp.add(q * panel_len + g * 32) as *const __m256i);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let a4: i32 = if g < g_full {
+                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
+            } else {
+                // partial last group: read only the K bytes of the row; the packed weights
+                // are zero beyond K, so the padding bytes' value does not matter
+                let mut t = [0i8; 4];
+                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
+                i32::from_ne_bytes(t.map(|x| x as u8))
+            };
+            let av = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);
+            for q in 0..NP {
+                acc_r[q] = _mm256_dpbusd_avx_epi32(acc_r[q], av, w[q]);
+            }
+        }
+    }
+    acc
 }
 
 // ------------------------------------------------------------------------------------------
