@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::{self, generic, kernels, Kernels};
+use crate::kernels::{generic, kernels, Kernels};
 use layers::{apply_act, upsample2x, Layer};
 use plan::Plan;
 use pool::{split, Pool};
@@ -407,10 +407,11 @@ impl Engine {
             let s = plan.shapes[0];
             let n = s[0] * s[1] * s[2];
             let b = plan.buffer_of[0];
-            let inv = 1.0 / q.scales[0];
-            for (d, &x) in q.buffers[b][..n].iter_mut().zip(&self.buffers[b][..n]) {
-                *d = kernels::sat_i8(x * inv);
-            }
+            (k.quantize_i8)(
+                &self.buffers[b][..n],
+                1.0 / q.scales[0],
+                &mut q.buffers[b][..n],
+            );
         }
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
             let start = self.profile.as_ref().map(|_| Instant::now());

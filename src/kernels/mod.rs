@@ -436,6 +436,9 @@ pub type Pool2F32Fn =
     fn(input: &[f32], h: usize, w: usize, c: usize, y0: usize, y1: usize, out: &mut [f32]);
 /// In place logistic sigmoid.
 pub type SigmoidF32Fn = fn(x: &mut [f32]);
+/// `out = sat(round(x * inv_scale))`: an f32 tensor into int8 steps (the network input of an
+/// int8 model).
+pub type QuantizeI8Fn = fn(x: &[f32], inv_scale: f32, out: &mut [i8]);
 
 /// Which path the table was built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,6 +483,7 @@ pub struct Kernels {
     pub maxpool2_f32: Pool2F32Fn,
     pub avgpool2_f32: Pool2F32Fn,
     pub sigmoid_f32: SigmoidF32Fn,
+    pub quantize_i8: QuantizeI8Fn,
     pub names: KernelNames,
 }
 
@@ -495,6 +499,7 @@ pub struct KernelNames {
     pub up2_add_f32: &'static str,
     pub pool2_f32: &'static str,
     pub sigmoid_f32: &'static str,
+    pub quantize_i8: &'static str,
 }
 
 impl Kernels {
@@ -513,6 +518,7 @@ impl Kernels {
             maxpool2_f32: generic::maxpool2_f32,
             avgpool2_f32: generic::avgpool2_f32,
             sigmoid_f32: generic::sigmoid_f32,
+            quantize_i8: generic::quantize_i8,
             names: KernelNames {
                 pw_f32: "generic_pw_f32_1x8",
                 pw_i8: "generic_pw_i8_1x8",
@@ -523,6 +529,7 @@ impl Kernels {
                 up2_add_f32: "generic_up2_add_f32",
                 pool2_f32: "generic_pool2_f32",
                 sigmoid_f32: "generic_sigmoid_f32",
+                quantize_i8: "generic_quantize_i8",
             },
         }
     }
@@ -546,8 +553,8 @@ impl Kernels {
     pub fn describe(&self) -> String {
         let n = &self.names;
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 

@@ -217,7 +217,7 @@ fn conv_cases() -> Vec<ConvCase> {
         dw: false,
     });
     // depthwise
-    for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (33, 5)] {
+    for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (33, 5), (6, 16)] {
         for &c in &[1usize, 3, 5, 17, 33, 130] {
             for &(k, stride, pad) in &[(3usize, 1usize, 1usize), (3, 2, 1), (3, 1, 0), (5, 2, 2)] {
                 if h + 2 * pad < k || w + 2 * pad < k {
@@ -567,6 +567,19 @@ fn simd_elementwise_matches_generic() {
                 let (sa, sb) = (0.7, 1.3);
                 let mut q1 = vec![0i8; len];
                 let mut q2 = vec![0i8; len];
+                // quantisation of an f32 tensor, values from far below to far above ±127
+                let big: Vec<f32> = a.iter().map(|v| v * 300.0).collect();
+                (kt.quantize_i8)(&big, 0.77, &mut q1);
+                for i in 0..len {
+                    let r = (big[i] * 0.77).round().clamp(-127.0, 127.0) as i32;
+                    assert!(
+                        (q1[i] as i32 - r).abs() <= 1,
+                        "{}: {} -> {} (want {r})",
+                        kt.names.quantize_i8,
+                        big[i],
+                        q1[i]
+                    );
+                }
                 (kt.add_i8)(&ai, sa, &bi, sb, &mut q1);
                 (g.add_i8)(&ai, sa, &bi, sb, &mut q2);
                 assert_within_1(&q1, &q2, "add_i8");

@@ -348,6 +348,19 @@ pub(crate) fn add_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+pub(crate) fn quantize_i8(x: &[f32], inv_scale: f32, out: &mut [i8]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "quantize: lens {} {}",
+        x.len(),
+        out.len()
+    );
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = super::sat_i8(v * inv_scale);
+    }
+}
+
 pub(crate) fn add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
     assert!(
         a.len() == b.len() && a.len() == out.len(),

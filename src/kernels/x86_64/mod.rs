@@ -43,6 +43,8 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     k.names.dw_f32 = "avx2_dw3x3_f32|avx2_dwkxk_f32";
     k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
     k.names.add_i8 = "avx2_add_i8";
+    k.quantize_i8 = avx2_quantize_i8;
+    k.names.quantize_i8 = "avx2_quantize_i8";
     if dot && has_avx_vnni() {
         k.pw_i8 = vnni_pw_i8_6x16;
         k.pw_i8_acc = vnni_pw_i8_acc_6x16;
@@ -697,8 +699,28 @@ unsafe fn dw_i8_impl<const K: usize>(
     out: &mut [i8],
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
+    // Output columns whose whole 3×3 window lies inside the image, and the channels (whole
+    // groups of 16) that `dw3_i8_row16` computes there.
+    let (xa, xb) = if K == 3 { interior_cols(s) } else { (0, 0) };
+    let c16 = if xa < xb { c / 16 * 16 } else { 0 };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        let rows_inside = ky0 == 0 && ky1 == K;
+        if rows_inside {
+            for c0 in (0..c16).step_by(16) {
+                dw3_i8_row16(
+                    input,
+                    s,
+                    w,
+                    epi,
+                    oy,
+                    xa,
+                    xb,
+                    c0,
+                    out[(oy - y0) * ow * c..].as_mut_ptr(),
+                );
+            }
+        }
         for ox in 0..ow {
             let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
             let win = Win {
@@ -711,7 +733,11 @@ unsafe fn dw_i8_impl<const K: usize>(
             };
             let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
             let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = 0;
+            let mut c0 = if rows_inside && (xa..xb).contains(&ox) {
+                c16
+            } else {
+                0
+            };
             while c0 + 32 <= c {
                 if full {
                     dw_i8_block::<2, K>(input, s, w, epi, win, c0, op);
@@ -745,6 +771,87 @@ unsafe fn dw_i8_impl<const K: usize>(
                 *op.add(cc) = epi.requant(acc, cc);
             }
         }
+    }
+}
+
+/// `[xa, xb)`: the output columns of a 3×3 conv whose window is wholly inside the image.
+fn interior_cols(s: &ConvShape) -> (usize, usize) {
+    let xa = s.pad.div_ceil(s.stride);
+    // ox·stride − pad + 3 <= w
+    let xb = if s.w + s.pad >= 3 {
+        ((s.w + s.pad - 3) / s.stride + 1).min(s.ow())
+    } else {
+        0
+    };
+    (xa.min(xb), xb)
+}
+
+/// Channels `[c0, c0+16)` of output columns `[xa, xb)` of output row `oy`, where the whole
+/// 3×3 window is inside the image; `orow` points at the start of that output row.
+///
+/// The weights stay in registers for the whole row, as i16 pairs of taps (0,1), (2,3), (4,5),
+/// (6,7), (8,–): `vpmaddwd` then multiplies two taps and adds them into i32 in one
+/// instruction, twice the work per instruction of widening every product. `unpack` works
+/// per 128-bit lane, so the accumulators hold channels (0–3, 8–11) and (4–7, 12–15) until
+/// the final `permute2x128`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_i8_row16(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    c0: usize,
+    orow: *mut i8,
+) {
+    let c = s.cin;
+    let wp = w.data.as_ptr().add(c0);
+    let tap_w = |t: usize| {
+        if t < 9 {
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(t * c) as *const __m128i))
+        } else {
+            _mm256_setzero_si256()
+        }
+    };
+    let mut wlo = [_mm256_setzero_si256(); 5];
+    let mut whi = [_mm256_setzero_si256(); 5];
+    let mut off = [0usize; 10];
+    for p in 0..5 {
+        let (a, b) = (tap_w(2 * p), tap_w(2 * p + 1));
+        wlo[p] = _mm256_unpacklo_epi16(a, b);
+        whi[p] = _mm256_unpackhi_epi16(a, b);
+    }
+    for (t, o) in off.iter_mut().enumerate().take(9) {
+        *o = ((t / 3) * s.w + t % 3) * c;
+    }
+    let iy0 = oy * s.stride - s.pad;
+    for ox in xa..xb {
+        let base = input
+            .as_ptr()
+            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
+        let x = |t: usize| {
+            if t < 9 {
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(base.add(off[t]) as *const __m128i))
+            } else {
+                _mm256_setzero_si256()
+            }
+        };
+        let mut lo = _mm256_setzero_si256();
+        let mut hi = _mm256_setzero_si256();
+        for p in 0..5 {
+            let (a, b) = (x(2 * p), x(2 * p + 1));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wlo[p]));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), whi[p]));
+        }
+        let first = requant8(_mm256_permute2x128_si256::<0x20>(lo, hi), epi, c0);
+        let second = requant8(_mm256_permute2x128_si256::<0x31>(lo, hi), epi, c0 + 8);
+        _mm_storeu_si128(
+            orow.add(ox * c + c0) as *mut __m128i,
+            _mm_unpacklo_epi64(first, second),
+        );
     }
 }
 
@@ -833,6 +940,46 @@ unsafe fn dw_i8_block8(
 // ------------------------------------------------------------------------------------------
 // Elementwise
 // ------------------------------------------------------------------------------------------
+
+/// `out = sat(round(x * inv_scale))`, 32 lanes at a time (rounding half to even).
+pub(crate) fn avx2_quantize_i8(x: &[f32], inv_scale: f32, out: &mut [i8]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "quantize: lens {} {}",
+        x.len(),
+        out.len()
+    );
+    assert!(has_avx2_fma(), "avx2_quantize_i8 needs AVX2+FMA");
+    // SAFETY: features asserted; indices < len (loop bounds).
+    unsafe { quantize_i8_impl(x, inv_scale, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_i8_impl(x: &[f32], inv_scale: f32, out: &mut [i8]) {
+    let n = x.len();
+    let inv = _mm256_set1_ps(inv_scale);
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let q = |i: usize| {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv);
+        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi))
+    };
+    let mut i = 0;
+    while i + 32 <= n {
+        // packs work per 128-bit lane: the permute puts the four groups of 8 back in order
+        let ab = _mm256_packs_epi32(q(i), q(i + 8));
+        let cd = _mm256_packs_epi32(q(i + 16), q(i + 24));
+        let r = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(ab, cd),
+            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+        );
+        _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, r);
+        i += 32;
+    }
+    for j in i..n {
+        out[j] = super::sat_i8(x[j] * inv_scale);
+    }
+}
 
 /// `out = sat(round(a*sa + b*sb))`, 16 lanes at a time.
 pub(crate) fn avx2_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
