@@ -570,8 +570,18 @@ unsafe fn dw_f32_impl<const K: usize>(
     out: &mut [f32],
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
+    // As in the int8 kernel: interior columns, whole groups of 8 channels, by rows.
+    let (xa, xb) = if K == 3 { interior_cols(s) } else { (0, 0) };
+    let c8 = if xa < xb { c / 8 * 8 } else { 0 };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
+        let rows_inside = ky0 == 0 && ky1 == K;
+        if rows_inside {
+            for c0 in (0..c8).step_by(8) {
+                let orow = out[(oy - y0) * ow * c..].as_mut_ptr();
+                dw3_f32_row8(input, s, w, epi, oy, xa, xb, c0, orow);
+            }
+        }
         for ox in 0..ow {
             let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
             let win = Win {
@@ -584,7 +594,11 @@ unsafe fn dw_f32_impl<const K: usize>(
             };
             let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
             let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = 0;
+            let mut c0 = if rows_inside && (xa..xb).contains(&ox) {
+                c8
+            } else {
+                0
+            };
             while c0 + 32 <= c {
                 if full {
                     dw_f32_block::<4, K>(input, s, w, epi, win, c0, op);
@@ -613,6 +627,44 @@ unsafe fn dw_f32_impl<const K: usize>(
                 *op.add(cc) = epi.act.apply(acc + epi.bias[cc], cc);
             }
         }
+    }
+}
+
+/// Channels `[c0, c0+8)` of output columns `[xa, xb)` of output row `oy`, where the whole
+/// 3×3 window is inside the image; `orow` points at the start of that output row. The nine
+/// weight vectors stay in registers for the row; one partial sum per kernel row keeps the
+/// dependent chains short.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_f32_row8(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    c0: usize,
+    orow: *mut f32,
+) {
+    let c = s.cin;
+    let wp = w.data.as_ptr().add(c0);
+    let wv: [__m256; 9] = core::array::from_fn(|t| _mm256_loadu_ps(wp.add(t * c)));
+    let bias = _mm256_loadu_ps(epi.bias.as_ptr().add(c0));
+    let row = s.w * c;
+    let iy0 = oy * s.stride - s.pad;
+    for ox in xa..xb {
+        let b = input
+            .as_ptr()
+            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
+        let tap = |ky: usize, kx: usize, acc: __m256| {
+            _mm256_fmadd_ps(_mm256_loadu_ps(b.add(ky * row + kx * c)), wv[ky * 3 + kx], acc)
+        };
+        let r0 = tap(0, 2, tap(0, 1, tap(0, 0, bias)));
+        let r1 = tap(1, 2, tap(1, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(row)), wv[3])));
+        let r2 = tap(2, 2, tap(2, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(2 * row)), wv[6])));
+        let v = _mm256_add_ps(_mm256_add_ps(r0, r1), r2);
+        _mm256_storeu_ps(orow.add(ox * c + c0), act_ps(&epi.act, v, c0));
     }
 }
 
