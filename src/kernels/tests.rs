@@ -428,6 +428,15 @@ fn simd_tables() -> Vec<Kernels> {
         v.push(nodot);
     }
     if auto.names.pw_i8 != nodot.names.pw_i8 {
+        // every dot-product GEMM the CPU can run, not only the one `auto` picks
+        #[cfg(target_arch = "x86_64")]
+        for (name, pw, acc) in x86_64::dot_pw_i8() {
+            if name != auto.names.pw_i8 {
+                let mut t = auto;
+                (t.pw_i8, t.pw_i8_acc, t.names.pw_i8) = (pw, acc, name);
+                v.push(t);
+            }
+        }
         v.push(auto);
     } else if cfg!(target_arch = "aarch64") {
         eprintln!("SKIPPED: dotprod kernels (CPU lacks the dot-product extension); NEON tested");
@@ -688,23 +697,34 @@ fn dispatch_matches_cpu() {
         if !avx2 {
             eprintln!("SKIPPED: AVX2+FMA not on this CPU, generic table in use");
         }
-        // AVX-VNNI read independently of std's detection, from the kernel's flags.
+        // VNNI read independently of std's detection, from the kernel's flags: AVX-512 VNNI
+        // is preferred to AVX-VNNI.
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let vnni = cpuinfo
+        let flags: Vec<&str> = cpuinfo
             .lines()
             .find(|l| l.starts_with("flags"))
-            .is_some_and(|l| l.split_whitespace().any(|f| f == "avx_vnni"));
-        assert_eq!(
-            auto.names.pw_i8.starts_with("vnni_"),
-            avx2 && vnni,
-            "VNNI table vs /proc/cpuinfo: {}",
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        let has = |f: &str| flags.contains(&f);
+        let want = if !avx2 {
+            "generic_"
+        } else if has("avx512f") && has("avx512_vnni") {
+            "avx512vnni_"
+        } else if has("avx_vnni") {
+            "vnni_"
+        } else {
+            "avx2_"
+        };
+        assert!(
+            auto.names.pw_i8.starts_with(want),
+            "VNNI table vs /proc/cpuinfo (want {want}...): {}",
             auto.describe()
         );
         assert!(
             !Kernels::select(Mode::NoDotprod)
                 .names
                 .pw_i8
-                .starts_with("vnni_"),
+                .contains("vnni"),
             "nodotprod must not use VNNI"
         );
     }

@@ -14,7 +14,8 @@ use core::arch::x86_64::*;
 
 use super::generic;
 use super::{
-    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, NR,
+    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
+    PwI8AccFn, PwI8Fn, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -45,11 +46,30 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     k.names.add_i8 = "avx2_add_i8";
     k.quantize_i8 = avx2_quantize_i8;
     k.names.quantize_i8 = "avx2_quantize_i8";
-    if dot && has_avx_vnni() {
-        k.pw_i8 = vnni_pw_i8_6x16;
-        k.pw_i8_acc = vnni_pw_i8_acc_6x16;
-        k.names.pw_i8 = "vnni_pw_i8_6x16";
+    if dot {
+        if let Some(&(name, pw, acc)) = dot_pw_i8().first() {
+            k.pw_i8 = pw;
+            k.pw_i8_acc = acc;
+            k.names.pw_i8 = name;
+        }
     }
+}
+
+/// The dot-product (VNNI) int8 GEMMs this CPU can run, fastest first: the table takes the
+/// first, the tests check them all.
+pub(crate) fn dot_pw_i8() -> Vec<(&'static str, PwI8Fn, PwI8AccFn)> {
+    let mut v: Vec<(&'static str, PwI8Fn, PwI8AccFn)> = Vec::new();
+    if has_avx512_vnni() {
+        v.push((
+            "avx512vnni_pw_i8_8x32",
+            avx512vnni_pw_i8_8x32,
+            avx512vnni_pw_i8_acc_8x32,
+        ));
+    }
+    if has_avx_vnni() {
+        v.push(("vnni_pw_i8_6x16", vnni_pw_i8_6x16, vnni_pw_i8_acc_6x16));
+    }
+    v
 }
 
 fn check_packed_f32(b: &PackedF32) {
@@ -517,6 +537,180 @@ unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
 }
 
 // ------------------------------------------------------------------------------------------
+// Pointwise int8 with AVX-512 VNNI: 8 rows × 32 channels, `vpdpbusd` on 512-bit registers.
+// ------------------------------------------------------------------------------------------
+
+/// AVX-512 VNNI (Ice Lake server, Sapphire Rapids, Zen 4 and later).
+fn has_avx512_vnni() -> bool {
+    has_avx2_fma()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`; microkernel 8×32.
+/// The same scheme as [`vnni_pw_i8_6x16`] on registers twice as wide (each holds two packed
+/// panels), and twice as many of them, so a tile covers 8 rows × 4 panels.
+pub(crate) fn avx512vnni_pw_i8_8x32(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(
+        has_avx512_vnni(),
+        "avx512vnni_pw_i8_8x32 needs AVX-512 VNNI"
+    );
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_requant(acc, epi, out, orow, n0, b.n)
+        })
+    }
+}
+
+/// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
+pub(crate) fn avx512vnni_pw_i8_acc_8x32(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    assert!(
+        has_avx512_vnni(),
+        "avx512vnni_pw_i8_acc_8x32 needs AVX-512 VNNI"
+    );
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+            store_acc(acc, out, orow, n0, b.n)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+#[inline]
+unsafe fn pw_i8_avx512_impl(
+    a: &[i8],
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    mut store: impl FnMut(__m256i, usize, usize),
+) {
+    let panels = b.panels();
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(8);
+        let mut p = 0;
+        while p < panels {
+            let left = panels - p;
+            let np = if left >= 4 {
+                4
+            } else if left >= 2 {
+                2
+            } else {
+                1
+            };
+            macro_rules! t {
+                ($mr:literal, $nz:literal) => {{
+                    // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers).
+                    let acc = unsafe { tile_i8_avx512::<$mr, $nz>(a, b, m, p, np) };
+                    for r in 0..$mr {
+                        for q in 0..np {
+                            let half = if q % 2 == 0 {
+                                _mm512_castsi512_si256(acc[r][q / 2])
+                            } else {
+                                _mm512_extracti64x4_epi64::<1>(acc[r][q / 2])
+                            };
+                            store(half, m - m0 + r, (p + q) * NR);
+                        }
+                    }
+                }};
+            }
+            macro_rules! arms {
+                ($($m:literal)*) => {
+                    match (mr, np) {
+                        $( ($m, 4) => t!($m, 2), ($m, _) => t!($m, 1), )*
+                        _ => unreachable!("mr <= 8"),
+                    }
+                };
+            }
+            arms!(1 2 3 4 5 6 7 8);
+            p += np;
+        }
+        m += mr;
+    }
+}
+
+/// Accumulators of rows `m..m+MR` against the `np` (<= 2·NZ) panels from `p`: register `z`
+/// of a row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent).
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+#[inline]
+unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
+    a: &[i8],
+    b: &PackedI8,
+    m: usize,
+    p: usize,
+    np: usize,
+) -> [[__m512i; NZ]; MR] {
+    let k = b.k;
+    let g_full = k / 4;
+    let tail = k % 4;
+    let ap = a.as_ptr().add(m * k);
+    let panel_len = b.groups() * NR * 4;
+    let bp = b.data.as_ptr().add(p * panel_len);
+    let flip = _mm512_set1_epi8(i8::MIN);
+    // lanes of the panels that exist: all 16, or the low 8 when the high panel is absent
+    let mask = |z: usize| -> __mmask16 {
+        if 2 * z + 1 < np {
+            0xFFFF
+        } else {
+            0x00FF
+        }
+    };
+    let mut init = [_mm512_setzero_si512(); NZ];
+    for (z, v) in init.iter_mut().enumerate() {
+        let ws = _mm512_maskz_loadu_epi32(mask(z), b.wsum.as_ptr().add((p + 2 * z) * NR));
+        *v = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(ws));
+    }
+    let mut acc = [init; MR];
+    for g in 0..b.groups() {
+        let mut w = [_mm512_setzero_si512(); NZ];
+        for (z, v) in w.iter_mut().enumerate() {
+            let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
+            let hi = if 2 * z + 1 < np {
+                _mm256_loadu_si256(bp.add((2 * z + 1) * panel_len + g * 32) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let a4: i32 = if g < g_full {
+                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
+            } else {
+                // partial last group, as in `tile_i8_vnni`
+                let mut t = [0i8; 4];
+                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
+                i32::from_ne_bytes(t.map(|x| x as u8))
+            };
+            let av = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
+            for z in 0..NZ {
+                acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
+            }
+        }
+    }
+    acc
+}
+
+// ------------------------------------------------------------------------------------------
 // Depthwise, vectorised across channels.
 // ------------------------------------------------------------------------------------------
 
@@ -658,11 +852,23 @@ unsafe fn dw3_f32_row8(
             .as_ptr()
             .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
         let tap = |ky: usize, kx: usize, acc: __m256| {
-            _mm256_fmadd_ps(_mm256_loadu_ps(b.add(ky * row + kx * c)), wv[ky * 3 + kx], acc)
+            _mm256_fmadd_ps(
+                _mm256_loadu_ps(b.add(ky * row + kx * c)),
+                wv[ky * 3 + kx],
+                acc,
+            )
         };
         let r0 = tap(0, 2, tap(0, 1, tap(0, 0, bias)));
-        let r1 = tap(1, 2, tap(1, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(row)), wv[3])));
-        let r2 = tap(2, 2, tap(2, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(2 * row)), wv[6])));
+        let r1 = tap(
+            1,
+            2,
+            tap(1, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(row)), wv[3])),
+        );
+        let r2 = tap(
+            2,
+            2,
+            tap(2, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(2 * row)), wv[6])),
+        );
         let v = _mm256_add_ps(_mm256_add_ps(r0, r1), r2);
         _mm256_storeu_ps(orow.add(ox * c + c0), act_ps(&epi.act, v, c0));
     }
