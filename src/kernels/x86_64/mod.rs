@@ -540,10 +540,13 @@ unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
 // Pointwise int8 with AVX-512 VNNI: 8 rows × 32 channels, `vpdpbusd` on 512-bit registers.
 // ------------------------------------------------------------------------------------------
 
-/// AVX-512 VNNI (Ice Lake server, Sapphire Rapids, Zen 4 and later).
+/// AVX-512 VNNI with byte/word and 128/256-bit forms (Ice Lake server, Sapphire Rapids,
+/// Zen 4 and later).
 fn has_avx512_vnni() -> bool {
     has_avx2_fma()
         && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
@@ -568,9 +571,47 @@ pub(crate) fn avx512vnni_pw_i8_8x32(
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
         pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant(acc, epi, out, orow, n0, b.n)
+            store_requant16(acc, epi, out, orow, n0, b.n)
         })
     }
+}
+
+/// Requantises the 16 accumulators of channels `n0..` of output row `orow` and stores the
+/// channels that exist (`< n`) with one masked byte store.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn store_requant16(
+    acc: __m512i,
+    epi: &EpiI8,
+    out: &mut [i8],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    let cnt = (n - n0).min(16);
+    let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
+    // SAFETY (loads and store): lanes >= cnt are masked off; the others are < n, inside
+    // bias/mult/slopes (len >= n, checked by EpiI8::check) and inside the output row.
+    let bias = _mm512_maskz_loadu_epi32(m, epi.bias.as_ptr().add(n0));
+    let mult = _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(n0));
+    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+    let zero = _mm512_setzero_ps();
+    let v = match epi.act {
+        Act::None => v,
+        Act::Relu => _mm512_max_ps(v, zero),
+        Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
+        Act::PRelu(al) => {
+            let al = _mm512_maskz_loadu_ps(m, al.as_ptr().add(n0));
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+            _mm512_mask_mul_ps(v, neg, v, al)
+        }
+    };
+    let v = _mm512_min_ps(
+        _mm512_max_ps(v, _mm512_set1_ps(-127.0)),
+        _mm512_set1_ps(127.0),
+    );
+    let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+    _mm_mask_storeu_epi8(out.as_mut_ptr().add(orow * n + n0), m, q);
 }
 
 /// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
@@ -590,19 +631,22 @@ pub(crate) fn avx512vnni_pw_i8_acc_8x32(
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
         pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc(acc, out, orow, n0, b.n)
+            store_acc(_mm512_castsi512_si256(acc), out, orow, n0, b.n);
+            if n0 + NR < b.n {
+                store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
+            }
         })
     }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn pw_i8_avx512_impl(
     a: &[i8],
     b: &PackedI8,
     m0: usize,
     m1: usize,
-    mut store: impl FnMut(__m256i, usize, usize),
+    mut store: impl FnMut(__m512i, usize, usize),
 ) {
     let panels = b.panels();
     let mut m = m0;
@@ -623,13 +667,8 @@ unsafe fn pw_i8_avx512_impl(
                     // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers).
                     let acc = unsafe { tile_i8_avx512::<$mr, $nz>(a, b, m, p, np) };
                     for r in 0..$mr {
-                        for q in 0..np {
-                            let half = if q % 2 == 0 {
-                                _mm512_castsi512_si256(acc[r][q / 2])
-                            } else {
-                                _mm512_extracti64x4_epi64::<1>(acc[r][q / 2])
-                            };
-                            store(half, m - m0 + r, (p + q) * NR);
+                        for z in 0..np.div_ceil(2) {
+                            store(acc[r][z], m - m0 + r, (p + 2 * z) * NR);
                         }
                     }
                 }};
@@ -651,7 +690,7 @@ unsafe fn pw_i8_avx512_impl(
 
 /// Accumulators of rows `m..m+MR` against the `np` (<= 2·NZ) panels from `p`: register `z`
 /// of a row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent).
-#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
     a: &[i8],
