@@ -220,6 +220,38 @@ pub(crate) fn dw_i8(
 }
 
 /// im2col of output row `oy` into `dst` (`OW × kh*kw*cin`, order (ky,kx,ci), zeros for padding).
+/// `dst.copy_from_slice(src)`, without a `memcpy` call for short runs such as the 3-channel
+/// stem's (9 elements per kernel row, three times per output pixel): fixed-size chunks
+/// become plain vector moves, and constant trip counts keep the compiler from turning the
+/// loops back into a call.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    const CHUNK: usize = 8;
+    const MAX_CHUNKS: usize = 8;
+    let n = dst.len();
+    assert_eq!(n, src.len(), "copy_run: lens differ");
+    if n > CHUNK * MAX_CHUNKS {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    for _ in 0..MAX_CHUNKS {
+        if i + CHUNK > n {
+            break;
+        }
+        let c: [T; CHUNK] = src[i..i + CHUNK].try_into().expect("chunk");
+        dst[i..i + CHUNK].copy_from_slice(&c);
+        i += CHUNK;
+    }
+    for _ in 0..CHUNK - 1 {
+        if i >= n {
+            break;
+        }
+        dst[i] = src[i];
+        i += 1;
+    }
+}
+
 pub(crate) fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
     let (cin, ow) = (s.cin, s.ow());
     let kdim = s.kh * s.kw * cin;
@@ -232,7 +264,7 @@ pub(crate) fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usiz
                 // whole kernel row inside: the kw taps are one contiguous NHWC run
                 let run = s.kw * cin;
                 let b = (iy as usize * s.w + ix0 as usize) * cin;
-                row[ky * run..(ky + 1) * run].copy_from_slice(&input[b..b + run]);
+                copy_run(&mut row[ky * run..(ky + 1) * run], &input[b..b + run]);
                 continue;
             }
             for kx in 0..s.kw {

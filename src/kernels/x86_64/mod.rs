@@ -294,6 +294,23 @@ pub(crate) fn avx2_pw_i8_acc_6x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, o
     }
 }
 
+/// The 4 activation bytes of group `g` of an A row as one i32 (the `sdot`/`vpdpbusd`
+/// operand shape). The partial last group (`tail` bytes) reads only the row's bytes: the
+/// packed weights are zero beyond K, so the padding bytes' value does not matter. (Assembled
+/// by hand: a variable-length copy would be a `memcpy` call per row.)
+#[inline(always)]
+unsafe fn group_of_row(row: *const i8, g: usize, g_full: usize, tail: usize) -> i32 {
+    if g < g_full {
+        (row.add(4 * g) as *const i32).read_unaligned()
+    } else {
+        let mut v = 0u32;
+        for j in 0..tail {
+            v |= u32::from(*row.add(4 * g + j) as u8) << (8 * j);
+        }
+        v as i32
+    }
+}
+
 /// Stores the accumulators of channels `n0..min(n0+8, n)` of output row `orow`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -378,14 +395,7 @@ unsafe fn tile_i8<const MR: usize>(a: &[i8], b: &PackedI8, m: usize, p: usize) -
         let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32) as *const __m128i));
         let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32 + 16) as *const __m128i));
         for r in 0..MR {
-            let a4: i32 = if g < g_full {
-                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
-            } else {
-                // partial last group: the packed weights are zero beyond K, read only K bytes
-                let mut t = [0i8; 4];
-                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
-                i32::from_ne_bytes(t.map(|x| x as u8))
-            };
+            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
             let av = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a4)));
             acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b_lo));
             acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b_hi));
@@ -518,15 +528,7 @@ unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
             *v = _mm256_loadu_si256(bp.add(q * panel_len + g * 32) as *const __m256i);
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a4: i32 = if g < g_full {
-                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
-            } else {
-                // partial last group: read only the K bytes of the row; the packed weights
-                // are zero beyond K, so the padding bytes' value does not matter
-                let mut t = [0i8; 4];
-                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
-                i32::from_ne_bytes(t.map(|x| x as u8))
-            };
+            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
             let av = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);
             for q in 0..NP {
                 acc_r[q] = _mm256_dpbusd_avx_epi32(acc_r[q], av, w[q]);
@@ -732,14 +734,7 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
             *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a4: i32 = if g < g_full {
-                (ap.add(r * k + 4 * g) as *const i32).read_unaligned()
-            } else {
-                // partial last group, as in `tile_i8_vnni`
-                let mut t = [0i8; 4];
-                core::ptr::copy_nonoverlapping(ap.add(r * k + 4 * g), t.as_mut_ptr(), tail);
-                i32::from_ne_bytes(t.map(|x| x as u8))
-            };
+            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
             let av = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
             for z in 0..NZ {
                 acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
