@@ -425,6 +425,15 @@ fn simd_tables() -> Vec<Kernels> {
     let auto = Kernels::select(Mode::Auto);
     let nodot = Kernels::select(Mode::NoDotprod);
     if nodot.names.pw_i8 != Kernels::generic().names.pw_i8 {
+        // every f32 GEMM the CPU can run, not only the one the table picks
+        #[cfg(target_arch = "x86_64")]
+        for (name, pw) in x86_64::pw_f32_variants() {
+            if name != nodot.names.pw_f32 {
+                let mut t = nodot;
+                (t.pw_f32, t.names.pw_f32) = (pw, name);
+                v.push(t);
+            }
+        }
         v.push(nodot);
     }
     if auto.names.pw_i8 != nodot.names.pw_i8 {
@@ -689,7 +698,7 @@ fn dispatch_matches_cpu() {
     {
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         assert_eq!(
-            auto.names.pw_f32.starts_with("avx2_"),
+            auto.names.pw_f32.starts_with("avx2_") || auto.names.pw_f32.starts_with("avx512_"),
             avx2,
             "{}",
             auto.describe()
@@ -706,6 +715,12 @@ fn dispatch_matches_cpu() {
             .map(|l| l.split_whitespace().collect())
             .unwrap_or_default();
         let has = |f: &str| flags.contains(&f);
+        assert_eq!(
+            auto.names.pw_f32.starts_with("avx512_"),
+            avx2 && has("avx512f") && has("avx512dq"),
+            "AVX-512 f32 GEMM vs /proc/cpuinfo: {}",
+            auto.describe()
+        );
         let want = if !avx2 {
             "generic_"
         } else if has("avx512f") && has("avx512_vnni") {

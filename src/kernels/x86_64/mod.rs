@@ -14,7 +14,7 @@ use core::arch::x86_64::*;
 
 use super::generic;
 use super::{
-    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
+    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn,
     PwI8AccFn, PwI8Fn, NR,
 };
 
@@ -33,19 +33,21 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if !has_avx2_fma() {
         return;
     }
-    k.pw_f32 = avx2_pw_f32_6x16;
     k.pw_i8 = avx2_pw_i8_6x8;
     k.pw_i8_acc = avx2_pw_i8_acc_6x8;
     k.dw_f32 = avx2_dw_f32;
     k.dw_i8 = avx2_dw_i8;
     k.add_i8 = avx2_add_i8;
-    k.names.pw_f32 = "avx2_pw_f32_6x16";
     k.names.pw_i8 = "avx2_pw_i8_6x8";
     k.names.dw_f32 = "avx2_dw3x3_f32|avx2_dwkxk_f32";
     k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
     k.names.add_i8 = "avx2_add_i8";
     k.quantize_i8 = avx2_quantize_i8;
     k.names.quantize_i8 = "avx2_quantize_i8";
+    if let Some(&(name, pw)) = pw_f32_variants().first() {
+        k.pw_f32 = pw;
+        k.names.pw_f32 = name;
+    }
     if dot {
         if let Some(&(name, pw, acc)) = dot_pw_i8().first() {
             k.pw_i8 = pw;
@@ -53,6 +55,19 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
             k.names.pw_i8 = name;
         }
     }
+}
+
+/// The f32 GEMMs this CPU can run, fastest first: the table takes the first, the tests
+/// check them all.
+pub(crate) fn pw_f32_variants() -> Vec<(&'static str, PwF32Fn)> {
+    let mut v: Vec<(&'static str, PwF32Fn)> = Vec::new();
+    if has_avx512() {
+        v.push(("avx512_pw_f32_8x32", avx512_pw_f32_8x32));
+    }
+    if has_avx2_fma() {
+        v.push(("avx2_pw_f32_6x16", avx2_pw_f32_6x16));
+    }
+    v
 }
 
 /// The dot-product (VNNI) int8 GEMMs this CPU can run, fastest first: the table takes the
@@ -252,6 +267,143 @@ unsafe fn tile_f32<const MR: usize, const NP: usize>(
                     *op.add(n0 + j) = epi.act.apply(tj + epi.bias[n0 + j], n0 + j);
                 }
             }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Pointwise f32 with AVX-512: 8 rows × 32 channels (two packed panels per register).
+// ------------------------------------------------------------------------------------------
+
+/// AVX-512 with the 256-bit insert/extract forms (Skylake server, Ice Lake, Zen 4 and later).
+fn has_avx512() -> bool {
+    has_avx2_fma()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512dq")
+}
+
+/// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 8×32 on 512-bit
+/// registers: twice the work per FMA of the AVX2 kernel, and 32 registers hold the 16
+/// accumulators of a tile.
+pub(crate) fn avx512_pw_f32_8x32(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_f32(b);
+    epi.check(b.n);
+    assert!(has_avx512(), "avx512_pw_f32_8x32 needs AVX-512F/DQ");
+    // SAFETY: features asserted; rows [m0,m1) of `a`, the packed panels and the
+    // (m1-m0)×N output are in bounds by the checks above.
+    unsafe { pw_f32_avx512_impl(a, b, epi, m0, m1, out) }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+unsafe fn pw_f32_avx512_impl(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    let panels = b.panels();
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(8);
+        let mut p = 0;
+        while p < panels {
+            let left = panels - p;
+            let np = if left >= 4 {
+                4
+            } else if left >= 2 {
+                2
+            } else {
+                1
+            };
+            macro_rules! t {
+                ($mr:literal, $nz:literal) => {
+                    // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers).
+                    unsafe { tile_f32_avx512::<$mr, $nz>(a, b, epi, m, m - m0, p, np, out) }
+                };
+            }
+            macro_rules! arms {
+                ($($m:literal)*) => {
+                    match (mr, np) {
+                        $( ($m, 4) => t!($m, 2), ($m, _) => t!($m, 1), )*
+                        _ => unreachable!("mr <= 8"),
+                    }
+                };
+            }
+            arms!(1 2 3 4 5 6 7 8);
+            p += np;
+        }
+        m += mr;
+    }
+}
+
+/// Rows `m..m+MR` against the `np` (<= 2·NZ) panels from `p`, epilogue included: register
+/// `z` of a row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent).
+#[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32_avx512<const MR: usize, const NZ: usize>(
+    a: &[f32],
+    b: &PackedF32,
+    epi: &EpiF32,
+    m: usize,
+    orow: usize,
+    p: usize,
+    np: usize,
+    out: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    let ap = a.as_ptr().add(m * k);
+    let bp = b.data.as_ptr().add(p * k * NR);
+    let mut acc = [[_mm512_setzero_ps(); NZ]; MR];
+    for kk in 0..k {
+        let mut w = [_mm512_setzero_ps(); NZ];
+        for (z, v) in w.iter_mut().enumerate() {
+            let lo = _mm256_loadu_ps(bp.add((2 * z * k + kk) * NR));
+            let hi = if 2 * z + 1 < np {
+                _mm256_loadu_ps(bp.add(((2 * z + 1) * k + kk) * NR))
+            } else {
+                _mm256_setzero_ps()
+            };
+            *v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*ap.add(r * k + kk));
+            for z in 0..NZ {
+                acc_r[z] = _mm512_fmadd_ps(av, w[z], acc_r[z]);
+            }
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    for (r, acc_r) in acc.iter().enumerate() {
+        let op = out.as_mut_ptr().add((orow + r) * n);
+        for (z, &v) in acc_r.iter().enumerate().take(np.div_ceil(2)) {
+            let n0 = (p + 2 * z) * NR;
+            let cnt = (n - n0).min(16);
+            let mk: __mmask16 = ((1u32 << cnt) - 1) as u16;
+            // SAFETY: lanes >= cnt are masked off; the others are channels < n, inside the
+            // bias/slopes (len >= n) and inside the output row.
+            let v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, epi.bias.as_ptr().add(n0)));
+            let v = match epi.act {
+                Act::None => v,
+                Act::Relu => _mm512_max_ps(v, zero),
+                Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
+                Act::PRelu(al) => {
+                    let al = _mm512_maskz_loadu_ps(mk, al.as_ptr().add(n0));
+                    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+                    _mm512_mask_mul_ps(v, neg, v, al)
+                }
+            };
+            _mm512_mask_storeu_ps(op.add(n0), mk, v);
         }
     }
 }
