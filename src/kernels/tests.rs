@@ -427,11 +427,20 @@ fn simd_tables() -> Vec<Kernels> {
     if nodot.names.pw_i8 != Kernels::generic().names.pw_i8 {
         // every f32 GEMM the CPU can run, not only the one the table picks
         #[cfg(target_arch = "x86_64")]
-        for (name, pw) in x86_64::pw_f32_variants() {
-            if name != nodot.names.pw_f32 {
-                let mut t = nodot;
-                (t.pw_f32, t.names.pw_f32) = (pw, name);
-                v.push(t);
+        {
+            for (name, pw) in x86_64::pw_f32_variants() {
+                if name != nodot.names.pw_f32 {
+                    let mut t = nodot;
+                    (t.pw_f32, t.names.pw_f32) = (pw, name);
+                    v.push(t);
+                }
+            }
+            for (name, dw) in x86_64::dw_f32_variants() {
+                if name != nodot.names.dw_f32 {
+                    let mut t = nodot;
+                    (t.dw_f32, t.names.dw_f32) = (dw, name);
+                    v.push(t);
+                }
             }
         }
         v.push(nodot);

@@ -14,8 +14,8 @@ use core::arch::x86_64::*;
 
 use super::generic;
 use super::{
-    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn,
-    PwI8AccFn, PwI8Fn, NR,
+    Act, ConvShape, DwF32Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
+    PwF32Fn, PwI8AccFn, PwI8Fn, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -35,11 +35,9 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     }
     k.pw_i8 = avx2_pw_i8_6x8;
     k.pw_i8_acc = avx2_pw_i8_acc_6x8;
-    k.dw_f32 = avx2_dw_f32;
     k.dw_i8 = avx2_dw_i8;
     k.add_i8 = avx2_add_i8;
     k.names.pw_i8 = "avx2_pw_i8_6x8";
-    k.names.dw_f32 = "avx2_dw3x3_f32|avx2_dwkxk_f32";
     k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
     k.names.add_i8 = "avx2_add_i8";
     k.quantize_i8 = avx2_quantize_i8;
@@ -47,6 +45,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if let Some(&(name, pw)) = pw_f32_variants().first() {
         k.pw_f32 = pw;
         k.names.pw_f32 = name;
+    }
+    if let Some(&(name, dw)) = dw_f32_variants().first() {
+        k.dw_f32 = dw;
+        k.names.dw_f32 = name;
     }
     if dot {
         if let Some(&(name, pw, acc)) = dot_pw_i8().first() {
@@ -66,6 +68,18 @@ pub(crate) fn pw_f32_variants() -> Vec<(&'static str, PwF32Fn)> {
     }
     if has_avx2_fma() {
         v.push(("avx2_pw_f32_6x16", avx2_pw_f32_6x16));
+    }
+    v
+}
+
+/// The f32 depthwise kernels this CPU can run, fastest first.
+pub(crate) fn dw_f32_variants() -> Vec<(&'static str, DwF32Fn)> {
+    let mut v: Vec<(&'static str, DwF32Fn)> = Vec::new();
+    if has_avx512() {
+        v.push(("avx512_dw3x3_f32|avx2_dwkxk_f32", avx512_dw_f32));
+    }
+    if has_avx2_fma() {
+        v.push(("avx2_dw3x3_f32|avx2_dwkxk_f32", avx2_dw_f32));
     }
     v
 }
@@ -922,9 +936,37 @@ pub(crate) fn avx2_dw_f32(
     // the tap ranges are clipped to the image; outputs cover exactly rows [y0,y1).
     unsafe {
         if s.kh == 3 {
-            dw_f32_impl::<3>(input, s, w, epi, y0, y1, out)
+            dw_f32_impl::<3, false>(input, s, w, epi, y0, y1, out)
         } else {
-            dw_f32_impl::<0>(input, s, w, epi, y0, y1, out)
+            dw_f32_impl::<0, false>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+/// [`avx2_dw_f32`] whose 3×3 interior rows run 16 channels per register (AVX-512).
+pub(crate) fn avx512_dw_f32(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    assert!(has_avx512(), "avx512_dw_f32 needs AVX-512F/DQ");
+    // SAFETY: as avx2_dw_f32.
+    unsafe {
+        if s.kh == 3 {
+            dw_f32_impl::<3, true>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_f32_impl::<0, false>(input, s, w, epi, y0, y1, out)
         }
     }
 }
@@ -939,8 +981,9 @@ struct Win {
     ix0: isize,
 }
 
+/// `WIDE`: AVX-512 is present (asserted by the caller) and the interior rows use it.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_f32_impl<const K: usize>(
+unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
     input: &[f32],
     s: &ConvShape,
     w: &PackedDwF32,
@@ -957,9 +1000,17 @@ unsafe fn dw_f32_impl<const K: usize>(
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
         let rows_inside = ky0 == 0 && ky1 == K;
         if rows_inside {
-            for c0 in (0..c8).step_by(8) {
-                let orow = out[(oy - y0) * ow * c..].as_mut_ptr();
+            let orow = out[(oy - y0) * ow * c..].as_mut_ptr();
+            let mut c0 = 0;
+            if WIDE {
+                while c0 + 16 <= c8 {
+                    dw3_f32_row16(input, s, w, epi, oy, xa, xb, c0, orow);
+                    c0 += 16;
+                }
+            }
+            while c0 < c8 {
                 dw3_f32_row8(input, s, w, epi, oy, xa, xb, c0, orow);
+                c0 += 8;
             }
         }
         for ox in 0..ow {
@@ -1057,6 +1108,64 @@ unsafe fn dw3_f32_row8(
         );
         let v = _mm256_add_ps(_mm256_add_ps(r0, r1), r2);
         _mm256_storeu_ps(orow.add(ox * c + c0), act_ps(&epi.act, v, c0));
+    }
+}
+
+/// [`dw3_f32_row8`] on 16 channels per (512-bit) register.
+#[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_f32_row16(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF32,
+    epi: &EpiF32,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    c0: usize,
+    orow: *mut f32,
+) {
+    let c = s.cin;
+    let wp = w.data.as_ptr().add(c0);
+    let wv: [__m512; 9] = core::array::from_fn(|t| _mm512_loadu_ps(wp.add(t * c)));
+    let bias = _mm512_loadu_ps(epi.bias.as_ptr().add(c0));
+    let zero = _mm512_setzero_ps();
+    let row = s.w * c;
+    let iy0 = oy * s.stride - s.pad;
+    for ox in xa..xb {
+        let b = input
+            .as_ptr()
+            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
+        let tap = |ky: usize, kx: usize, acc: __m512| {
+            _mm512_fmadd_ps(
+                _mm512_loadu_ps(b.add(ky * row + kx * c)),
+                wv[ky * 3 + kx],
+                acc,
+            )
+        };
+        let r0 = tap(0, 2, tap(0, 1, tap(0, 0, bias)));
+        let r1 = tap(
+            1,
+            2,
+            tap(1, 1, _mm512_mul_ps(_mm512_loadu_ps(b.add(row)), wv[3])),
+        );
+        let r2 = tap(
+            2,
+            2,
+            tap(2, 1, _mm512_mul_ps(_mm512_loadu_ps(b.add(2 * row)), wv[6])),
+        );
+        let v = _mm512_add_ps(_mm512_add_ps(r0, r1), r2);
+        let v = match epi.act {
+            Act::None => v,
+            Act::Relu => _mm512_max_ps(v, zero),
+            Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
+            Act::PRelu(al) => {
+                let al = _mm512_loadu_ps(al.as_ptr().add(c0));
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+                _mm512_mask_mul_ps(v, neg, v, al)
+            }
+        };
+        _mm512_storeu_ps(orow.add(ox * c + c0), v);
     }
 }
 
