@@ -442,6 +442,13 @@ fn simd_tables() -> Vec<Kernels> {
                     v.push(t);
                 }
             }
+            for (name, dw) in x86_64::dw_i8_variants() {
+                if name != nodot.names.dw_i8 {
+                    let mut t = nodot;
+                    (t.dw_i8, t.names.dw_i8) = (dw, name);
+                    v.push(t);
+                }
+            }
         }
         v.push(nodot);
     }

@@ -14,8 +14,8 @@ use core::arch::x86_64::*;
 
 use super::generic;
 use super::{
-    Act, ConvShape, DwF32Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
-    PwF32Fn, PwI8AccFn, PwI8Fn, NR,
+    Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -35,10 +35,8 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     }
     k.pw_i8 = avx2_pw_i8_6x8;
     k.pw_i8_acc = avx2_pw_i8_acc_6x8;
-    k.dw_i8 = avx2_dw_i8;
     k.add_i8 = avx2_add_i8;
     k.names.pw_i8 = "avx2_pw_i8_6x8";
-    k.names.dw_i8 = "avx2_dw3x3_i8|avx2_dwkxk_i8";
     k.names.add_i8 = "avx2_add_i8";
     k.quantize_i8 = avx2_quantize_i8;
     k.names.quantize_i8 = "avx2_quantize_i8";
@@ -49,6 +47,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if let Some(&(name, dw)) = dw_f32_variants().first() {
         k.dw_f32 = dw;
         k.names.dw_f32 = name;
+    }
+    if let Some(&(name, dw)) = dw_i8_variants().first() {
+        k.dw_i8 = dw;
+        k.names.dw_i8 = name;
     }
     if dot {
         if let Some(&(name, pw, acc)) = dot_pw_i8().first() {
@@ -80,6 +82,18 @@ pub(crate) fn dw_f32_variants() -> Vec<(&'static str, DwF32Fn)> {
     }
     if has_avx2_fma() {
         v.push(("avx2_dw3x3_f32|avx2_dwkxk_f32", avx2_dw_f32));
+    }
+    v
+}
+
+/// The int8 depthwise kernels this CPU can run, fastest first.
+pub(crate) fn dw_i8_variants() -> Vec<(&'static str, DwI8Fn)> {
+    let mut v: Vec<(&'static str, DwI8Fn)> = Vec::new();
+    if has_avx512bw() {
+        v.push(("avx512_dw3x3_i8|avx2_dwkxk_i8", avx512_dw_i8));
+    }
+    if has_avx2_fma() {
+        v.push(("avx2_dw3x3_i8|avx2_dwkxk_i8", avx2_dw_i8));
     }
     v
 }
@@ -708,14 +722,17 @@ unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
 // Pointwise int8 with AVX-512 VNNI: 8 rows × 32 channels, `vpdpbusd` on 512-bit registers.
 // ------------------------------------------------------------------------------------------
 
-/// AVX-512 VNNI with byte/word and 128/256-bit forms (Ice Lake server, Sapphire Rapids,
-/// Zen 4 and later).
-fn has_avx512_vnni() -> bool {
+/// AVX-512 with byte/word and 128/256-bit forms (Skylake server and later, Zen 4 and later).
+fn has_avx512bw() -> bool {
     has_avx2_fma()
         && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// ... and VNNI (Ice Lake server, Sapphire Rapids, Zen 4 and later).
+fn has_avx512_vnni() -> bool {
+    has_avx512bw() && std::is_x86_feature_detected!("avx512vnni")
 }
 
 /// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`; microkernel 8×32.
@@ -757,11 +774,21 @@ unsafe fn store_requant16(
     n: usize,
 ) {
     let cnt = (n - n0).min(16);
+    // SAFETY: channels n0..n0+cnt are < n: inside the epilogue vectors and the output row.
+    requant16(acc, epi, n0, cnt, out.as_mut_ptr().add(orow * n + n0));
+}
+
+/// Requantises 16 accumulators of channels `c0..` and stores the first `cnt` to `dst`.
+///
+/// # Safety
+/// Channels `c0..c0+cnt` exist in `epi` and `dst` has room for `cnt` bytes; lanes from `cnt`
+/// on are masked off, never read nor written.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn requant16(acc: __m512i, epi: &EpiI8, c0: usize, cnt: usize, dst: *mut i8) {
     let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
-    // SAFETY (loads and store): lanes >= cnt are masked off; the others are < n, inside
-    // bias/mult/slopes (len >= n, checked by EpiI8::check) and inside the output row.
-    let bias = _mm512_maskz_loadu_epi32(m, epi.bias.as_ptr().add(n0));
-    let mult = _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(n0));
+    let bias = _mm512_maskz_loadu_epi32(m, epi.bias.as_ptr().add(c0));
+    let mult = _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(c0));
     let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
     let zero = _mm512_setzero_ps();
     let v = match epi.act {
@@ -769,7 +796,7 @@ unsafe fn store_requant16(
         Act::Relu => _mm512_max_ps(v, zero),
         Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
         Act::PRelu(al) => {
-            let al = _mm512_maskz_loadu_ps(m, al.as_ptr().add(n0));
+            let al = _mm512_maskz_loadu_ps(m, al.as_ptr().add(c0));
             let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
             _mm512_mask_mul_ps(v, neg, v, al)
         }
@@ -779,7 +806,7 @@ unsafe fn store_requant16(
         _mm512_set1_ps(127.0),
     );
     let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
-    _mm_mask_storeu_epi8(out.as_mut_ptr().add(orow * n + n0), m, q);
+    _mm_mask_storeu_epi8(dst, m, q);
 }
 
 /// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
@@ -1234,15 +1261,44 @@ pub(crate) fn avx2_dw_i8(
     // SAFETY: as avx2_dw_f32.
     unsafe {
         if s.kh == 3 {
-            dw_i8_impl::<3>(input, s, w, epi, y0, y1, out)
+            dw_i8_impl::<3, false>(input, s, w, epi, y0, y1, out)
         } else {
-            dw_i8_impl::<0>(input, s, w, epi, y0, y1, out)
+            dw_i8_impl::<0, false>(input, s, w, epi, y0, y1, out)
         }
     }
 }
 
+/// [`avx2_dw_i8`] whose 3×3 interior rows run 32 channels per register (AVX-512BW).
+pub(crate) fn avx512_dw_i8(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    y0: usize,
+    y1: usize,
+    out: &mut [i8],
+) {
+    generic::check_dw(input.len(), s, w, y0, y1, out.len());
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
+    epi.check(s.cin);
+    assert!(has_avx512bw(), "avx512_dw_i8 needs AVX-512F/BW/VL");
+    // SAFETY: as avx2_dw_f32.
+    unsafe {
+        if s.kh == 3 {
+            dw_i8_impl::<3, true>(input, s, w, epi, y0, y1, out)
+        } else {
+            dw_i8_impl::<0, false>(input, s, w, epi, y0, y1, out)
+        }
+    }
+}
+
+/// `WIDE`: AVX-512BW is present (asserted by the caller) and the interior rows use it.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_i8_impl<const K: usize>(
+unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
     input: &[i8],
     s: &ConvShape,
     w: &PackedDwI8,
@@ -1260,18 +1316,17 @@ unsafe fn dw_i8_impl<const K: usize>(
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
         let rows_inside = ky0 == 0 && ky1 == K;
         if rows_inside {
-            for c0 in (0..c16).step_by(16) {
-                dw3_i8_row16(
-                    input,
-                    s,
-                    w,
-                    epi,
-                    oy,
-                    xa,
-                    xb,
-                    c0,
-                    out[(oy - y0) * ow * c..].as_mut_ptr(),
-                );
+            let orow = out[(oy - y0) * ow * c..].as_mut_ptr();
+            let mut c0 = 0;
+            if WIDE {
+                while c0 + 32 <= c16 {
+                    dw3_i8_row32(input, s, w, epi, oy, xa, xb, c0, orow);
+                    c0 += 32;
+                }
+            }
+            while c0 < c16 {
+                dw3_i8_row16(input, s, w, epi, oy, xa, xb, c0, orow);
+                c0 += 16;
             }
         }
         for ox in 0..ow {
@@ -1404,6 +1459,72 @@ unsafe fn dw3_i8_row16(
         _mm_storeu_si128(
             orow.add(ox * c + c0) as *mut __m128i,
             _mm_unpacklo_epi64(first, second),
+        );
+    }
+}
+
+/// [`dw3_i8_row16`] on 32 channels per (512-bit) register. `unpack` works per 128-bit lane,
+/// so the two accumulators hold channels (0–3, 8–11, 16–19, 24–27) and (4–7, 12–15, 20–23,
+/// 28–31); one two-source permute per half restores channel order.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_i8_row32(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    c0: usize,
+    orow: *mut i8,
+) {
+    let c = s.cin;
+    let wp = w.data.as_ptr().add(c0);
+    let tap_w = |t: usize| {
+        if t < 9 {
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256(wp.add(t * c) as *const __m256i))
+        } else {
+            _mm512_setzero_si512()
+        }
+    };
+    let mut wlo = [_mm512_setzero_si512(); 5];
+    let mut whi = [_mm512_setzero_si512(); 5];
+    for p in 0..5 {
+        let (a, b) = (tap_w(2 * p), tap_w(2 * p + 1));
+        wlo[p] = _mm512_unpacklo_epi16(a, b);
+        whi[p] = _mm512_unpackhi_epi16(a, b);
+    }
+    let off: [usize; 9] = core::array::from_fn(|t| ((t / 3) * s.w + t % 3) * c);
+    let first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    let iy0 = oy * s.stride - s.pad;
+    for ox in xa..xb {
+        let base = input
+            .as_ptr()
+            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
+        let x = |t: usize| {
+            if t < 9 {
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(base.add(off[t]) as *const __m256i))
+            } else {
+                _mm512_setzero_si512()
+            }
+        };
+        let mut lo = _mm512_setzero_si512();
+        let mut hi = _mm512_setzero_si512();
+        for p in 0..5 {
+            let (a, b) = (x(2 * p), x(2 * p + 1));
+            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), wlo[p]));
+            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), whi[p]));
+        }
+        let dst = orow.add(ox * c + c0);
+        requant16(_mm512_permutex2var_epi32(lo, first, hi), epi, c0, 16, dst);
+        requant16(
+            _mm512_permutex2var_epi32(lo, second, hi),
+            epi,
+            c0 + 16,
+            16,
+            dst.add(16),
         );
     }
 }
