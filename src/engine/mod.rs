@@ -12,6 +12,7 @@
 //!
 //! The candle executor in `nn` stays the f32 reference this engine is tested against.
 
+mod fuse;
 mod layers;
 mod plan;
 pub mod pool;
@@ -96,6 +97,10 @@ pub struct Engine {
     scratch: Vec<f32>,
     profile: Option<Vec<Duration>>,
     int8: Option<Int8>,
+    /// Per op: the sibling group it leads (its layer computes them all, see `fuse`).
+    siblings: Vec<Option<fuse::Siblings>>,
+    /// Per op: a sibling computed by its group's lead, so skipped.
+    fused_away: Vec<bool>,
 }
 
 impl Engine {
@@ -120,11 +125,33 @@ impl Engine {
                 )));
             }
         }
-        let layers = graph
+        let mut layers = graph
             .ops
             .iter()
             .map(|op| Layer::new(op, file, scales.as_deref()))
             .collect::<Result<Vec<_>>>()?;
+        // Sibling convolutions (SCRFD's heads of a level) become one wider conv.
+        let mut siblings: Vec<Option<fuse::Siblings>> = vec![None; graph.ops.len()];
+        let mut fused_away = vec![false; graph.ops.len()];
+        for group in fuse::find(&graph, &layers, outputs) {
+            let fused = {
+                let members: Vec<&layers::ConvLayer> = group
+                    .members
+                    .iter()
+                    .map(|&(i, _, _)| match &layers[i] {
+                        Layer::Conv(c) => &**c,
+                        _ => unreachable!("siblings are convolutions"),
+                    })
+                    .collect();
+                fuse::fuse(&members)
+            };
+            let lead = group.lead();
+            layers[lead] = Layer::Conv(Box::new(fused));
+            for &(i, _, _) in &group.members[..group.members.len() - 1] {
+                fused_away[i] = true;
+            }
+            siblings[lead] = Some(group);
+        }
         let int8 = scales.map(|scales| {
             let n = graph.num_values();
             let mut kept = vec![false; n];
@@ -167,6 +194,8 @@ impl Engine {
             scratch: Vec::new(),
             profile: None,
             int8,
+            siblings,
+            fused_away,
         })
     }
 
@@ -262,7 +291,18 @@ impl Engine {
             (Op::AvgPool2x { .. }, _) => "avgpool2x".into(),
             _ => unreachable!(),
         };
-        format!("{what}{shape}")
+        let fused = match self.fused_away[i] {
+            true => {
+                let lead = self
+                    .siblings
+                    .iter()
+                    .flatten()
+                    .find(|g| g.members.iter().any(|&(m, _, _)| m == i));
+                format!(" (computed by op {})", lead.map_or(i, |g| g.lead()))
+            }
+            false => String::new(),
+        };
+        format!("{what}{shape}{fused}")
     }
 
     /// A kept value after a run: its NHWC data and `[h, w, c]`.
@@ -283,11 +323,20 @@ impl Engine {
         self.int8.as_ref().map(|q| q.scales.as_slice())
     }
 
+    /// Channels op `i` computes per output pixel: its value's, or all its siblings' when it
+    /// leads a fused group.
+    fn width(&self, i: usize, out_shape: [usize; 3]) -> usize {
+        match &self.layers[i] {
+            Layer::Conv(c) => c.cout,
+            _ => out_shape[2],
+        }
+    }
+
     /// (rows, work) of op `i`: how its output is split over threads (pixels for a pointwise
     /// conv, image rows otherwise) and how much work it is.
     fn rows_and_work(&self, plan: &Plan, i: usize) -> (usize, usize) {
         let out_shape = plan.shapes[i + 1];
-        let out_len = out_shape[0] * out_shape[1] * out_shape[2];
+        let out_len = out_shape[0] * out_shape[1] * self.width(i, out_shape);
         match (&self.graph.ops[i], &self.layers[i]) {
             (Op::Conv { input, .. }, Layer::Conv(c)) => {
                 let x = plan.shapes[*input];
@@ -315,6 +364,9 @@ impl Engine {
             .ok_or_else(|| Error::Msg("Engine::run before input_mut".into()))?;
         let k = self.kernels;
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
+            if self.fused_away[i] {
+                continue;
+            }
             let start = self.profile.as_ref().map(|_| Instant::now());
             let out_shape = plan.shapes[i + 1];
             let ob = plan.buffer_of[i + 1];
@@ -325,7 +377,7 @@ impl Engine {
                     let s = plan.shapes[v];
                     &bufs[plan.buffer_of[v]][..s[0] * s[1] * s[2]]
                 };
-                let out_len = out_shape[0] * out_shape[1] * out_shape[2];
+                let out_len = out_shape[0] * out_shape[1] * self.width(i, out_shape);
                 let outp = SyncPtr(out.as_mut_ptr());
                 let scratch_len = plan.scratch_len;
                 let scr = SyncPtr(self.scratch.as_mut_ptr());
@@ -386,6 +438,10 @@ impl Engine {
                 }
             }
             self.buffers[ob] = out;
+            if let Some(g) = &self.siblings[i] {
+                let pixels = out_shape[0] * out_shape[1];
+                fuse::scatter(&mut self.buffers, |op| plan.buffer_of[op + 1], pixels, g);
+            }
             if let (Some(t), Some(p)) = (start, self.profile.as_mut()) {
                 p[i] += t.elapsed();
             }
@@ -414,6 +470,9 @@ impl Engine {
             );
         }
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
+            if self.fused_away[i] {
+                continue;
+            }
             let start = self.profile.as_ref().map(|_| Instant::now());
             let v = i + 1;
             let out_shape = plan.shapes[v];
@@ -428,7 +487,7 @@ impl Engine {
                 };
                 let scale = |v: ValueId| q.scales[v];
                 let (direct, kept) = (q.direct_f32[v], q.kept[v]);
-                let out_len = out_shape[0] * out_shape[1] * out_shape[2];
+                let out_len = out_shape[0] * out_shape[1] * self.width(i, out_shape);
                 debug_assert!(out8.len() >= out_len && (!kept || outf.len() >= out_len));
                 let o8p = SyncPtr(out8.as_mut_ptr());
                 let ofp = SyncPtr(outf.as_mut_ptr());
@@ -501,6 +560,11 @@ impl Engine {
             }
             q.buffers[ob] = out8;
             self.buffers[ob] = outf;
+            if let Some(g) = &self.siblings[i] {
+                // fused siblings are direct f32 outputs: their values live in f32 buffers
+                let pixels = out_shape[0] * out_shape[1];
+                fuse::scatter(&mut self.buffers, |op| plan.buffer_of[op + 1], pixels, g);
+            }
             if let (Some(t), Some(p)) = (start, self.profile.as_mut()) {
                 p[i] += t.elapsed();
             }

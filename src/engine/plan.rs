@@ -92,7 +92,13 @@ impl Plan {
         let mut buffer_of = vec![0usize; shapes.len()];
         let mut free: Vec<usize> = Vec::new();
         for (i, op) in graph.ops.iter().enumerate() {
-            let need = len(&shapes[i + 1]);
+            // a conv's buffer holds all the channels it computes (more than its value's
+            // when it leads fused siblings, see `fuse`)
+            let s = shapes[i + 1];
+            let need = match &layers[i] {
+                Layer::Conv(c) => s[0] * s[1] * c.cout.max(s[2]),
+                _ => len(&s),
+            };
             let fit = free
                 .iter()
                 .enumerate()

@@ -236,6 +236,32 @@ pub fn pack_pw_i8(w: &[i8], n: usize, k: usize) -> PackedI8 {
     }
 }
 
+/// The `[N][K]` row-major weights a [`PackedF32`] was packed from (to repack, e.g. to fuse
+/// convolutions side by side).
+pub fn unpack_pw_f32(b: &PackedF32) -> Vec<f32> {
+    let mut w = vec![0.0f32; b.n * b.k];
+    for nn in 0..b.n {
+        let (p, j) = (nn / NR, nn % NR);
+        for kk in 0..b.k {
+            w[nn * b.k + kk] = b.data[(p * b.k + kk) * NR + j];
+        }
+    }
+    w
+}
+
+/// The `[N][K]` row-major weights a [`PackedI8`] was packed from.
+pub fn unpack_pw_i8(b: &PackedI8) -> Vec<i8> {
+    let g = b.groups();
+    let mut w = vec![0i8; b.n * b.k];
+    for nn in 0..b.n {
+        let (p, j) = (nn / NR, nn % NR);
+        for kk in 0..b.k {
+            w[nn * b.k + kk] = b.data[((p * g + kk / 4) * NR + j) * 4 + kk % 4];
+        }
+    }
+    w
+}
+
 /// Reorder dense conv weights OIHW `[Cout][Cin][kh][kw]` to `[Cout][(ky,kx,ci)]`, the order of
 /// the NHWC im2col rows.
 fn oihw_to_ohwi<T: Copy>(w: &[T], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<T> {

@@ -836,3 +836,14 @@ fn int8_pools_match_their_f32_definition() {
         }
     }
 }
+
+#[test]
+fn packing_round_trips() {
+    let mut rng = Rng::new(9);
+    for &(n, k) in &[(1usize, 1usize), (2, 576), (20, 27), (30, 5), (130, 33)] {
+        let w = rng.vf32(n * k);
+        assert_eq!(unpack_pw_f32(&pack_pw_f32(&w, n, k)), w, "f32 n={n} k={k}");
+        let w = rng.vi8(n * k);
+        assert_eq!(unpack_pw_i8(&pack_pw_i8(&w, n, k)), w, "i8 n={n} k={k}");
+    }
+}
