@@ -14,8 +14,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 
-/// Bumped whenever the metadata or tensor conventions change incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the metadata or tensor conventions change incompatibly. Version 2 adds
+/// mixed-precision int8 files (`float_layers`: convolutions kept in f32 inside an int8
+/// model). A file is written with the lowest version that describes it, so files without
+/// float layers stay version 1 and older readers keep reading them, while a mixed file is
+/// refused by them with a clear version error rather than misread.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this reader still understands (a version 1 file is a version 2 file
+/// without float layers).
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// Metadata key of the JSON list of convolutions an int8 model keeps in f32.
+const FLOAT_LAYERS_KEY: &str = "float_layers";
 const MAGIC_KEY: &str = "format";
 const MAGIC: &str = "facegate";
 /// The f32 tensor of an int8 model holding one activation scale per value of the layer
@@ -194,6 +203,10 @@ pub struct ModelFile {
     pub precision: Precision,
     pub source: SourceInfo,
     pub tensors: BTreeMap<String, TensorData>,
+    /// int8 models only: the convolutions kept in f32 (f32 `<name>.weight`, no `w_scale`)
+    /// because quantising them costs the most fidelity for the least work; sorted. The
+    /// engine converts between int8 and f32 at their boundaries.
+    pub float_layers: Vec<String>,
 }
 
 impl ModelFile {
@@ -202,7 +215,18 @@ impl ModelFile {
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert(MAGIC_KEY.to_string(), MAGIC.to_string());
-        meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        let version = if self.float_layers.is_empty() {
+            MIN_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        };
+        meta.insert("format_version".to_string(), version.to_string());
+        if !self.float_layers.is_empty() {
+            meta.insert(
+                FLOAT_LAYERS_KEY.to_string(),
+                serde_json::to_string(&self.float_layers).map_err(|e| Error::Msg(e.to_string()))?,
+            );
+        }
         meta.insert(
             "config".to_string(),
             serde_json::to_string(&self.config).map_err(|e| Error::Msg(e.to_string()))?,
@@ -260,9 +284,14 @@ impl ModelFile {
             .get("format_version")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad("missing or invalid format_version".into()))?;
-        if version != FORMAT_VERSION {
+        if version > FORMAT_VERSION {
             return Err(bad(format!(
-                "format version {version}, this facegate reads version {FORMAT_VERSION}; convert the model again"
+                "format version {version}, written by a newer facegate (this one reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}); update facegate or convert the model with this version's `quantize`"
+            )));
+        }
+        if version < MIN_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version}, this facegate reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}; convert the model again"
             )));
         }
         let get = |k: &str| {
@@ -277,6 +306,16 @@ impl ModelFile {
             .validate()
             .map_err(|e| bad(format!("invalid layer program: {e}")))?;
         let precision: Precision = get("precision")?.parse().map_err(bad)?;
+        let float_layers: Vec<String> = match meta.get(FLOAT_LAYERS_KEY) {
+            Some(_) if version < 2 => {
+                return Err(bad(format!(
+                    "format version {version} cannot have `{FLOAT_LAYERS_KEY}`"
+                )))
+            }
+            Some(j) => serde_json::from_str(j)
+                .map_err(|e| bad(format!("invalid {FLOAT_LAYERS_KEY} metadata: {e}")))?,
+            None => Vec::new(),
+        };
         let source = SourceInfo {
             file: get("source_file")?,
             sha256: get("source_sha256")?,
@@ -313,6 +352,7 @@ impl ModelFile {
             precision,
             source,
             tensors,
+            float_layers,
         };
         file.check_tensors().map_err(bad)?;
         Ok(file)
@@ -321,6 +361,25 @@ impl ModelFile {
     /// Every convolution of the layer program has its weight, bias (and PReLU slope) tensors
     /// with the shapes the program implies.
     fn check_tensors(&self) -> std::result::Result<(), String> {
+        if !self.float_layers.is_empty() && self.precision != Precision::Int8 {
+            return Err(format!(
+                "a {} model with float layers (only int8 models have them)",
+                self.precision
+            ));
+        }
+        for l in &self.float_layers {
+            let known = self
+                .config
+                .graph()
+                .ops
+                .iter()
+                .any(|op| matches!(op, crate::graph::Op::Conv { name, .. } if name == l));
+            if !known {
+                return Err(format!(
+                    "float layer {l} is not a convolution of the layer program"
+                ));
+            }
+        }
         for op in &self.config.graph().ops {
             if let crate::graph::Op::Conv {
                 name,
@@ -342,7 +401,7 @@ impl ModelFile {
                 if *act == crate::graph::Act::PRelu {
                     want.push((format!("{name}.alpha"), vec![*cout]));
                 }
-                if self.precision == Precision::Int8 {
+                if self.precision == Precision::Int8 && !self.is_float_layer(name) {
                     want.push((format!("{name}.w_scale"), vec![*cout]));
                 }
                 for (tname, shape) in want {
@@ -380,8 +439,16 @@ impl ModelFile {
             for op in &self.config.graph().ops {
                 if let crate::graph::Op::Conv { name, .. } = op {
                     let w = &self.tensors[&format!("{name}.weight")];
-                    if !matches!(w.values, TensorValues::I8(_)) {
-                        return Err(format!("int8 model: tensor {name}.weight is not i8"));
+                    match (&w.values, self.is_float_layer(name)) {
+                        (TensorValues::I8(_), false) | (TensorValues::F32(_), true) => {}
+                        (_, false) => {
+                            return Err(format!("int8 model: tensor {name}.weight is not i8"))
+                        }
+                        (_, true) => {
+                            return Err(format!(
+                                "int8 model: tensor {name}.weight of a float layer is not f32"
+                            ))
+                        }
                     }
                 }
             }
@@ -397,6 +464,17 @@ impl ModelFile {
     /// and PReLU slopes stay f32 (the engine turns biases into i32 at load, once it knows the
     /// input and weight scales); the activation scales go to the f32 tensor [`ACT_SCALES`].
     pub fn quantize_int8(&self, act_scales: &[f32]) -> Result<ModelFile> {
+        self.quantize_int8_mixed(act_scales, &[])
+    }
+
+    /// [`ModelFile::quantize_int8`] keeping the convolutions named in `float_layers` in f32
+    /// (their weights stay f32 and get no `w_scale`; every value still gets its activation
+    /// scale, which the engine uses where a float layer's output feeds an int8 op).
+    pub fn quantize_int8_mixed(
+        &self,
+        act_scales: &[f32],
+        float_layers: &[String],
+    ) -> Result<ModelFile> {
         let n = self.config.graph().num_values();
         if act_scales.len() != n {
             return Err(Error::Msg(format!(
@@ -408,9 +486,19 @@ impl ModelFile {
             return Err(Error::Msg("the model is int8 already".into()));
         }
         let mut out = self.clone();
+        out.float_layers = float_layers.to_vec();
+        out.float_layers.sort();
+        out.float_layers.dedup();
         for op in &self.config.graph().ops {
             if let crate::graph::Op::Conv { name, cout, .. } = op {
                 let wname = format!("{name}.weight");
+                if out.is_float_layer(name) {
+                    // Widened from f16 if need be: a float layer runs in f32.
+                    let t = &self.tensors[&wname];
+                    out.tensors
+                        .insert(wname, TensorData::f32(t.shape.clone(), t.to_f32()));
+                    continue;
+                }
                 let w = self.tensor_f32(&wname)?;
                 let per = w.len() / cout;
                 let mut q = Vec::with_capacity(w.len());
@@ -447,6 +535,11 @@ impl ModelFile {
         Ok(out)
     }
 
+    /// Whether the convolution `name` is kept in f32 inside this int8 model.
+    pub fn is_float_layer(&self, name: &str) -> bool {
+        self.float_layers.iter().any(|l| l == name)
+    }
+
     /// The activation scales of an int8 model (`None` for f32/f16 files).
     pub fn act_scales(&self) -> Option<Vec<f32>> {
         (self.precision == Precision::Int8)
@@ -459,6 +552,7 @@ impl ModelFile {
     pub fn dequantize(&self) -> ModelFile {
         let mut out = self.clone();
         out.tensors.remove(ACT_SCALES);
+        out.float_layers.clear();
         for op in &self.config.graph().ops {
             if let crate::graph::Op::Conv { name, cout, .. } = op {
                 let wname = format!("{name}.weight");
@@ -582,6 +676,7 @@ mod tests {
                 sha256: "00".repeat(32),
             },
             tensors,
+            float_layers: Vec::new(),
         }
     }
 
@@ -640,6 +735,56 @@ mod tests {
         let e = ModelFile::read(&path).unwrap_err().to_string();
         assert!(e.contains(ACT_SCALES), "{e}");
         assert!(m.quantize_int8(&[1.0]).is_err(), "wrong number of scales");
+    }
+
+    /// The version a file was written with, from its header.
+    fn version_of(path: &Path) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, h) = SafeTensors::read_metadata(&bytes).unwrap();
+        h.metadata().as_ref().unwrap()["format_version"].clone()
+    }
+
+    #[test]
+    fn mixed_precision_round_trip_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.safetensors");
+        let m = tiny();
+        // Without float layers a file stays version 1, which older readers understand.
+        m.quantize_int8(&[1.0 / 127.0, 0.05])
+            .unwrap()
+            .write(&path)
+            .unwrap();
+        assert_eq!(version_of(&path), "1");
+        let q = m
+            .quantize_int8_mixed(&[1.0 / 127.0, 0.05], &["body.0".into()])
+            .unwrap();
+        assert_eq!(q.float_layers, vec!["body.0".to_string()]);
+        assert_eq!(q.tensors["body.0.weight"], m.tensors["body.0.weight"]);
+        assert!(!q.tensors.contains_key("body.0.w_scale"));
+        q.write(&path).unwrap();
+        assert_eq!(version_of(&path), "2");
+        let r = ModelFile::read(&path).unwrap();
+        assert_eq!(r, q, "mixed int8 file round trip is exact");
+        assert!(r.is_float_layer("body.0"));
+        assert_eq!(r.dequantize().tensors, m.tensors);
+        assert!(r.dequantize().float_layers.is_empty());
+        // A float layer that is not a convolution, and a newer version, are refused.
+        let mut bad = q.clone();
+        bad.float_layers = vec!["body.7".into()];
+        bad.write(&path).unwrap();
+        let e = ModelFile::read(&path).unwrap_err().to_string();
+        assert!(e.contains("body.7"), "{e}");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let key = b"\"format_version\":\"2\"";
+        let at = bytes
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("version in the header");
+        bytes[at + key.len() - 2] = b'9';
+        let e = ModelFile::from_bytes(&bytes, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newer facegate"), "{e}");
     }
 
     #[test]

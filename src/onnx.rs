@@ -75,6 +75,7 @@ pub fn convert(path: &Path) -> Result<ModelFile> {
             sha256,
         },
         tensors,
+        float_layers: Vec::new(),
     };
     Ok(file)
 }

@@ -17,6 +17,13 @@
 //!   share their input's scale: the int8 engine then computes them with no requantisation.
 //! - The measurement is the int8 engine itself (not a simulation of it): what is reported is
 //!   what runs.
+//! - Mixed precision: per-tensor int8 loses most where a layer's output has few values or
+//!   very unequal channels (MobileFaceNet's 7×7 GDC and embedding, SCRFD's heads), and those
+//!   layers are cheap. So after the range method is chosen, every convolution is tried
+//!   alone in f32 on the held-back images, ranked by how much that alone helps, and then
+//!   added greedily in that order while each addition still helps, within a budget of the
+//!   network's multiply-accumulates ([`FLOAT_BUDGET`]) and [`MAX_FLOAT_LAYERS`] layers. The
+//!   chosen layers are recorded in the model file (`float_layers`).
 
 use std::path::{Path, PathBuf};
 
@@ -175,6 +182,17 @@ impl std::str::FromStr for Method {
     }
 }
 
+/// Default share of the network's multiply-accumulates (at the calibration input size) that
+/// may stay in f32 in a mixed-precision int8 model.
+pub const FLOAT_BUDGET: f64 = 0.05;
+
+/// At most this many convolutions stay in f32 (each boundary costs a conversion).
+pub const MAX_FLOAT_LAYERS: usize = 8;
+
+/// Bumped whenever calibration makes a different model from the same inputs (caches of
+/// int8 models, e.g. the tests', key on it).
+pub const RECIPE: u32 = 2;
+
 /// The methods compared by default.
 pub const METHODS: [Method; 3] = [Method::MinMax, Method::Percentile(0.9999), Method::Mse];
 
@@ -328,6 +346,11 @@ pub struct DetAgreement {
     pub max_score_diff: f64,
     /// Largest |score difference| over every anchor (after the sigmoid).
     pub max_anchor_score_diff: f64,
+    /// Mean squared score difference over every anchor (after the sigmoid): unlike the
+    /// matched faces, it also sees the small faces the held-back photos rarely show.
+    pub anchor_score_mse: f64,
+    /// SQNR (dB) of the box regressions of all levels together.
+    pub bbox_sqnr_db: f64,
 }
 
 impl DetAgreement {
@@ -382,6 +405,18 @@ impl Fidelity {
             );
         }
         s
+    }
+
+    /// Larger is better, for choosing float layers: the embedding's mean cosine (+ 0.1 ×
+    /// min); for a detector, the anchor scores' and the boxes' fidelity over every anchor
+    /// (−10·log10 of the scores' mean squared difference plus the boxes' SQNR, in dB), which
+    /// tracks the small faces that decide WIDER AP where recall on the held-back photos'
+    /// large faces has long saturated.
+    pub fn selection_merit(&self) -> f64 {
+        if let Some(d) = &self.det {
+            return -10.0 * d.anchor_score_mse.max(1e-30).log10() + d.bbox_sqnr_db;
+        }
+        self.merit()
     }
 
     /// Larger is better: the embedding's mean cosine; the detector's recall, then mean IoU.
@@ -451,6 +486,9 @@ pub fn evaluate(
     let mut iou_sum = vec![0f64; quantised.len()];
     let mut diff_sum = vec![0f64; quantised.len()];
     let mut cos = vec![Vec::new(); quantised.len()];
+    // Per engine: (sum of squared anchor score differences, anchors), (box signal, noise).
+    let mut anchors = vec![(0f64, 0u64); quantised.len()];
+    let mut boxes = vec![(0f64, 0f64); quantised.len()];
     for img in inputs {
         run_on(&mut reference, img, norm)?;
         let ref_faces = match &file.config {
@@ -480,6 +518,12 @@ pub fn evaluate(
                         for (x, y) in a.scores.iter().zip(&b.scores) {
                             d.max_anchor_score_diff =
                                 d.max_anchor_score_diff.max((x - y).abs() as f64);
+                            anchors[qi].0 += ((x - y) as f64).powi(2);
+                        }
+                        anchors[qi].1 += a.scores.len() as u64;
+                        for (x, y) in a.boxes.iter().zip(&b.boxes) {
+                            boxes[qi].0 += (*x as f64).powi(2);
+                            boxes[qi].1 += ((x - y) as f64).powi(2);
                         }
                     }
                     let qf = faces_of(&ql);
@@ -529,6 +573,12 @@ pub fn evaluate(
                 d.mean_iou = iou_sum[qi] / d.found as f64;
                 d.mean_score_diff = diff_sum[qi] / d.found as f64;
             }
+            d.anchor_score_mse = anchors[qi].0 / anchors[qi].1.max(1) as f64;
+            d.bbox_sqnr_db = if boxes[qi].1 == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (boxes[qi].0 / boxes[qi].1).log10()
+            };
             let c = &cos[qi];
             Fidelity {
                 sqnr_db,
@@ -558,8 +608,15 @@ pub struct Report {
     pub skipped: usize,
     /// Every method tried with its held-back fidelity.
     pub methods: Vec<(Method, Fidelity)>,
-    /// Index into `methods` of the one written.
+    /// Index into `methods` of the one whose scales are written.
     pub chosen: usize,
+    /// The float-layer search: every convolution tried alone in f32 (name, its share of
+    /// the network's multiply-accumulates, selection merit gain over all-int8), best first.
+    pub float_trials: Vec<(String, f64, f64)>,
+    /// The convolutions kept in f32 in the written model, in the order they were added.
+    pub float_layers: Vec<String>,
+    /// The written model's held-back fidelity (with its float layers).
+    pub fidelity: Fidelity,
 }
 
 /// Progress events of [`calibrate`]: a stage name with its number of steps, then one tick
@@ -578,12 +635,58 @@ impl Progress for Quiet {
 
 /// Calibrates the f32 `file` on the listed images (the first [`CALIB_FRACTION`] for the
 /// statistics, the rest held back), measures each of `methods` on the held-back images and
-/// returns the int8 model of the best one with the report.
+/// returns the int8 model of the best one with the report; its most sensitive layers stay
+/// in f32 within the default [`FLOAT_BUDGET`].
 pub fn calibrate(
     file: &ModelFile,
     list: &Path,
     det: Option<&Path>,
     methods: &[Method],
+    threads: usize,
+    progress: &mut dyn Progress,
+) -> Result<(ModelFile, Report)> {
+    calibrate_with(file, list, det, methods, FLOAT_BUDGET, threads, progress)
+}
+
+/// Multiply-accumulates of every op for an `h × w` input (0 for ops other than convolutions).
+pub fn op_macs(graph: &Graph, h: usize, w: usize) -> Vec<u64> {
+    let mut hw = vec![(h, w)];
+    let mut macs = Vec::with_capacity(graph.ops.len());
+    for op in &graph.ops {
+        let x = hw[op.inputs()[0]];
+        let (y, m) = match op {
+            Op::Conv {
+                cin,
+                cout,
+                kernel,
+                stride,
+                pad,
+                groups,
+                ..
+            } => {
+                let o = |n: usize| (n + 2 * pad).saturating_sub(*kernel) / stride + 1;
+                let y = (o(x.0), o(x.1));
+                let m = (y.0 * y.1 * cout * kernel * kernel * (cin / groups)) as u64;
+                (y, m)
+            }
+            Op::Add { .. } => (x, 0),
+            Op::Upsample2x { .. } => ((2 * x.0, 2 * x.1), 0),
+            Op::MaxPool2x { .. } | Op::AvgPool2x { .. } => ((x.0 / 2, x.1 / 2), 0),
+        };
+        hw.push(y);
+        macs.push(m);
+    }
+    macs
+}
+
+/// [`calibrate`] with a chosen float budget (share of multiply-accumulates that may stay in
+/// f32; 0: all-int8).
+pub fn calibrate_with(
+    file: &ModelFile,
+    list: &Path,
+    det: Option<&Path>,
+    methods: &[Method],
+    float_budget: f64,
     threads: usize,
     progress: &mut dyn Progress,
 ) -> Result<(ModelFile, Report)> {
@@ -623,7 +726,79 @@ pub fn calibrate(
     let chosen = (0..fid.len())
         .max_by(|&a, &b| fid[a].merit().total_cmp(&fid[b].merit()))
         .ok_or_else(|| Error::Msg("no calibration method given".into()))?;
-    let model = models.into_iter().nth(chosen).expect("chosen model");
+    let act_scales = scales(graph, &hists, methods[chosen], input_max);
+    let mut model = models.into_iter().nth(chosen).expect("chosen model");
+    let mut fidelity = fid[chosen].clone();
+    let mut float_trials = Vec::new();
+    let mut float_layers: Vec<String> = Vec::new();
+    if float_budget > 0.0 {
+        let (h, w) = match &file.config {
+            ModelConfig::Scrfd(_) => (DET_SIZE, DET_SIZE),
+            ModelConfig::MobileFaceNet(c) => (c.input_size, c.input_size),
+        };
+        let macs = op_macs(graph, h, w);
+        let total = macs.iter().sum::<u64>().max(1) as f64;
+        let candidates: Vec<(String, f64)> = graph
+            .ops
+            .iter()
+            .zip(&macs)
+            .filter_map(|(op, &m)| match op {
+                Op::Conv { name, .. } if m as f64 / total <= float_budget => {
+                    Some((name.clone(), m as f64 / total))
+                }
+                _ => None,
+            })
+            .collect();
+        let base = fidelity.selection_merit();
+        progress.stage(
+            &format!("{} layers alone in f32", candidates.len()),
+            held.len() * candidates.len().div_ceil(TRIAL_BATCH),
+        );
+        for batch in candidates.chunks(TRIAL_BATCH) {
+            let trial = batch
+                .iter()
+                .map(|(n, _)| file.quantize_int8_mixed(&act_scales, std::slice::from_ref(n)))
+                .collect::<Result<Vec<_>>>()?;
+            let f = evaluate(
+                file,
+                &trial.iter().collect::<Vec<_>>(),
+                held,
+                threads,
+                &mut || progress.tick(),
+            )?;
+            for ((n, share), f) in batch.iter().zip(f) {
+                float_trials.push((n.clone(), *share, f.selection_merit() - base));
+            }
+        }
+        float_trials.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let ranked: Vec<_> = float_trials
+            .iter()
+            .filter(|t| t.2 > 0.0)
+            .take(2 * MAX_FLOAT_LAYERS)
+            .cloned()
+            .collect();
+        progress.stage("adding float layers", held.len() * ranked.len());
+        let (mut best, mut used) = (base, 0.0);
+        for (n, share, _) in ranked {
+            if float_layers.len() >= MAX_FLOAT_LAYERS || used + share > float_budget {
+                continue;
+            }
+            let mut with = float_layers.clone();
+            with.push(n.clone());
+            let m = file.quantize_int8_mixed(&act_scales, &with)?;
+            let f = evaluate(file, &[&m], held, threads, &mut || progress.tick())?
+                .pop()
+                .expect("one model");
+            // A layer stays in f32 only if it still helps next to the ones already there.
+            if f.selection_merit() > best {
+                best = f.selection_merit();
+                used += share;
+                float_layers = with;
+                model = m;
+                fidelity = f;
+            }
+        }
+    }
     Ok((
         model,
         Report {
@@ -632,9 +807,15 @@ pub fn calibrate(
             skipped,
             methods: methods.iter().cloned().zip(fid).collect(),
             chosen,
+            float_trials,
+            float_layers,
+            fidelity,
         },
     ))
 }
+
+/// Single-layer float trials measured together (they share the f32 reference runs).
+const TRIAL_BATCH: usize = 4;
 
 /// Per-layer SQNR lines of the values computed by an op, worst first: `(value, op, dB)`.
 pub fn sqnr_table(graph: &Graph, f: &Fidelity) -> Vec<(ValueId, String, f64)> {

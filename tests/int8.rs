@@ -70,10 +70,9 @@ fn summary(cos: &[f32]) -> (f32, f32) {
     (mean, min)
 }
 
-/// The issue's targets. Not met yet by per-tensor calibration (see the int8 report): kept
-/// at the target and ignored until they pass, with a guard below against regressions.
+/// The issue's targets, met by the mixed-precision int8 model the converter writes (its
+/// most sensitive layers, measured on held-back calibration photos, stay in f32).
 #[test]
-#[ignore = "int8 mobilefacenet_512 misses the issue target (mean cosine ~0.99 < 0.995)"]
 fn int8_embeddings_meet_the_issue_targets_on_lfw() {
     let cos = lfw_cosines("mobilefacenet_512");
     let (mean, min) = summary(&cos);
@@ -154,4 +153,47 @@ fn int8_detector_finds_the_f32_faces() {
     assert!(total >= 50, "only {total} faces");
     assert!(recall >= 0.95, "recall {recall}");
     assert!(iou_sum / found as f32 >= 0.85, "mean IoU");
+}
+
+/// Float layers inside an int8 model really run in f32: with every convolution kept in f32
+/// only the int8 ops between them (residual additions) still round, so the embedding is
+/// far closer to f32 than the all-int8 model's.
+#[test]
+fn float_layers_of_an_int8_model_run_in_f32() {
+    use facegate::engine::Engine;
+    use facegate::format::{ModelConfig, ModelFile};
+    use facegate::graph::Op;
+    let f = ModelFile::read(&model("mobilefacenet_512")).unwrap();
+    let q = ModelFile::read(&model_int8("mobilefacenet_512")).unwrap();
+    let convs: Vec<String> = f
+        .config
+        .graph()
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Conv { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    let scales = q.act_scales().unwrap();
+    let all_float = f.quantize_int8_mixed(&scales, &convs).unwrap();
+    let all_int8 = f.quantize_int8(&scales).unwrap();
+    let ModelConfig::MobileFaceNet(c) = &f.config else {
+        unreachable!()
+    };
+    let run = |m: &ModelFile| {
+        let mut e = Engine::new(m, &[c.embedding], 1).unwrap();
+        for (i, v) in e.input_mut(112, 112).unwrap().iter_mut().enumerate() {
+            *v = ((i * 7919) % 255) as f32 / 127.5 - 1.0;
+        }
+        e.run().unwrap();
+        e.output(c.embedding).unwrap().0.to_vec()
+    };
+    let (r, a, b) = (run(&f), run(&all_float), run(&all_int8));
+    let (ca, cb) = (cosine(&r, &a), cosine(&r, &b));
+    eprintln!("all convs float: cosine {ca:.6}; all int8: {cb:.6}");
+    // Measured: 0.9984 against 0.9188 all-int8 on this synthetic (out-of-distribution)
+    // input; the rounding of the ~16 int8 additions is what remains.
+    assert!(ca > 0.995, "all-float-conv cosine {ca}");
+    assert!(1.0 - ca < (1.0 - cb) / 20.0, "{ca} vs {cb}");
 }

@@ -35,6 +35,12 @@ struct Args {
     /// minimising the expected quantisation error).
     #[arg(long, value_delimiter = ',', default_value = "minmax,p99.99,mse")]
     method: Vec<facegate::quant::Method>,
+    /// int8: share of the network's multiply-accumulates that may stay in f32 (mixed
+    /// precision): the convolutions that lose the most fidelity in int8, measured one by one
+    /// on the held-back images, are kept in f32 while they help within this budget. 0: all
+    /// int8.
+    #[arg(long, default_value_t = facegate::quant::FLOAT_BUDGET)]
+    float_budget: f64,
     /// int8: threads of the engines used while calibrating (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -93,11 +99,12 @@ fn int8(
     let is_rec = matches!(file.config, facegate::format::ModelConfig::MobileFaceNet(_));
     let (q, report) = {
         let mut bars = Bars(None);
-        quant::calibrate(
+        quant::calibrate_with(
             file,
             list,
             is_rec.then_some(det.as_path()),
             &args.method,
+            args.float_budget,
             args.threads,
             &mut bars,
         )?
@@ -134,7 +141,35 @@ fn int8(
             median
         );
     }
-    let (m, f) = &report.methods[report.chosen];
+    let m = &report.methods[report.chosen].0;
+    if args.float_budget > 0.0 {
+        eprintln!(
+            "float-layer search ({} convolutions within {:.1} % of the multiply-accumulates tried alone in f32; selection merit gain, best first):",
+            report.float_trials.len(),
+            100.0 * args.float_budget
+        );
+        for (n, share, gain) in report.float_trials.iter().take(12) {
+            eprintln!("  {n:<40} {:>6.2} % MACs  gain {gain:+.5}", 100.0 * share);
+        }
+        let share: f64 = report
+            .float_trials
+            .iter()
+            .filter(|t| report.float_layers.contains(&t.0))
+            .map(|t| t.1)
+            .sum();
+        eprintln!(
+            "kept in f32 (added greedily while each still helped, at most {} layers): {} ({:.2} % of the multiply-accumulates)",
+            quant::MAX_FLOAT_LAYERS,
+            if report.float_layers.is_empty() {
+                "none".to_string()
+            } else {
+                report.float_layers.join(", ")
+            },
+            100.0 * share
+        );
+        eprintln!("written model: {}", report.fidelity.summary());
+    }
+    let f = &report.fidelity;
     let table = quant::sqnr_table(graph, f);
     let shown = if args.all_layers {
         table.len()

@@ -82,7 +82,7 @@ pub(crate) struct ConvLayer {
     pub bias: Vec<f32>,
     pub alpha: Vec<f32>,
     pub act: Act,
-    /// Present for int8 weights.
+    /// Present for int8 weights (`None`: f32 weights, also inside an int8 model).
     pub q: Option<QuantConv>,
 }
 
@@ -134,7 +134,9 @@ impl Layer {
                     Vec::new()
                 };
                 let bias = file.tensor_f32(&format!("{name}.bias"))?;
-                if file.precision == Precision::Int8 {
+                // A float layer of a mixed-precision int8 model packs its f32 weights as an
+                // f32 model's would; the engine converts at its boundaries.
+                if file.precision == Precision::Int8 && !file.is_float_layer(name) {
                     let Op::Conv { input, .. } = op else {
                         unreachable!()
                     };
@@ -324,6 +326,11 @@ impl ConvLayer {
         if let Some((lo, hi)) = self.q.as_ref().and_then(|q| q.clamp_q) {
             out.iter_mut().for_each(|v| *v = (*v).clamp(lo, hi));
         }
+    }
+
+    /// An f32 layer (of an f32 model, or a float layer kept in an int8 model).
+    pub fn is_float(&self) -> bool {
+        self.q.is_none()
     }
 
     /// Whether [`ConvLayer::run_i8_f32`] can compute this layer.

@@ -71,14 +71,25 @@ impl<T> SyncPtr<T> {
 /// The int8 side of an engine running an int8 model file: every value is an int8 NHWC
 /// buffer with one scale; the network input is quantised from the f32 input buffer, and
 /// the kept values (the outputs) are written as f32 too.
+///
+/// A mixed-precision file keeps a few convolutions in f32 (`ModelFile::float_layers`): such
+/// a layer reads the f32 copy of its input (dequantised by the int8 producer, or written
+/// directly by an int8 conv's f32 epilogue, or by another float layer) and writes f32,
+/// quantised with its calibrated scale only where an int8 op reads it. All those f32
+/// buffers are planned with the others, so a frame still allocates nothing.
 struct Int8 {
     /// Real value per int8 step, per value.
     scales: Vec<f32>,
-    /// Per value: the op producing it writes f32 only (a kept convolution output nothing
-    /// else reads, on a conv kind with an f32 epilogue).
+    /// Per op: a float layer (f32 weights; f32 in, f32 out).
+    float_op: Vec<bool>,
+    /// Per value: the int8 op producing it writes f32 only (every reader wants f32 — kept
+    /// outputs or float layers — and the conv kind has an f32 epilogue).
     direct_f32: Vec<bool>,
-    /// Per value: kept, so it has an f32 copy.
-    kept: Vec<bool>,
+    /// Per value: has an f32 copy (the input, kept values, values float layers read or
+    /// write).
+    has_f32: Vec<bool>,
+    /// Per value: an int8 op reads it, so a float layer producing it also quantises it.
+    read_i8: Vec<bool>,
     buffers: Vec<Vec<i8>>,
     scratch: Vec<i8>,
     acc: Vec<i32>,
@@ -154,24 +165,40 @@ impl Engine {
         }
         let int8 = scales.map(|scales| {
             let n = graph.num_values();
-            let mut kept = vec![false; n];
-            outputs.iter().for_each(|&v| kept[v] = true);
-            let mut read = vec![false; n];
-            for op in &graph.ops {
-                op.inputs().into_iter().for_each(|v| read[v] = true);
+            let float_op: Vec<bool> = layers
+                .iter()
+                .map(|l| matches!(l, Layer::Conv(c) if c.is_float()))
+                .collect();
+            let mut wants_f32 = vec![false; n];
+            outputs.iter().for_each(|&v| wants_f32[v] = true);
+            let mut read_i8 = vec![false; n];
+            for (i, op) in graph.ops.iter().enumerate() {
+                for v in op.inputs() {
+                    if float_op[i] {
+                        wants_f32[v] = true;
+                    } else {
+                        read_i8[v] = true;
+                    }
+                }
             }
             let direct_f32 = (0..n)
                 .map(|v| {
                     v > 0
-                        && kept[v]
-                        && !read[v]
+                        && !float_op[v - 1]
+                        && wants_f32[v]
+                        && !read_i8[v]
                         && matches!(&layers[v - 1], Layer::Conv(c) if c.has_f32_output())
                 })
                 .collect();
+            let has_f32 = (0..n)
+                .map(|v| v == 0 || wants_f32[v] || float_op[v - 1])
+                .collect();
             Int8 {
                 scales,
+                float_op,
                 direct_f32,
-                kept,
+                has_f32,
+                read_i8,
                 buffers: Vec::new(),
                 scratch: Vec::new(),
                 acc: Vec::new(),
@@ -218,11 +245,11 @@ impl Engine {
         let plan = Plan::new(&self.graph, &self.layers, &self.keep, height, width)?;
         let threads = self.pool.threads();
         if let Some(q) = self.int8.as_mut() {
-            // f32 buffers only where the input and the kept values live.
+            // f32 buffers only where the input, the kept values and the float layers'
+            // inputs and outputs live.
             let mut f32_needed = vec![false; plan.buffer_lens.len()];
-            f32_needed[plan.buffer_of[0]] = true;
-            for (v, &k) in q.kept.iter().enumerate() {
-                if k {
+            for (v, &f) in q.has_f32.iter().enumerate() {
+                if f {
                     f32_needed[plan.buffer_of[v]] = true;
                 }
             }
@@ -243,7 +270,12 @@ impl Engine {
                 .max()
                 .unwrap_or(0);
             q.acc = vec![0; q.acc_len * threads];
-            self.scratch = Vec::new();
+            // The f32 im2col scratch, for float layers only.
+            self.scratch = if q.float_op.iter().any(|&f| f) {
+                vec![0.0; plan.scratch_len * threads]
+            } else {
+                Vec::new()
+            };
         } else {
             self.buffers = plan.buffer_lens.iter().map(|&n| vec![0.0; n]).collect();
             self.scratch = vec![0.0; plan.scratch_len * threads];
@@ -458,8 +490,8 @@ impl Engine {
         let k = self.kernels;
         let threads = self.pool.threads();
         let mut q = self.int8.take().expect("int8 engine");
-        // The network input, quantised.
-        {
+        // The network input, quantised (unless only float layers read it).
+        if q.read_i8[0] {
             let s = plan.shapes[0];
             let n = s[0] * s[1] * s[2];
             let b = plan.buffer_of[0];
@@ -485,14 +517,21 @@ impl Engine {
                     let s = plan.shapes[v];
                     &bufs[plan.buffer_of[v]][..s[0] * s[1] * s[2]]
                 };
+                let fbufs = &self.buffers;
+                let value_f32 = |v: ValueId| {
+                    let s = plan.shapes[v];
+                    &fbufs[plan.buffer_of[v]][..s[0] * s[1] * s[2]]
+                };
                 let scale = |v: ValueId| q.scales[v];
-                let (direct, kept) = (q.direct_f32[v], q.kept[v]);
+                let (float, direct, f32_copy, to_i8) =
+                    (q.float_op[i], q.direct_f32[v], q.has_f32[v], q.read_i8[v]);
                 let out_len = out_shape[0] * out_shape[1] * self.width(i, out_shape);
-                debug_assert!(out8.len() >= out_len && (!kept || outf.len() >= out_len));
+                debug_assert!(out8.len() >= out_len && (!f32_copy || outf.len() >= out_len));
                 let o8p = SyncPtr(out8.as_mut_ptr());
                 let ofp = SyncPtr(outf.as_mut_ptr());
                 let scratch_len = plan.scratch_len;
                 let scr = SyncPtr(q.scratch.as_mut_ptr());
+                let scrf = SyncPtr(self.scratch.as_mut_ptr());
                 let acc_len = q.acc_len;
                 let accp = SyncPtr(q.acc.as_mut_ptr());
                 let (rows, work) = self.rows_and_work(plan, i);
@@ -509,6 +548,20 @@ impl Engine {
                     // above); scratch slot `slot` (< pool threads) belongs to this thread
                     // slot, which runs one chunk at a time; all outlive the job.
                     let s = unsafe { scr.slice(slot * scratch_len, scratch_len) };
+                    if float {
+                        let (Op::Conv { input, .. }, Layer::Conv(c)) = (op, layer) else {
+                            unreachable!("float layers are convolutions")
+                        };
+                        // The f32 scratch has a slot per thread whenever a float layer exists.
+                        let sf = unsafe { scrf.slice(slot * scratch_len, scratch_len) };
+                        let of = unsafe { ofp.slice(from, len) };
+                        c.run(k, value_f32(*input), plan.shapes[*input], r0, r1, sf, of);
+                        if to_i8 {
+                            let o = unsafe { o8p.slice(from, len) };
+                            (k.quantize_i8)(of, 1.0 / scale(v), o);
+                        }
+                        return;
+                    }
                     if direct {
                         let (Op::Conv { input, .. }, Layer::Conv(c)) = (op, layer) else {
                             unreachable!("direct f32 outputs are convolutions")
@@ -543,7 +596,7 @@ impl Engine {
                         }
                         _ => unreachable!("layers are built from the ops in order"),
                     }
-                    if kept {
+                    if f32_copy {
                         let of = unsafe { ofp.slice(from, len) };
                         let sv = scale(v);
                         for (f, &x) in of.iter_mut().zip(o.iter()) {

@@ -100,11 +100,15 @@ pub fn bin_command(binary: &str) -> std::process::Command {
 
 /// The int8 model of `../shared/models/onnx/<name>.onnx`, calibrated as `quantize
 /// --precision int8` does (on `faces/celeba_wild/calibration.txt` only; recognisers align
-/// with the f32 `det_500m`), cached under `target/test-models` per ONNX sha256.
+/// with the f32 `det_500m`), cached under `target/test-models` per ONNX sha256 and
+/// calibration recipe (`quant::RECIPE`).
 pub fn model_int8(name: &str) -> PathBuf {
     let f32_path = model(name);
     let _guard = CONVERT.lock().unwrap_or_else(|e| e.into_inner());
-    let out = f32_path.with_file_name(format!("{name}.int8.safetensors"));
+    let out = f32_path.with_file_name(format!(
+        "{name}.int8.r{}.safetensors",
+        facegate::quant::RECIPE
+    ));
     let file = ModelFile::read(&f32_path).unwrap();
     let fresh = ModelFile::read(&out)
         .ok()
@@ -122,8 +126,12 @@ pub fn model_int8(name: &str) -> PathBuf {
             &mut facegate::quant::Quiet,
         )
         .unwrap();
-        let (m, f) = &report.methods[report.chosen];
-        eprintln!("{name}: int8 calibrated with {m}: {}", f.summary());
+        let m = &report.methods[report.chosen].0;
+        eprintln!(
+            "{name}: int8 calibrated with {m}, float layers {:?}: {}",
+            report.float_layers,
+            report.fidelity.summary()
+        );
         q.write(&out).unwrap();
     }
     out
