@@ -366,22 +366,44 @@ impl ConvLayer {
     ) {
         let q = self.q.as_ref().expect("int8 layer");
         let n = self.cout;
+        if let Some(gemm) = k.pw_i8_f32 {
+            // the kernel fuses the epilogue, in real units
+            let (act, clamp) = kernel_act(self.act, &self.alpha);
+            let epi = EpiI8 {
+                bias: &q.bias_q,
+                mult: &q.deq,
+                act,
+            };
+            match &self.weights {
+                ConvWeights::PointwiseI8(w) => gemm(x, w, &epi, r0, r1, out),
+                ConvWeights::DenseI8(w) => {
+                    k.conv_i8_f32(gemm, x, &self.shape(input), w, &epi, r0, r1, scratch, out)
+                }
+                _ => unreachable!("checked by has_f32_output"),
+            }
+            if let Some((lo, hi)) = clamp {
+                out.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+            }
+            return;
+        }
+        // Plain loops over whole rows, the activation chosen once per row: the compiler
+        // vectorises them (a `match` per element would not be).
         let epilogue = |acc: &[i32], out: &mut [f32]| {
             for (a, o) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-                for c in 0..n {
-                    let real = (a[c].wrapping_add(q.bias_q[c])) as f32 * q.deq[c];
-                    o[c] = match self.act {
-                        Act::None => real,
-                        Act::Relu => real.max(0.0),
-                        Act::Clip { min, max } => real.max(min).min(max),
-                        Act::PRelu => {
-                            if real < 0.0 {
-                                real * self.alpha[c]
-                            } else {
-                                real
+                for ((o, &a), (&b, &d)) in o.iter_mut().zip(a).zip(q.bias_q.iter().zip(&q.deq)) {
+                    *o = a.wrapping_add(b) as f32 * d;
+                }
+                match self.act {
+                    Act::None => {}
+                    Act::Relu => o.iter_mut().for_each(|x| *x = x.max(0.0)),
+                    Act::Clip { min, max } => o.iter_mut().for_each(|x| *x = x.max(min).min(max)),
+                    Act::PRelu => {
+                        for (x, &al) in o.iter_mut().zip(&self.alpha) {
+                            if *x < 0.0 {
+                                *x *= al;
                             }
                         }
-                    };
+                    }
                 }
             }
         };

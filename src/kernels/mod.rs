@@ -427,6 +427,10 @@ impl ConvShape {
 pub type PwF32Fn =
     fn(a: &[f32], b: &PackedF32, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
 pub type PwI8Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [i8]);
+/// int8 GEMM with a dequantising epilogue: `out = act((acc + bias) · mult)` as f32, not
+/// rounded (an int8 conv whose output an f32 reader takes: the network's outputs, float
+/// layers of a mixed-precision model).
+pub type PwI8F32Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [f32]);
 /// Plain i32 accumulators, no bias/epilogue (for tests and for callers that fuse themselves).
 pub type PwI8AccFn = fn(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]);
 /// Depthwise conv over output rows `[y0,y1)`; `input` is the whole `[H×W×C]` tensor, `out`
@@ -501,6 +505,9 @@ pub struct Kernels {
     pub pw_f32: PwF32Fn,
     pub pw_i8: PwI8Fn,
     pub pw_i8_acc: PwI8AccFn,
+    /// Only where a kernel fuses the f32 epilogue; otherwise callers take the accumulators
+    /// (`pw_i8_acc`) and apply it themselves.
+    pub pw_i8_f32: Option<PwI8F32Fn>,
     pub dw_f32: DwF32Fn,
     pub dw_i8: DwI8Fn,
     pub add_f32: AddF32Fn,
@@ -526,6 +533,7 @@ pub struct KernelNames {
     pub pool2_f32: &'static str,
     pub sigmoid_f32: &'static str,
     pub quantize_i8: &'static str,
+    pub pw_i8_f32: &'static str,
 }
 
 impl Kernels {
@@ -536,6 +544,7 @@ impl Kernels {
             pw_f32: generic::pw_f32,
             pw_i8: generic::pw_i8,
             pw_i8_acc: generic::pw_i8_acc,
+            pw_i8_f32: None,
             dw_f32: generic::dw_f32,
             dw_i8: generic::dw_i8,
             add_f32: generic::add_f32,
@@ -556,6 +565,7 @@ impl Kernels {
                 pool2_f32: "generic_pool2_f32",
                 sigmoid_f32: "generic_sigmoid_f32",
                 quantize_i8: "generic_quantize_i8",
+                pw_i8_f32: "pw_i8_acc+epilogue",
             },
         }
     }
@@ -579,8 +589,8 @@ impl Kernels {
     pub fn describe(&self) -> String {
         let n = &self.names;
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 
@@ -600,6 +610,24 @@ impl Kernels {
         out: &mut [f32],
     ) {
         generic::conv_f32_with(self.pw_f32, input, s, w, epi, y0, y1, scratch, out)
+    }
+
+    /// int8 dense conv with f32 output through `gemm` (a [`Kernels::pw_i8_f32`]), as
+    /// [`Kernels::conv_f32`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_i8_f32(
+        &self,
+        gemm: PwI8F32Fn,
+        input: &[i8],
+        s: &ConvShape,
+        w: &PackedI8,
+        epi: &EpiI8,
+        y0: usize,
+        y1: usize,
+        scratch: &mut [i8],
+        out: &mut [f32],
+    ) {
+        generic::conv_i8_with(gemm, input, s, w, epi, y0, y1, scratch, out)
     }
 
     /// int8 dense conv, as [`Kernels::conv_f32`]. `w` from [`pack_conv_i8`].

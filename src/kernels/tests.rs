@@ -847,3 +847,55 @@ fn packing_round_trips() {
         assert_eq!(unpack_pw_i8(&pack_pw_i8(&w, n, k)), w, "i8 n={n} k={k}");
     }
 }
+
+/// The fused f32-output int8 GEMMs against the generic accumulators + the plain epilogue.
+#[test]
+fn simd_pw_i8_f32_matches_accumulators() {
+    let g = Kernels::generic();
+    for kt in simd_tables() {
+        let Some(gemm) = kt.pw_i8_f32 else { continue };
+        let mut rng = Rng::new(11);
+        let mut n = 0;
+        for &m in &[1usize, 3, 7, 15, 33] {
+            for &k in &[1usize, 3, 5, 27, 130] {
+                for &nn in &[1usize, 3, 17, 30, 33] {
+                    let a = rng.vi8(m * k);
+                    let w = rng.vi8(nn * k);
+                    let bias = rng.vi32(nn, 3000);
+                    let mult: Vec<f32> = rng.vf32(nn).iter().map(|x| x.abs() * 1e-3).collect();
+                    let alpha: Vec<f32> = rng.vf32(nn).iter().map(|x| x.abs() * 0.5).collect();
+                    let pk = pack_pw_i8(&w, nn, k);
+                    let mut acc = vec![0i32; m * nn];
+                    (g.pw_i8_acc)(&a, &pk, 0, m, &mut acc);
+                    for kind in ACTS {
+                        let epi = EpiI8 {
+                            bias: &bias,
+                            mult: &mult,
+                            act: make_act(kind, 0.3, &alpha),
+                        };
+                        let want: Vec<f32> = acc
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &x)| {
+                                let c = i % nn;
+                                let real = (x + bias[c]) as f32 * mult[c];
+                                naive_act(kind, real, 0.3, alpha[c])
+                            })
+                            .collect();
+                        let mut got = vec![0.0f32; m * nn];
+                        let ms = m / 2;
+                        let (g1, g2) = got.split_at_mut(ms * nn);
+                        gemm(&a, &pk, &epi, 0, ms, g1);
+                        gemm(&a, &pk, &epi, ms, m, g2);
+                        assert_close_f32(&got, &want, 1, &format!("m={m} k={k} n={nn} {kind:?}"));
+                        n += 1;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "simd pw_i8_f32 vs accumulators [{}]: {n} cases",
+            kt.names.pw_i8
+        );
+    }
+}

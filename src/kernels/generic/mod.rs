@@ -2,9 +2,7 @@
 //! fallback on any CPU. Written plainly (the compiler auto-vectorises the 8-wide panel
 //! loops) and reading the same packed layouts as the SIMD kernels.
 
-use super::{
-    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, PwI8Fn, NR,
-};
+use super::{ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, NR};
 
 /// Asserts the GEMM contract shared by every `pw_*` kernel.
 pub(crate) fn check_gemm(a_len: usize, k: usize, n: usize, m0: usize, m1: usize, out_len: usize) {
@@ -324,8 +322,8 @@ pub(crate) fn conv_f32_with(
 
 /// int8 dense conv via per-row im2col into `scratch` + `gemm`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_i8_with(
-    gemm: PwI8Fn,
+pub(crate) fn conv_i8_with<O>(
+    gemm: fn(&[i8], &PackedI8, &EpiI8, usize, usize, &mut [O]),
     input: &[i8],
     s: &ConvShape,
     w: &PackedI8,
@@ -333,7 +331,7 @@ pub(crate) fn conv_i8_with(
     y0: usize,
     y1: usize,
     scratch: &mut [i8],
-    out: &mut [i8],
+    out: &mut [O],
 ) {
     s.check_io(input.len(), s.cin, y0, y1, out.len(), s.cout);
     assert!(

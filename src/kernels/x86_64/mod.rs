@@ -58,6 +58,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
             k.pw_i8_acc = acc;
             k.names.pw_i8 = name;
         }
+        if has_avx512_vnni() {
+            k.pw_i8_f32 = Some(avx512vnni_pw_i8_f32_8x32);
+            k.names.pw_i8_f32 = "avx512vnni_pw_i8_f32_8x32";
+        }
     }
 }
 
@@ -778,6 +782,58 @@ unsafe fn store_requant16(
     requant16(acc, epi, n0, cnt, out.as_mut_ptr().add(orow * n + n0));
 }
 
+/// int8 GEMM on AVX-512 VNNI with the f32 epilogue `act((acc + bias) · mult)`, rows
+/// `[m0,m1)`.
+pub(crate) fn avx512vnni_pw_i8_f32_8x32(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(
+        has_avx512_vnni(),
+        "avx512vnni_pw_i8_f32_8x32 needs AVX-512 VNNI"
+    );
+    // SAFETY: features asserted; all pointer ranges validated by the checks above.
+    unsafe {
+        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+            let cnt = (b.n - n0).min(16);
+            let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
+            // SAFETY: channels n0..n0+cnt are < n: inside the epilogue and the output row.
+            let v = dequant16(acc, epi, n0, m);
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(orow * b.n + n0), m, v);
+        })
+    }
+}
+
+/// `act((acc + bias) · mult)` of 16 accumulators of channels `c0..`, lanes outside `m` zero.
+///
+/// # Safety
+/// The channels of the lanes in `m` exist in `epi`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn dequant16(acc: __m512i, epi: &EpiI8, c0: usize, m: __mmask16) -> __m512 {
+    let bias = _mm512_maskz_loadu_epi32(m, epi.bias.as_ptr().add(c0));
+    let mult = _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(c0));
+    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+    let zero = _mm512_setzero_ps();
+    match epi.act {
+        Act::None => v,
+        Act::Relu => _mm512_max_ps(v, zero),
+        Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
+        Act::PRelu(al) => {
+            let al = _mm512_maskz_loadu_ps(m, al.as_ptr().add(c0));
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+            _mm512_mask_mul_ps(v, neg, v, al)
+        }
+    }
+}
+
 /// Requantises 16 accumulators of channels `c0..` and stores the first `cnt` to `dst`.
 ///
 /// # Safety
@@ -787,20 +843,7 @@ unsafe fn store_requant16(
 #[inline]
 unsafe fn requant16(acc: __m512i, epi: &EpiI8, c0: usize, cnt: usize, dst: *mut i8) {
     let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
-    let bias = _mm512_maskz_loadu_epi32(m, epi.bias.as_ptr().add(c0));
-    let mult = _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(c0));
-    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
-    let zero = _mm512_setzero_ps();
-    let v = match epi.act {
-        Act::None => v,
-        Act::Relu => _mm512_max_ps(v, zero),
-        Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
-        Act::PRelu(al) => {
-            let al = _mm512_maskz_loadu_ps(m, al.as_ptr().add(c0));
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
-            _mm512_mask_mul_ps(v, neg, v, al)
-        }
-    };
+    let v = dequant16(acc, epi, c0, m);
     let v = _mm512_min_ps(
         _mm512_max_ps(v, _mm512_set1_ps(-127.0)),
         _mm512_set1_ps(127.0),
