@@ -984,62 +984,65 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
 // Depthwise, vectorised across channels.
 // ------------------------------------------------------------------------------------------
 
-/// Depthwise f32, any k×k/stride/pad; fully unrolled 3×3 window in the interior.
-pub(crate) fn avx2_dw_f32(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
-    epi.check(s.cin);
-    assert!(has_avx2_fma(), "avx2_dw_f32 needs AVX2+FMA");
-    // SAFETY: features asserted; every input tap read lies inside the (validated) input since
-    // the tap ranges are clipped to the image; outputs cover exactly rows [y0,y1).
-    unsafe {
-        if s.kh == 3 {
-            dw_f32_impl::<3, false>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_f32_impl::<0, false>(input, s, w, epi, y0, y1, out)
+/// The public depthwise entry points: check every slice and length once, assert the CPU
+/// features, then run `$imp` (`WIDE` = `$wide` for 3×3 kernels; other sizes go through the
+/// per-pixel path). Every input tap read lies inside the (validated) input since the tap
+/// ranges are clipped to the image; outputs cover exactly rows [y0,y1).
+macro_rules! dw_entry {
+    ($name:ident, $t:ty, $pk:ty, $epi:ty, $imp:ident, $wide:literal, $has:ident, $feat:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub(crate) fn $name(
+            input: &[$t],
+            s: &ConvShape,
+            w: &$pk,
+            epi: &$epi,
+            y0: usize,
+            y1: usize,
+            out: &mut [$t],
+        ) {
+            generic::check_dw(input.len(), s, w, y0, y1, out.len());
+            assert_eq!(
+                w.data.len(),
+                w.k * w.k * w.c,
+                "depthwise weights: bad length"
+            );
+            epi.check(s.cin);
+            assert!($has(), concat!(stringify!($name), " needs ", $feat));
+            // SAFETY: features asserted; reads and writes in bounds (see the macro's doc).
+            unsafe {
+                if s.kh == 3 {
+                    $imp::<3, $wide>(input, s, w, epi, y0, y1, out)
+                } else {
+                    $imp::<0, false>(input, s, w, epi, y0, y1, out)
+                }
+            }
         }
-    }
+    };
 }
 
-/// [`avx2_dw_f32`] whose 3×3 interior rows run 16 channels per register (AVX-512).
-pub(crate) fn avx512_dw_f32(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
-    epi.check(s.cin);
-    assert!(has_avx512(), "avx512_dw_f32 needs AVX-512F/DQ");
-    // SAFETY: as avx2_dw_f32.
-    unsafe {
-        if s.kh == 3 {
-            dw_f32_impl::<3, true>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_f32_impl::<0, false>(input, s, w, epi, y0, y1, out)
-        }
-    }
-}
+dw_entry!(
+    avx2_dw_f32,
+    f32,
+    PackedDwF32,
+    EpiF32,
+    dw_f32_impl,
+    false,
+    has_avx2_fma,
+    "AVX2+FMA",
+    "Depthwise f32, any k×k/stride/pad; fully unrolled 3×3 window in the interior."
+);
+
+dw_entry!(
+    avx512_dw_f32,
+    f32,
+    PackedDwF32,
+    EpiF32,
+    dw_f32_impl,
+    true,
+    has_avx512,
+    "AVX-512F/DQ",
+    "[`avx2_dw_f32`] whose 3×3 interior rows run 16 channels per register (AVX-512)."
+);
 
 #[derive(Clone, Copy)]
 struct Win {
@@ -1283,61 +1286,29 @@ unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
     }
 }
 
-/// Depthwise int8, any k×k/stride/pad; products in i16 (exact for i8·i8), sums in i32.
-pub(crate) fn avx2_dw_i8(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    y0: usize,
-    y1: usize,
-    out: &mut [i8],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
-    epi.check(s.cin);
-    assert!(has_avx2_fma(), "avx2_dw_i8 needs AVX2+FMA");
-    // SAFETY: as avx2_dw_f32.
-    unsafe {
-        if s.kh == 3 {
-            dw_i8_impl::<3, false>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_i8_impl::<0, false>(input, s, w, epi, y0, y1, out)
-        }
-    }
-}
+dw_entry!(
+    avx2_dw_i8,
+    i8,
+    PackedDwI8,
+    EpiI8,
+    dw_i8_impl,
+    false,
+    has_avx2_fma,
+    "AVX2+FMA",
+    "Depthwise int8, any k×k/stride/pad; products in i16 (exact for i8·i8), sums in i32."
+);
 
-/// [`avx2_dw_i8`] whose 3×3 interior rows run 32 channels per register (AVX-512BW).
-pub(crate) fn avx512_dw_i8(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    y0: usize,
-    y1: usize,
-    out: &mut [i8],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
-    epi.check(s.cin);
-    assert!(has_avx512bw(), "avx512_dw_i8 needs AVX-512F/BW/VL");
-    // SAFETY: as avx2_dw_f32.
-    unsafe {
-        if s.kh == 3 {
-            dw_i8_impl::<3, true>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_i8_impl::<0, false>(input, s, w, epi, y0, y1, out)
-        }
-    }
-}
+dw_entry!(
+    avx512_dw_i8,
+    i8,
+    PackedDwI8,
+    EpiI8,
+    dw_i8_impl,
+    true,
+    has_avx512bw,
+    "AVX-512F/BW/VL",
+    "[`avx2_dw_i8`] whose 3×3 interior rows run 32 channels per register (AVX-512BW)."
+);
 
 /// `WIDE`: AVX-512BW is present (asserted by the caller) and the interior rows use it.
 #[target_feature(enable = "avx2,fma")]
