@@ -70,8 +70,7 @@ fn check_packed_i8(b: &PackedI8) {
 // Epilogues
 // ------------------------------------------------------------------------------------------
 
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn act4(act: &Act, v: float32x4_t, c0: usize) -> float32x4_t {
     let zero = vdupq_n_f32(0.0);
     match *act {
@@ -87,8 +86,7 @@ unsafe fn act4(act: &Act, v: float32x4_t, c0: usize) -> float32x4_t {
 }
 
 /// Requantise 4 accumulators (channels `c0..c0+4`) to i32 already rounded and saturated later.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn requant4(acc: int32x4_t, epi: &EpiI8, c0: usize) -> int32x4_t {
     // SAFETY: caller guarantees c0 + 4 <= N <= bias.len(), mult.len().
     let (b, m) = unsafe {
@@ -104,8 +102,7 @@ unsafe fn requant4(acc: int32x4_t, epi: &EpiI8, c0: usize) -> int32x4_t {
 }
 
 /// Two requantised quads → 8 i8 clamped to [-127, 127].
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
     vmax_s8(
         vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))),
@@ -115,8 +112,7 @@ unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
 
 /// Store 8 channels `n0..` of an output row (vector when the panel is full, else scalar
 /// requantisation of the exact accumulators).
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn store_requant8(acc: [int32x4_t; 2], epi: &EpiI8, orow: &mut [i8], n0: usize) {
     let n = orow.len();
     if n0 + NR <= n {
@@ -132,8 +128,7 @@ unsafe fn store_requant8(acc: [int32x4_t; 2], epi: &EpiI8, orow: &mut [i8], n0: 
     }
 }
 
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn store_acc8(acc: [int32x4_t; 2], orow: &mut [i32], n0: usize) {
     let mut t = [0i32; NR];
     vst1q_s32(t.as_mut_ptr(), acc[0]);
@@ -341,8 +336,93 @@ unsafe fn pw_i8_impl(
     }
 }
 
-#[target_feature(enable = "neon")]
-#[inline]
+/// `acc += pairwise_i32(a0·b0 + a1·b1)` over the low 8 bytes (2 channels × 4 k of two
+/// groups): `smull` + `smlal` sum two products per i16 lane, exact because both operands are
+/// within ±127 (2·127² = 32258 < 32767), then `sadalp` folds lane pairs into i32.
+/// Written as asm because LLVM splits `vpadalq_s16` into `saddlp` + `add` (one more
+/// instruction per 8 products).
+#[inline(always)]
+unsafe fn mac2_lo(
+    acc: int32x4_t,
+    a0: int8x16_t,
+    b0: int8x16_t,
+    a1: int8x16_t,
+    b1: int8x16_t,
+) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only NEON instructions (NEON is architectural on aarch64).
+    unsafe {
+        asm!(
+            "smull {t:v}.8h, {a0:v}.8b, {b0:v}.8b",
+            "smlal {t:v}.8h, {a1:v}.8b, {b1:v}.8b",
+            "sadalp {acc:v}.4s, {t:v}.8h",
+            acc = inout(vreg) acc, a0 = in(vreg) a0, b0 = in(vreg) b0, a1 = in(vreg) a1,
+            b1 = in(vreg) b1, t = out(vreg) _,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// [`mac2_lo`] on the high 8 bytes (the other 2 channels of a 16-byte half panel).
+#[inline(always)]
+unsafe fn mac2_hi(
+    acc: int32x4_t,
+    a0: int8x16_t,
+    b0: int8x16_t,
+    a1: int8x16_t,
+    b1: int8x16_t,
+) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: as mac2_lo.
+    unsafe {
+        asm!(
+            "smull2 {t:v}.8h, {a0:v}.16b, {b0:v}.16b",
+            "smlal2 {t:v}.8h, {a1:v}.16b, {b1:v}.16b",
+            "sadalp {acc:v}.4s, {t:v}.8h",
+            acc = inout(vreg) acc, a0 = in(vreg) a0, b0 = in(vreg) b0, a1 = in(vreg) a1,
+            b1 = in(vreg) b1, t = out(vreg) _,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// One group only (odd group count, K tail): `smull` + `sadalp`, low or high 8 bytes.
+#[inline(always)]
+unsafe fn mac1<const HI: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: as mac2_lo.
+    unsafe {
+        if HI {
+            asm!(
+                "smull2 {t:v}.8h, {a:v}.16b, {b:v}.16b",
+                "sadalp {acc:v}.4s, {t:v}.8h",
+                acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, t = out(vreg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        } else {
+            asm!(
+                "smull {t:v}.8h, {a:v}.8b, {b:v}.8b",
+                "sadalp {acc:v}.4s, {t:v}.8h",
+                acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, t = out(vreg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+    }
+    acc
+}
+
+/// 4 activation bytes (one group) broadcast to all four 32-bit lanes.
+#[inline(always)]
+unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
+    vreinterpretq_s8_s32(vdupq_n_s32(load_a4(row, g, k)))
+}
+
+/// MR rows × 8 channels of panel `p`: two groups (64 products per row) per step with
+/// [`mac2_lo`]/[`mac2_hi`]; accumulator `acc[r][q]` holds channel pairs `(2q, 2q+1)` × k pairs,
+/// folded with `addp` at the end.
+#[inline(always)]
 unsafe fn tile_i8<const MR: usize>(
     a: &[i8],
     b: &PackedI8,
@@ -350,21 +430,40 @@ unsafe fn tile_i8<const MR: usize>(
     p: usize,
 ) -> [[int32x4_t; 2]; MR] {
     let k = b.k;
+    let groups = b.groups();
     let ap = a.as_ptr().add(m * k);
-    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
+    let bp = b.data.as_ptr().add(p * groups * NR * 4);
     let mut acc = [[vdupq_n_s32(0); 4]; MR];
-    for g in 0..b.groups() {
+    let mut g = 0;
+    // Both groups fully inside K: plain 4-byte loads of A.
+    while 4 * g + 8 <= k {
+        let b00 = vld1q_s8(bp.add(g * 32));
+        let b01 = vld1q_s8(bp.add(g * 32 + 16));
+        let b10 = vld1q_s8(bp.add(g * 32 + 32));
+        let b11 = vld1q_s8(bp.add(g * 32 + 48));
+        for r in 0..MR {
+            let row = ap.add(r * k + 4 * g);
+            let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
+            let a1 = vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
+            acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
+            acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
+            acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
+            acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
+        }
+        g += 2;
+    }
+    // At most two groups left, the last possibly partial (zero-padded loads).
+    while g < groups {
         let b0 = vld1q_s8(bp.add(g * 32));
         let b1 = vld1q_s8(bp.add(g * 32 + 16));
         for r in 0..MR {
-            let av = vreinterpretq_s8_s32(vdupq_n_s32(load_a4(ap.add(r * k), g, k)));
-            let al = vget_low_s8(av);
-            // i8·i8 fits i16 exactly; pairs are summed into i32 lanes (c, k01), (c, k23).
-            acc[r][0] = vpadalq_s16(acc[r][0], vmull_s8(al, vget_low_s8(b0)));
-            acc[r][1] = vpadalq_s16(acc[r][1], vmull_high_s8(av, b0));
-            acc[r][2] = vpadalq_s16(acc[r][2], vmull_s8(al, vget_low_s8(b1)));
-            acc[r][3] = vpadalq_s16(acc[r][3], vmull_high_s8(av, b1));
+            let av = dup_a4(ap.add(r * k), g, k);
+            acc[r][0] = mac1::<false>(acc[r][0], av, b0);
+            acc[r][1] = mac1::<true>(acc[r][1], av, b0);
+            acc[r][2] = mac1::<false>(acc[r][2], av, b1);
+            acc[r][3] = mac1::<true>(acc[r][3], av, b1);
         }
+        g += 1;
     }
     let mut res = [[vdupq_n_s32(0); 2]; MR];
     for r in 0..MR {
@@ -737,6 +836,17 @@ unsafe fn dw_i8_impl<const K: usize>(
     }
 }
 
+/// Widen 16 i16 lanes (`lo`: channels 0..8, `hi`: 8..16) into four i32 accumulators.
+#[inline(always)]
+unsafe fn widen16(acc: [int32x4_t; 4], lo: int16x8_t, hi: int16x8_t) -> [int32x4_t; 4] {
+    [
+        vaddw_s16(acc[0], vget_low_s16(lo)),
+        vaddw_high_s16(acc[1], lo),
+        vaddw_s16(acc[2], vget_low_s16(hi)),
+        vaddw_high_s16(acc[3], hi),
+    ]
+}
+
 #[target_feature(enable = "neon")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
@@ -758,19 +868,35 @@ unsafe fn dw_i8_block16<const FK: usize>(
     let ip = input.as_ptr();
     let wp = w.data.as_ptr();
     let mut acc = [vdupq_n_s32(0); 4];
+    // Taps go in pairs: `smull` + `smlal` sum two products per i16 lane (exact within ±127,
+    // 2·127² < 32767), so one widening into i32 serves two taps.
+    let mut pending: Option<(int8x16_t, int8x16_t)> = None;
     for ky in ky0..ky1 {
         let iy = (win.iy0 + ky as isize) as usize;
         for kx in kx0..kx1 {
             let ix = (win.ix0 + kx as isize) as usize;
             let x = vld1q_s8(ip.add((iy * s.w + ix) * c + c0));
             let y = vld1q_s8(wp.add((ky * k + kx) * c + c0));
-            let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
-            let hi = vmull_high_s8(x, y);
-            acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
-            acc[1] = vaddw_high_s16(acc[1], lo);
-            acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
-            acc[3] = vaddw_high_s16(acc[3], hi);
+            match pending.take() {
+                None => pending = Some((x, y)),
+                Some((x0, y0)) => {
+                    let lo = vmlal_s8(
+                        vmull_s8(vget_low_s8(x0), vget_low_s8(y0)),
+                        vget_low_s8(x),
+                        vget_low_s8(y),
+                    );
+                    let hi = vmlal_high_s8(vmull_high_s8(x0, y0), x, y);
+                    acc = widen16(acc, lo, hi);
+                }
+            }
         }
+    }
+    if let Some((x, y)) = pending {
+        acc = widen16(
+            acc,
+            vmull_s8(vget_low_s8(x), vget_low_s8(y)),
+            vmull_high_s8(x, y),
+        );
     }
     let a = narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4));
     let b = narrow8(
@@ -796,17 +922,27 @@ unsafe fn dw_i8_block8(
     let ip = input.as_ptr();
     let wp = w.data.as_ptr();
     let mut acc = [vdupq_n_s32(0); 2];
+    // Taps in pairs summed in i16, as dw_i8_block16.
+    let mut pending: Option<int16x8_t> = None;
     for ky in win.ky0..win.ky1 {
         let iy = (win.iy0 + ky as isize) as usize;
         for kx in win.kx0..win.kx1 {
             let ix = (win.ix0 + kx as isize) as usize;
-            let p = vmull_s8(
-                vld1_s8(ip.add((iy * s.w + ix) * c + c0)),
-                vld1_s8(wp.add((ky * k + kx) * c + c0)),
-            );
-            acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
-            acc[1] = vaddw_high_s16(acc[1], p);
+            let x = vld1_s8(ip.add((iy * s.w + ix) * c + c0));
+            let y = vld1_s8(wp.add((ky * k + kx) * c + c0));
+            match pending.take() {
+                None => pending = Some(vmull_s8(x, y)),
+                Some(p) => {
+                    let p = vmlal_s8(p, x, y);
+                    acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+                    acc[1] = vaddw_high_s16(acc[1], p);
+                }
+            }
         }
+    }
+    if let Some(p) = pending {
+        acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+        acc[1] = vaddw_high_s16(acc[1], p);
     }
     vst1_s8(
         op.add(c0),
