@@ -137,6 +137,96 @@ unsafe fn store_acc8(acc: [int32x4_t; 2], orow: &mut [i32], n0: usize) {
     orow[n0..n0 + cnt].copy_from_slice(&t[..cnt]);
 }
 
+/// Where a GEMM tile goes: requantised int8 rows or plain i32 accumulators, `n` per row,
+/// row 0 being the first row of the call's range.
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    I8(&'a EpiI8<'a>, *mut i8),
+    Acc(*mut i32),
+}
+
+/// Store a tile of MR rows × 8 channels `n0..` at output rows `orow..`. Full panels of an
+/// int8 sink requantise with the per-channel bias, multiplier and activation loaded once
+/// for all MR rows and the activation chosen once per tile (the epilogue is otherwise a
+/// visible share of a 1×1 conv's instructions); a partial panel goes the exact scalar way.
+/// Caller: rows `orow..orow+MR` and channels `n0..min(n0+8, n)` lie inside the output.
+#[inline(always)]
+unsafe fn store_tile<const MR: usize>(
+    sink: Sink,
+    acc: &[[int32x4_t; 2]; MR],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    match sink {
+        Sink::Acc(out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_acc8(acc[r], row, n0);
+            }
+        }
+        Sink::I8(epi, out) if n0 + NR > n => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_requant8(acc[r], epi, row, n0);
+            }
+        }
+        Sink::I8(epi, out) => {
+            let op = out.add(orow * n + n0);
+            let bias = [
+                vld1q_s32(epi.bias.as_ptr().add(n0)),
+                vld1q_s32(epi.bias.as_ptr().add(n0 + 4)),
+            ];
+            let mult = [
+                vld1q_f32(epi.mult.as_ptr().add(n0)),
+                vld1q_f32(epi.mult.as_ptr().add(n0 + 4)),
+            ];
+            match epi.act {
+                Act::None => requant_rows::<MR, 0>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu => requant_rows::<MR, 1>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu6(hi) => {
+                    requant_rows::<MR, 2>(acc, bias, mult, [vdupq_n_f32(hi); 2], op, n)
+                }
+                Act::PRelu(al) => {
+                    let al = [
+                        vld1q_f32(al.as_ptr().add(n0)),
+                        vld1q_f32(al.as_ptr().add(n0 + 4)),
+                    ];
+                    requant_rows::<MR, 3>(acc, bias, mult, al, op, n)
+                }
+            }
+        }
+    }
+}
+
+/// [`store_tile`]'s vector path; `ACT`: 0 none, 1 ReLU, 2 ReLU6 (bound in `p`), 3 PReLU
+/// (slopes in `p`). Same arithmetic as [`requant4`].
+#[inline(always)]
+unsafe fn requant_rows<const MR: usize, const ACT: u8>(
+    acc: &[[int32x4_t; 2]; MR],
+    bias: [int32x4_t; 2],
+    mult: [float32x4_t; 2],
+    p: [float32x4_t; 2],
+    op: *mut i8,
+    n: usize,
+) {
+    let zero = vdupq_n_f32(0.0);
+    for r in 0..MR {
+        let mut q = [vdupq_n_s32(0); 2];
+        for h in 0..2 {
+            let v = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc[r][h], bias[h])), mult[h]);
+            let v = match ACT {
+                0 => v,
+                1 => vmaxq_f32(v, zero),
+                2 => vminq_f32(vmaxq_f32(v, zero), p[h]),
+                _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, p[h]), v),
+            };
+            q[h] = vcvtaq_s32_f32(v);
+        }
+        vst1_s8(op.add(r * n), narrow8(q[0], q[1]));
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Pointwise f32: 8 rows × 8 channels, 16 accumulators, fmla by lane.
 // ------------------------------------------------------------------------------------------
@@ -283,36 +373,20 @@ pub(crate) fn neon_pw_i8_4x8(
     generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
     check_packed_i8(b);
     epi.check(b.n);
-    let n = b.n;
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
 }
 
 pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
     generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
     check_packed_i8(b);
-    let n = b.n;
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
 }
 
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn pw_i8_impl(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    mut store: impl FnMut([int32x4_t; 2], usize, usize),
-) {
+unsafe fn pw_i8_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(4);
@@ -320,9 +394,7 @@ unsafe fn pw_i8_impl(
             macro_rules! t {
                 ($mr:literal) => {{
                     let acc = tile_i8::<$mr>(a, b, m, p);
-                    for r in 0..$mr {
-                        store(acc[r], m - m0 + r, p * NR);
-                    }
+                    store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
             match mr {
@@ -507,13 +579,8 @@ pub(crate) fn neon_dot_pw_i8_8x8(
         has_dotprod(),
         "neon_dot_pw_i8_8x8 needs the dotprod extension"
     );
-    let n = b.n;
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
 }
 
 pub(crate) fn neon_dot_pw_i8_acc_8x8(
@@ -529,24 +596,13 @@ pub(crate) fn neon_dot_pw_i8_acc_8x8(
         has_dotprod(),
         "neon_dot_pw_i8_acc_8x8 needs the dotprod extension"
     );
-    let n = b.n;
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn pw_i8_dot_impl(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    mut store: impl FnMut([int32x4_t; 2], usize, usize),
-) {
+unsafe fn pw_i8_dot_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(8);
@@ -554,9 +610,7 @@ unsafe fn pw_i8_dot_impl(
             macro_rules! t {
                 ($mr:literal) => {{
                     let acc = tile_i8_dot::<$mr>(a, b, m, p);
-                    for r in 0..$mr {
-                        store(acc[r], m - m0 + r, p * NR);
-                    }
+                    store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
             match mr {
