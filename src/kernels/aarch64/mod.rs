@@ -847,9 +847,31 @@ unsafe fn dw_i8_impl<const K: usize>(
     out: &mut [i8],
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
+    // 3×3: output columns [xa, xb) see a full horizontal window; on rows with a full vertical
+    // window too, their 16-channel blocks go through dw3_row_i8 (weights and epilogue kept in
+    // registers along the row), the rest pixel by pixel below.
+    let c16 = c / 16 * 16;
+    let (xa, xb) = if K == 3 && c16 > 0 && s.w + s.pad >= 3 {
+        let xa = s.pad.div_ceil(s.stride);
+        (xa, ow.min((s.w + s.pad - 3) / s.stride + 1).max(xa))
+    } else {
+        (0, 0)
+    };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
-        for ox in 0..ow {
+        let fast_row = xa < xb && ky0 == 0 && ky1 == 3;
+        if fast_row {
+            let orow = out.as_mut_ptr().add((oy - y0) * ow * c);
+            match epi.act {
+                Act::None => dw3_row_i8::<0>(input, s, w, epi, oy, xa, xb, orow),
+                Act::Relu => dw3_row_i8::<1>(input, s, w, epi, oy, xa, xb, orow),
+                Act::Relu6(_) => dw3_row_i8::<2>(input, s, w, epi, oy, xa, xb, orow),
+                Act::PRelu(_) => dw3_row_i8::<3>(input, s, w, epi, oy, xa, xb, orow),
+            }
+        }
+        // One output pixel, channels [done, C).
+        let outp = out.as_mut_ptr();
+        let pixel = |ox: usize, done: usize| {
             let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
             let win = Win {
                 ky0,
@@ -860,8 +882,8 @@ unsafe fn dw_i8_impl<const K: usize>(
                 ix0: (ox * s.stride) as isize - s.pad as isize,
             };
             let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
-            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = 0;
+            let op = outp.add(((oy - y0) * ow + ox) * c);
+            let mut c0 = done;
             while c0 + 16 <= c {
                 if full {
                     dw_i8_block16::<K>(input, s, w, epi, win, c0, op);
@@ -886,8 +908,123 @@ unsafe fn dw_i8_impl<const K: usize>(
                 }
                 *op.add(cc) = epi.requant(acc, cc);
             }
+        };
+        if fast_row {
+            // Columns [xa, xb) only have their last C mod 16 channels left.
+            (0..xa).for_each(|ox| pixel(ox, 0));
+            if c16 < c {
+                (xa..xb).for_each(|ox| pixel(ox, c16));
+            }
+            (xb..ow).for_each(|ox| pixel(ox, 0));
+        } else {
+            (0..ow).for_each(|ox| pixel(ox, 0));
         }
     }
+}
+
+/// 3×3 depthwise int8 along output row `oy`, columns `[xa, xb)` (all inside the image), for
+/// the 16-channel blocks `[0, C/16·16)`: per block the 9 weight vectors, bias, multiplier and
+/// activation parameters are loaded once for the whole row; per pixel, 9 loads, taps in
+/// pairs summed in i16 (`smull` + `smlal`, exact within ±127), widened into accumulators that
+/// start at the bias. `ACT` as [`requant_rows`]. `orow` is output row `oy`.
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_row_i8<const ACT: u8>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    orow: *mut i8,
+) {
+    let (c, st) = (s.cin, s.stride);
+    let rs = s.w * c;
+    let ip = input.as_ptr().add((oy * st - s.pad) * rs);
+    let wp = w.data.as_ptr();
+    let zero = vdupq_n_f32(0.0);
+    let mut c0 = 0;
+    while c0 + 16 <= c {
+        let wv: [int8x16_t; 9] = core::array::from_fn(|t| vld1q_s8(wp.add(t * c + c0)));
+        let bias: [int32x4_t; 4] =
+            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
+        let mult: [float32x4_t; 4] =
+            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
+        let par: [float32x4_t; 4] = match epi.act {
+            Act::Relu6(hi) => [vdupq_n_f32(hi); 4],
+            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
+            _ => [zero; 4],
+        };
+        for ox in xa..xb {
+            let base = ip.add((ox * st - s.pad) * c + c0);
+            let x = |t: usize| vld1q_s8(base.add((t / 3) * rs + (t % 3) * c));
+            let mut acc = bias;
+            for pr in 0..4 {
+                let (lo, hi) = mul2(x(2 * pr), wv[2 * pr], x(2 * pr + 1), wv[2 * pr + 1]);
+                acc = widen16(acc, lo, hi);
+            }
+            let (lo, hi) = mul1(x(8), wv[8]);
+            acc = widen16(acc, lo, hi);
+            let q: [int32x4_t; 4] = core::array::from_fn(|i| {
+                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
+                let v = match ACT {
+                    0 => v,
+                    1 => vmaxq_f32(v, zero),
+                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
+                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                };
+                vcvtaq_s32_f32(v)
+            });
+            vst1q_s8(
+                orow.add(ox * c + c0),
+                vcombine_s8(narrow8(q[0], q[1]), narrow8(q[2], q[3])),
+            );
+        }
+        c0 += 16;
+    }
+}
+
+/// 16 lanes of `x0·w0 + x1·w1` in i16 (exact within ±127): (channels 0..8, 8..16). Asm
+/// because LLVM otherwise moves the high halves down with `ext` before a plain `smull`.
+#[inline(always)]
+unsafe fn mul2(
+    x0: int8x16_t,
+    w0: int8x16_t,
+    x1: int8x16_t,
+    w1: int8x16_t,
+) -> (int16x8_t, int16x8_t) {
+    let (lo, hi): (int16x8_t, int16x8_t);
+    // SAFETY: register-only NEON instructions.
+    unsafe {
+        asm!(
+            "smull {lo:v}.8h, {x0:v}.8b, {w0:v}.8b",
+            "smull2 {hi:v}.8h, {x0:v}.16b, {w0:v}.16b",
+            "smlal {lo:v}.8h, {x1:v}.8b, {w1:v}.8b",
+            "smlal2 {hi:v}.8h, {x1:v}.16b, {w1:v}.16b",
+            x0 = in(vreg) x0, w0 = in(vreg) w0, x1 = in(vreg) x1, w1 = in(vreg) w1,
+            lo = out(vreg) lo, hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (lo, hi)
+}
+
+/// 16 lanes of `x·w` in i16, as [`mul2`].
+#[inline(always)]
+unsafe fn mul1(x: int8x16_t, w: int8x16_t) -> (int16x8_t, int16x8_t) {
+    let (lo, hi): (int16x8_t, int16x8_t);
+    // SAFETY: register-only NEON instructions.
+    unsafe {
+        asm!(
+            "smull {lo:v}.8h, {x:v}.8b, {w:v}.8b",
+            "smull2 {hi:v}.8h, {x:v}.16b, {w:v}.16b",
+            x = in(vreg) x, w = in(vreg) w, lo = out(vreg) lo, hi = lateout(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (lo, hi)
 }
 
 /// Widen 16 i16 lanes (`lo`: channels 0..8, `hi`: 8..16) into four i32 accumulators.
