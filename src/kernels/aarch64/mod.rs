@@ -848,10 +848,10 @@ unsafe fn dw_i8_impl<const K: usize>(
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
     // 3×3: output columns [xa, xb) see a full horizontal window; on rows with a full vertical
-    // window too, their 16-channel blocks go through dw3_row_i8 (weights and epilogue kept in
-    // registers along the row), the rest pixel by pixel below.
-    let c16 = c / 16 * 16;
-    let (xa, xb) = if K == 3 && c16 > 0 && s.w + s.pad >= 3 {
+    // window too, their 16- and 8-channel blocks go through dw3_row_i8 (weights and epilogue
+    // kept in registers along the row), the rest pixel by pixel below.
+    let c8 = c / 8 * 8;
+    let (xa, xb) = if K == 3 && c8 > 0 && s.w + s.pad >= 3 {
         let xa = s.pad.div_ceil(s.stride);
         (xa, ow.min((s.w + s.pad - 3) / s.stride + 1).max(xa))
     } else {
@@ -910,10 +910,10 @@ unsafe fn dw_i8_impl<const K: usize>(
             }
         };
         if fast_row {
-            // Columns [xa, xb) only have their last C mod 16 channels left.
+            // Columns [xa, xb) only have their last C mod 8 channels left.
             (0..xa).for_each(|ox| pixel(ox, 0));
-            if c16 < c {
-                (xa..xb).for_each(|ox| pixel(ox, c16));
+            if c8 < c {
+                (xa..xb).for_each(|ox| pixel(ox, c8));
             }
             (xb..ow).for_each(|ox| pixel(ox, 0));
         } else {
@@ -923,7 +923,7 @@ unsafe fn dw_i8_impl<const K: usize>(
 }
 
 /// 3×3 depthwise int8 along output row `oy`, columns `[xa, xb)` (all inside the image), for
-/// the 16-channel blocks `[0, C/16·16)`: per block the 9 weight vectors, bias, multiplier and
+/// channels `[0, C/8·8)` in blocks of 16 then 8: per block the 9 weight vectors, bias, multiplier and
 /// activation parameters are loaded once for the whole row; per pixel, 9 loads, taps in
 /// pairs summed in i16 (`smull` + `smlal`, exact within ±127), widened into accumulators that
 /// start at the bias. `ACT` as [`requant_rows`]. `orow` is output row `oy`.
@@ -983,6 +983,48 @@ unsafe fn dw3_row_i8<const ACT: u8>(
             );
         }
         c0 += 16;
+    }
+    if c0 + 8 <= c {
+        // One 8-channel block left (C mod 16 >= 8): the same with 64-bit vectors.
+        let wv: [int8x8_t; 9] = core::array::from_fn(|t| vld1_s8(wp.add(t * c + c0)));
+        let bias: [int32x4_t; 2] =
+            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
+        let mult: [float32x4_t; 2] =
+            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
+        let par: [float32x4_t; 2] = match epi.act {
+            Act::Relu6(hi) => [vdupq_n_f32(hi); 2],
+            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
+            _ => [zero; 2],
+        };
+        for ox in xa..xb {
+            let base = ip.add((ox * st - s.pad) * c + c0);
+            let x = |t: usize| vld1_s8(base.add((t / 3) * rs + (t % 3) * c));
+            let mut acc = bias;
+            for pr in 0..5 {
+                let p = if pr < 4 {
+                    vmlal_s8(
+                        vmull_s8(x(2 * pr), wv[2 * pr]),
+                        x(2 * pr + 1),
+                        wv[2 * pr + 1],
+                    )
+                } else {
+                    vmull_s8(x(8), wv[8])
+                };
+                acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+                acc[1] = vaddw_high_s16(acc[1], p);
+            }
+            let q: [int32x4_t; 2] = core::array::from_fn(|i| {
+                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
+                let v = match ACT {
+                    0 => v,
+                    1 => vmaxq_f32(v, zero),
+                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
+                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                };
+                vcvtaq_s32_f32(v)
+            });
+            vst1_s8(orow.add(ox * c + c0), narrow8(q[0], q[1]));
+        }
     }
 }
 
