@@ -5,9 +5,17 @@
 //! inline asm because `vdotq_s32` is not stable Rust.
 //!
 //! int8 GEMM on the packed layout (groups of 8 channels × 4 k, see [`PackedI8`]):
-//! - NEON: `smull` (i8·i8→i16, exact) + `sadalp` (pairwise add into i32), folded with `addp`.
+//! - NEON: two groups at a time, `smull` + `smlal` put two products in each i16 lane (exact
+//!   because operands are within ±127, the int8 contract of `kernels`: 2·127² < 32767), then
+//!   `sadalp` adds lane pairs into i32: 16 products per 3 instructions, folded with `addp`
+//!   at the end. Written as asm: LLVM turns `vpadalq_s16` into `saddlp` + `add`.
+//! - The epilogue works on a whole tile: bias, multiplier and activation parameters are
+//!   loaded once for its rows, and the activation is chosen once per tile.
 //! - dotprod: `sdot v.4s, w.16b, a.4b[lane]`: one instruction = 4 channels × 4 k, with the 4
 //!   activation bytes picked by lane from a 16-byte load of A (4 groups).
+//!
+//! Depthwise int8 pairs taps the same way (`smull` + `smlal`, then widening adds); 3×3 rows
+//! run interior pixels with the 9 weight vectors and the epilogue held in registers.
 //!
 //! Requantisation uses `fcvtas` (round half away from zero, like `f32::round`) and
 //! saturating narrows, so it matches the generic kernel exactly.
