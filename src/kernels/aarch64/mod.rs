@@ -681,7 +681,9 @@ unsafe fn tile_i8_dot<const MR: usize>(
         }
         g += 1;
     }
-    acc
+    // A fresh array, not `acc` itself: returned directly, `acc` would live in the return slot
+    // in memory and every `sdot` update would be stored there.
+    core::array::from_fn(|r| acc[r])
 }
 
 // ------------------------------------------------------------------------------------------
