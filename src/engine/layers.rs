@@ -149,6 +149,14 @@ impl Layer {
                             return Err(Error::Msg(format!("int8 model: {name}.weight is not i8")))
                         }
                     };
+                    // The kernels rely on the symmetric scheme: a NEON GEMM sums two
+                    // products in i16, exact only while no operand is -128 (our quantiser
+                    // clamps to ±127; a file from elsewhere might not).
+                    if w.contains(&i8::MIN) {
+                        return Err(Error::Msg(format!(
+                            "int8 model: {name}.weight holds -128; int8 weights must lie in ±127"
+                        )));
+                    }
                     let w_scale = file.tensor_f32(&format!("{name}.w_scale"))?;
                     let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
                         ConvWeights::PointwiseI8(pack_pw_i8(w, cout, cin))

@@ -15,8 +15,11 @@
 //!   threads with `chunks_mut`.
 //!
 //! int8 scheme: activations symmetric per tensor (zero-point 0, ±127), weights symmetric per
-//! output channel, i32 accumulation, then per output channel `c`:
+//! output channel (±127), i32 accumulation, then per output channel `c`:
 //! `real = (acc + bias[c]) as f32 * mult[c]`, activation in that domain, round, clamp ±127.
+//! -128 never occurs (every producer clamps to ±127), and int8 kernels may rely on it:
+//! NEON without dotprod sums two products in one i16 lane (2·127² = 32258 < 32767); an
+//! input of -128 is outside the contract.
 //! Rounding: the generic and NEON kernels round half away from zero (`f32::round`,
 //! `vcvtaq`); AVX2 rounds half to even (`cvtps_epi32`). They can differ by 1 LSB on exact
 //! ties, which the tests allow.

@@ -5,9 +5,17 @@
 //! inline asm because `vdotq_s32` is not stable Rust.
 //!
 //! int8 GEMM on the packed layout (groups of 8 channels × 4 k, see [`PackedI8`]):
-//! - NEON: `smull` (i8·i8→i16, exact) + `sadalp` (pairwise add into i32), folded with `addp`.
+//! - NEON: two groups at a time, `smull` + `smlal` put two products in each i16 lane (exact
+//!   because operands are within ±127, the int8 contract of `kernels`: 2·127² < 32767), then
+//!   `sadalp` adds lane pairs into i32: 16 products per 3 instructions, folded with `addp`
+//!   at the end. Written as asm: LLVM turns `vpadalq_s16` into `saddlp` + `add`.
+//! - The epilogue works on a whole tile: bias, multiplier and activation parameters are
+//!   loaded once for its rows, and the activation is chosen once per tile.
 //! - dotprod: `sdot v.4s, w.16b, a.4b[lane]`: one instruction = 4 channels × 4 k, with the 4
 //!   activation bytes picked by lane from a 16-byte load of A (4 groups).
+//!
+//! Depthwise int8 pairs taps the same way (`smull` + `smlal`, then widening adds); 3×3 rows
+//! run interior pixels with the 9 weight vectors and the epilogue held in registers.
 //!
 //! Requantisation uses `fcvtas` (round half away from zero, like `f32::round`) and
 //! saturating narrows, so it matches the generic kernel exactly.
@@ -70,8 +78,7 @@ fn check_packed_i8(b: &PackedI8) {
 // Epilogues
 // ------------------------------------------------------------------------------------------
 
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn act4(act: &Act, v: float32x4_t, c0: usize) -> float32x4_t {
     let zero = vdupq_n_f32(0.0);
     match *act {
@@ -87,8 +94,7 @@ unsafe fn act4(act: &Act, v: float32x4_t, c0: usize) -> float32x4_t {
 }
 
 /// Requantise 4 accumulators (channels `c0..c0+4`) to i32 already rounded and saturated later.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn requant4(acc: int32x4_t, epi: &EpiI8, c0: usize) -> int32x4_t {
     // SAFETY: caller guarantees c0 + 4 <= N <= bias.len(), mult.len().
     let (b, m) = unsafe {
@@ -104,8 +110,7 @@ unsafe fn requant4(acc: int32x4_t, epi: &EpiI8, c0: usize) -> int32x4_t {
 }
 
 /// Two requantised quads → 8 i8 clamped to [-127, 127].
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
     vmax_s8(
         vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))),
@@ -115,8 +120,7 @@ unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
 
 /// Store 8 channels `n0..` of an output row (vector when the panel is full, else scalar
 /// requantisation of the exact accumulators).
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn store_requant8(acc: [int32x4_t; 2], epi: &EpiI8, orow: &mut [i8], n0: usize) {
     let n = orow.len();
     if n0 + NR <= n {
@@ -132,14 +136,103 @@ unsafe fn store_requant8(acc: [int32x4_t; 2], epi: &EpiI8, orow: &mut [i8], n0: 
     }
 }
 
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn store_acc8(acc: [int32x4_t; 2], orow: &mut [i32], n0: usize) {
     let mut t = [0i32; NR];
     vst1q_s32(t.as_mut_ptr(), acc[0]);
     vst1q_s32(t.as_mut_ptr().add(4), acc[1]);
     let cnt = NR.min(orow.len() - n0);
     orow[n0..n0 + cnt].copy_from_slice(&t[..cnt]);
+}
+
+/// Where a GEMM tile goes: requantised int8 rows or plain i32 accumulators, `n` per row,
+/// row 0 being the first row of the call's range.
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    I8(&'a EpiI8<'a>, *mut i8),
+    Acc(*mut i32),
+}
+
+/// Store a tile of MR rows × 8 channels `n0..` at output rows `orow..`. Full panels of an
+/// int8 sink requantise with the per-channel bias, multiplier and activation loaded once
+/// for all MR rows and the activation chosen once per tile (the epilogue is otherwise a
+/// visible share of a 1×1 conv's instructions); a partial panel goes the exact scalar way.
+/// Caller: rows `orow..orow+MR` and channels `n0..min(n0+8, n)` lie inside the output.
+#[inline(always)]
+unsafe fn store_tile<const MR: usize>(
+    sink: Sink,
+    acc: &[[int32x4_t; 2]; MR],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    match sink {
+        Sink::Acc(out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_acc8(acc[r], row, n0);
+            }
+        }
+        Sink::I8(epi, out) if n0 + NR > n => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_requant8(acc[r], epi, row, n0);
+            }
+        }
+        Sink::I8(epi, out) => {
+            let op = out.add(orow * n + n0);
+            let bias = [
+                vld1q_s32(epi.bias.as_ptr().add(n0)),
+                vld1q_s32(epi.bias.as_ptr().add(n0 + 4)),
+            ];
+            let mult = [
+                vld1q_f32(epi.mult.as_ptr().add(n0)),
+                vld1q_f32(epi.mult.as_ptr().add(n0 + 4)),
+            ];
+            match epi.act {
+                Act::None => requant_rows::<MR, 0>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu => requant_rows::<MR, 1>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu6(hi) => {
+                    requant_rows::<MR, 2>(acc, bias, mult, [vdupq_n_f32(hi); 2], op, n)
+                }
+                Act::PRelu(al) => {
+                    let al = [
+                        vld1q_f32(al.as_ptr().add(n0)),
+                        vld1q_f32(al.as_ptr().add(n0 + 4)),
+                    ];
+                    requant_rows::<MR, 3>(acc, bias, mult, al, op, n)
+                }
+            }
+        }
+    }
+}
+
+/// [`store_tile`]'s vector path; `ACT`: 0 none, 1 ReLU, 2 ReLU6 (bound in `p`), 3 PReLU
+/// (slopes in `p`). Same arithmetic as [`requant4`].
+#[inline(always)]
+unsafe fn requant_rows<const MR: usize, const ACT: u8>(
+    acc: &[[int32x4_t; 2]; MR],
+    bias: [int32x4_t; 2],
+    mult: [float32x4_t; 2],
+    p: [float32x4_t; 2],
+    op: *mut i8,
+    n: usize,
+) {
+    let zero = vdupq_n_f32(0.0);
+    for r in 0..MR {
+        let mut q = [vdupq_n_s32(0); 2];
+        for h in 0..2 {
+            let v = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc[r][h], bias[h])), mult[h]);
+            let v = match ACT {
+                0 => v,
+                1 => vmaxq_f32(v, zero),
+                2 => vminq_f32(vmaxq_f32(v, zero), p[h]),
+                _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, p[h]), v),
+            };
+            q[h] = vcvtaq_s32_f32(v);
+        }
+        vst1_s8(op.add(r * n), narrow8(q[0], q[1]));
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -288,36 +381,20 @@ pub(crate) fn neon_pw_i8_4x8(
     generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
     check_packed_i8(b);
     epi.check(b.n);
-    let n = b.n;
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
 }
 
 pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
     generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
     check_packed_i8(b);
-    let n = b.n;
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
 }
 
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn pw_i8_impl(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    mut store: impl FnMut([int32x4_t; 2], usize, usize),
-) {
+unsafe fn pw_i8_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(4);
@@ -325,9 +402,7 @@ unsafe fn pw_i8_impl(
             macro_rules! t {
                 ($mr:literal) => {{
                     let acc = tile_i8::<$mr>(a, b, m, p);
-                    for r in 0..$mr {
-                        store(acc[r], m - m0 + r, p * NR);
-                    }
+                    store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
             match mr {
@@ -341,8 +416,93 @@ unsafe fn pw_i8_impl(
     }
 }
 
-#[target_feature(enable = "neon")]
-#[inline]
+/// `acc += pairwise_i32(a0·b0 + a1·b1)` over the low 8 bytes (2 channels × 4 k of two
+/// groups): `smull` + `smlal` sum two products per i16 lane, exact because both operands are
+/// within ±127 (2·127² = 32258 < 32767), then `sadalp` folds lane pairs into i32.
+/// Written as asm because LLVM splits `vpadalq_s16` into `saddlp` + `add` (one more
+/// instruction per 8 products).
+#[inline(always)]
+unsafe fn mac2_lo(
+    acc: int32x4_t,
+    a0: int8x16_t,
+    b0: int8x16_t,
+    a1: int8x16_t,
+    b1: int8x16_t,
+) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only NEON instructions (NEON is architectural on aarch64).
+    unsafe {
+        asm!(
+            "smull {t:v}.8h, {a0:v}.8b, {b0:v}.8b",
+            "smlal {t:v}.8h, {a1:v}.8b, {b1:v}.8b",
+            "sadalp {acc:v}.4s, {t:v}.8h",
+            acc = inout(vreg) acc, a0 = in(vreg) a0, b0 = in(vreg) b0, a1 = in(vreg) a1,
+            b1 = in(vreg) b1, t = out(vreg) _,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// [`mac2_lo`] on the high 8 bytes (the other 2 channels of a 16-byte half panel).
+#[inline(always)]
+unsafe fn mac2_hi(
+    acc: int32x4_t,
+    a0: int8x16_t,
+    b0: int8x16_t,
+    a1: int8x16_t,
+    b1: int8x16_t,
+) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: as mac2_lo.
+    unsafe {
+        asm!(
+            "smull2 {t:v}.8h, {a0:v}.16b, {b0:v}.16b",
+            "smlal2 {t:v}.8h, {a1:v}.16b, {b1:v}.16b",
+            "sadalp {acc:v}.4s, {t:v}.8h",
+            acc = inout(vreg) acc, a0 = in(vreg) a0, b0 = in(vreg) b0, a1 = in(vreg) a1,
+            b1 = in(vreg) b1, t = out(vreg) _,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// One group only (odd group count, K tail): `smull` + `sadalp`, low or high 8 bytes.
+#[inline(always)]
+unsafe fn mac1<const HI: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: as mac2_lo.
+    unsafe {
+        if HI {
+            asm!(
+                "smull2 {t:v}.8h, {a:v}.16b, {b:v}.16b",
+                "sadalp {acc:v}.4s, {t:v}.8h",
+                acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, t = out(vreg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        } else {
+            asm!(
+                "smull {t:v}.8h, {a:v}.8b, {b:v}.8b",
+                "sadalp {acc:v}.4s, {t:v}.8h",
+                acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, t = out(vreg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+    }
+    acc
+}
+
+/// 4 activation bytes (one group) broadcast to all four 32-bit lanes.
+#[inline(always)]
+unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
+    vreinterpretq_s8_s32(vdupq_n_s32(load_a4(row, g, k)))
+}
+
+/// MR rows × 8 channels of panel `p`: two groups (64 products per row) per step with
+/// [`mac2_lo`]/[`mac2_hi`]; accumulator `acc[r][q]` holds channel pairs `(2q, 2q+1)` × k pairs,
+/// folded with `addp` at the end.
+#[inline(always)]
 unsafe fn tile_i8<const MR: usize>(
     a: &[i8],
     b: &PackedI8,
@@ -350,21 +510,40 @@ unsafe fn tile_i8<const MR: usize>(
     p: usize,
 ) -> [[int32x4_t; 2]; MR] {
     let k = b.k;
+    let groups = b.groups();
     let ap = a.as_ptr().add(m * k);
-    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
+    let bp = b.data.as_ptr().add(p * groups * NR * 4);
     let mut acc = [[vdupq_n_s32(0); 4]; MR];
-    for g in 0..b.groups() {
+    let mut g = 0;
+    // Both groups fully inside K: plain 4-byte loads of A.
+    while 4 * g + 8 <= k {
+        let b00 = vld1q_s8(bp.add(g * 32));
+        let b01 = vld1q_s8(bp.add(g * 32 + 16));
+        let b10 = vld1q_s8(bp.add(g * 32 + 32));
+        let b11 = vld1q_s8(bp.add(g * 32 + 48));
+        for r in 0..MR {
+            let row = ap.add(r * k + 4 * g);
+            let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
+            let a1 = vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
+            acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
+            acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
+            acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
+            acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
+        }
+        g += 2;
+    }
+    // At most two groups left, the last possibly partial (zero-padded loads).
+    while g < groups {
         let b0 = vld1q_s8(bp.add(g * 32));
         let b1 = vld1q_s8(bp.add(g * 32 + 16));
         for r in 0..MR {
-            let av = vreinterpretq_s8_s32(vdupq_n_s32(load_a4(ap.add(r * k), g, k)));
-            let al = vget_low_s8(av);
-            // i8·i8 fits i16 exactly; pairs are summed into i32 lanes (c, k01), (c, k23).
-            acc[r][0] = vpadalq_s16(acc[r][0], vmull_s8(al, vget_low_s8(b0)));
-            acc[r][1] = vpadalq_s16(acc[r][1], vmull_high_s8(av, b0));
-            acc[r][2] = vpadalq_s16(acc[r][2], vmull_s8(al, vget_low_s8(b1)));
-            acc[r][3] = vpadalq_s16(acc[r][3], vmull_high_s8(av, b1));
+            let av = dup_a4(ap.add(r * k), g, k);
+            acc[r][0] = mac1::<false>(acc[r][0], av, b0);
+            acc[r][1] = mac1::<true>(acc[r][1], av, b0);
+            acc[r][2] = mac1::<false>(acc[r][2], av, b1);
+            acc[r][3] = mac1::<true>(acc[r][3], av, b1);
         }
+        g += 1;
     }
     let mut res = [[vdupq_n_s32(0); 2]; MR];
     for r in 0..MR {
@@ -408,13 +587,8 @@ pub(crate) fn neon_dot_pw_i8_8x8(
         has_dotprod(),
         "neon_dot_pw_i8_8x8 needs the dotprod extension"
     );
-    let n = b.n;
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant8(acc, epi, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
 }
 
 pub(crate) fn neon_dot_pw_i8_acc_8x8(
@@ -430,24 +604,13 @@ pub(crate) fn neon_dot_pw_i8_acc_8x8(
         has_dotprod(),
         "neon_dot_pw_i8_acc_8x8 needs the dotprod extension"
     );
-    let n = b.n;
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc8(acc, &mut out[orow * n..(orow + 1) * n], n0)
-        })
-    }
+    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn pw_i8_dot_impl(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    mut store: impl FnMut([int32x4_t; 2], usize, usize),
-) {
+unsafe fn pw_i8_dot_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(8);
@@ -455,9 +618,7 @@ unsafe fn pw_i8_dot_impl(
             macro_rules! t {
                 ($mr:literal) => {{
                     let acc = tile_i8_dot::<$mr>(a, b, m, p);
-                    for r in 0..$mr {
-                        store(acc[r], m - m0 + r, p * NR);
-                    }
+                    store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
             match mr {
@@ -520,7 +681,9 @@ unsafe fn tile_i8_dot<const MR: usize>(
         }
         g += 1;
     }
-    acc
+    // A fresh array, not `acc` itself: returned directly, `acc` would live in the return slot
+    // in memory and every `sdot` update would be stored there.
+    core::array::from_fn(|r| acc[r])
 }
 
 // ------------------------------------------------------------------------------------------
@@ -694,9 +857,31 @@ unsafe fn dw_i8_impl<const K: usize>(
     out: &mut [i8],
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
+    // 3×3: output columns [xa, xb) see a full horizontal window; on rows with a full vertical
+    // window too, their 16- and 8-channel blocks go through dw3_row_i8 (weights and epilogue
+    // kept in registers along the row), the rest pixel by pixel below.
+    let c8 = c / 8 * 8;
+    let (xa, xb) = if K == 3 && c8 > 0 && s.w + s.pad >= 3 {
+        let xa = s.pad.div_ceil(s.stride);
+        (xa, ow.min((s.w + s.pad - 3) / s.stride + 1).max(xa))
+    } else {
+        (0, 0)
+    };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
-        for ox in 0..ow {
+        let fast_row = xa < xb && ky0 == 0 && ky1 == 3;
+        if fast_row {
+            let orow = out.as_mut_ptr().add((oy - y0) * ow * c);
+            match epi.act {
+                Act::None => dw3_row_i8::<0>(input, s, w, epi, oy, xa, xb, orow),
+                Act::Relu => dw3_row_i8::<1>(input, s, w, epi, oy, xa, xb, orow),
+                Act::Relu6(_) => dw3_row_i8::<2>(input, s, w, epi, oy, xa, xb, orow),
+                Act::PRelu(_) => dw3_row_i8::<3>(input, s, w, epi, oy, xa, xb, orow),
+            }
+        }
+        // One output pixel, channels [done, C).
+        let outp = out.as_mut_ptr();
+        let pixel = |ox: usize, done: usize| {
             let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
             let win = Win {
                 ky0,
@@ -707,8 +892,8 @@ unsafe fn dw_i8_impl<const K: usize>(
                 ix0: (ox * s.stride) as isize - s.pad as isize,
             };
             let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
-            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = 0;
+            let op = outp.add(((oy - y0) * ow + ox) * c);
+            let mut c0 = done;
             while c0 + 16 <= c {
                 if full {
                     dw_i8_block16::<K>(input, s, w, epi, win, c0, op);
@@ -733,8 +918,176 @@ unsafe fn dw_i8_impl<const K: usize>(
                 }
                 *op.add(cc) = epi.requant(acc, cc);
             }
+        };
+        if fast_row {
+            // Columns [xa, xb) only have their last C mod 8 channels left.
+            (0..xa).for_each(|ox| pixel(ox, 0));
+            if c8 < c {
+                (xa..xb).for_each(|ox| pixel(ox, c8));
+            }
+            (xb..ow).for_each(|ox| pixel(ox, 0));
+        } else {
+            (0..ow).for_each(|ox| pixel(ox, 0));
         }
     }
+}
+
+/// 3×3 depthwise int8 along output row `oy`, columns `[xa, xb)` (all inside the image), for
+/// channels `[0, C/8·8)` in blocks of 16 then 8: per block the 9 weight vectors, bias, multiplier and
+/// activation parameters are loaded once for the whole row; per pixel, 9 loads, taps in
+/// pairs summed in i16 (`smull` + `smlal`, exact within ±127), widened into accumulators that
+/// start at the bias. `ACT` as [`requant_rows`]. `orow` is output row `oy`.
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3_row_i8<const ACT: u8>(
+    input: &[i8],
+    s: &ConvShape,
+    w: &PackedDwI8,
+    epi: &EpiI8,
+    oy: usize,
+    xa: usize,
+    xb: usize,
+    orow: *mut i8,
+) {
+    let (c, st) = (s.cin, s.stride);
+    let rs = s.w * c;
+    let ip = input.as_ptr().add((oy * st - s.pad) * rs);
+    let wp = w.data.as_ptr();
+    let zero = vdupq_n_f32(0.0);
+    let mut c0 = 0;
+    while c0 + 16 <= c {
+        let wv: [int8x16_t; 9] = core::array::from_fn(|t| vld1q_s8(wp.add(t * c + c0)));
+        let bias: [int32x4_t; 4] =
+            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
+        let mult: [float32x4_t; 4] =
+            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
+        let par: [float32x4_t; 4] = match epi.act {
+            Act::Relu6(hi) => [vdupq_n_f32(hi); 4],
+            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
+            _ => [zero; 4],
+        };
+        for ox in xa..xb {
+            let base = ip.add((ox * st - s.pad) * c + c0);
+            let x = |t: usize| vld1q_s8(base.add((t / 3) * rs + (t % 3) * c));
+            let mut acc = bias;
+            for pr in 0..4 {
+                let (lo, hi) = mul2(x(2 * pr), wv[2 * pr], x(2 * pr + 1), wv[2 * pr + 1]);
+                acc = widen16(acc, lo, hi);
+            }
+            let (lo, hi) = mul1(x(8), wv[8]);
+            acc = widen16(acc, lo, hi);
+            let q: [int32x4_t; 4] = core::array::from_fn(|i| {
+                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
+                let v = match ACT {
+                    0 => v,
+                    1 => vmaxq_f32(v, zero),
+                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
+                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                };
+                vcvtaq_s32_f32(v)
+            });
+            vst1q_s8(
+                orow.add(ox * c + c0),
+                vcombine_s8(narrow8(q[0], q[1]), narrow8(q[2], q[3])),
+            );
+        }
+        c0 += 16;
+    }
+    if c0 + 8 <= c {
+        // One 8-channel block left (C mod 16 >= 8): the same with 64-bit vectors.
+        let wv: [int8x8_t; 9] = core::array::from_fn(|t| vld1_s8(wp.add(t * c + c0)));
+        let bias: [int32x4_t; 2] =
+            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
+        let mult: [float32x4_t; 2] =
+            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
+        let par: [float32x4_t; 2] = match epi.act {
+            Act::Relu6(hi) => [vdupq_n_f32(hi); 2],
+            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
+            _ => [zero; 2],
+        };
+        for ox in xa..xb {
+            let base = ip.add((ox * st - s.pad) * c + c0);
+            let x = |t: usize| vld1_s8(base.add((t / 3) * rs + (t % 3) * c));
+            let mut acc = bias;
+            for pr in 0..5 {
+                let p = if pr < 4 {
+                    vmlal_s8(
+                        vmull_s8(x(2 * pr), wv[2 * pr]),
+                        x(2 * pr + 1),
+                        wv[2 * pr + 1],
+                    )
+                } else {
+                    vmull_s8(x(8), wv[8])
+                };
+                acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+                acc[1] = vaddw_high_s16(acc[1], p);
+            }
+            let q: [int32x4_t; 2] = core::array::from_fn(|i| {
+                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
+                let v = match ACT {
+                    0 => v,
+                    1 => vmaxq_f32(v, zero),
+                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
+                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                };
+                vcvtaq_s32_f32(v)
+            });
+            vst1_s8(orow.add(ox * c + c0), narrow8(q[0], q[1]));
+        }
+    }
+}
+
+/// 16 lanes of `x0·w0 + x1·w1` in i16 (exact within ±127): (channels 0..8, 8..16). Asm
+/// because LLVM otherwise moves the high halves down with `ext` before a plain `smull`.
+#[inline(always)]
+unsafe fn mul2(
+    x0: int8x16_t,
+    w0: int8x16_t,
+    x1: int8x16_t,
+    w1: int8x16_t,
+) -> (int16x8_t, int16x8_t) {
+    let (lo, hi): (int16x8_t, int16x8_t);
+    // SAFETY: register-only NEON instructions.
+    unsafe {
+        asm!(
+            "smull {lo:v}.8h, {x0:v}.8b, {w0:v}.8b",
+            "smull2 {hi:v}.8h, {x0:v}.16b, {w0:v}.16b",
+            "smlal {lo:v}.8h, {x1:v}.8b, {w1:v}.8b",
+            "smlal2 {hi:v}.8h, {x1:v}.16b, {w1:v}.16b",
+            x0 = in(vreg) x0, w0 = in(vreg) w0, x1 = in(vreg) x1, w1 = in(vreg) w1,
+            lo = out(vreg) lo, hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (lo, hi)
+}
+
+/// 16 lanes of `x·w` in i16, as [`mul2`].
+#[inline(always)]
+unsafe fn mul1(x: int8x16_t, w: int8x16_t) -> (int16x8_t, int16x8_t) {
+    let (lo, hi): (int16x8_t, int16x8_t);
+    // SAFETY: register-only NEON instructions.
+    unsafe {
+        asm!(
+            "smull {lo:v}.8h, {x:v}.8b, {w:v}.8b",
+            "smull2 {hi:v}.8h, {x:v}.16b, {w:v}.16b",
+            x = in(vreg) x, w = in(vreg) w, lo = out(vreg) lo, hi = lateout(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (lo, hi)
+}
+
+/// Widen 16 i16 lanes (`lo`: channels 0..8, `hi`: 8..16) into four i32 accumulators.
+#[inline(always)]
+unsafe fn widen16(acc: [int32x4_t; 4], lo: int16x8_t, hi: int16x8_t) -> [int32x4_t; 4] {
+    [
+        vaddw_s16(acc[0], vget_low_s16(lo)),
+        vaddw_high_s16(acc[1], lo),
+        vaddw_s16(acc[2], vget_low_s16(hi)),
+        vaddw_high_s16(acc[3], hi),
+    ]
 }
 
 #[target_feature(enable = "neon")]
@@ -758,19 +1111,35 @@ unsafe fn dw_i8_block16<const FK: usize>(
     let ip = input.as_ptr();
     let wp = w.data.as_ptr();
     let mut acc = [vdupq_n_s32(0); 4];
+    // Taps go in pairs: `smull` + `smlal` sum two products per i16 lane (exact within ±127,
+    // 2·127² < 32767), so one widening into i32 serves two taps.
+    let mut pending: Option<(int8x16_t, int8x16_t)> = None;
     for ky in ky0..ky1 {
         let iy = (win.iy0 + ky as isize) as usize;
         for kx in kx0..kx1 {
             let ix = (win.ix0 + kx as isize) as usize;
             let x = vld1q_s8(ip.add((iy * s.w + ix) * c + c0));
             let y = vld1q_s8(wp.add((ky * k + kx) * c + c0));
-            let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
-            let hi = vmull_high_s8(x, y);
-            acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
-            acc[1] = vaddw_high_s16(acc[1], lo);
-            acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
-            acc[3] = vaddw_high_s16(acc[3], hi);
+            match pending.take() {
+                None => pending = Some((x, y)),
+                Some((x0, y0)) => {
+                    let lo = vmlal_s8(
+                        vmull_s8(vget_low_s8(x0), vget_low_s8(y0)),
+                        vget_low_s8(x),
+                        vget_low_s8(y),
+                    );
+                    let hi = vmlal_high_s8(vmull_high_s8(x0, y0), x, y);
+                    acc = widen16(acc, lo, hi);
+                }
+            }
         }
+    }
+    if let Some((x, y)) = pending {
+        acc = widen16(
+            acc,
+            vmull_s8(vget_low_s8(x), vget_low_s8(y)),
+            vmull_high_s8(x, y),
+        );
     }
     let a = narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4));
     let b = narrow8(
@@ -796,17 +1165,27 @@ unsafe fn dw_i8_block8(
     let ip = input.as_ptr();
     let wp = w.data.as_ptr();
     let mut acc = [vdupq_n_s32(0); 2];
+    // Taps in pairs summed in i16, as dw_i8_block16.
+    let mut pending: Option<int16x8_t> = None;
     for ky in win.ky0..win.ky1 {
         let iy = (win.iy0 + ky as isize) as usize;
         for kx in win.kx0..win.kx1 {
             let ix = (win.ix0 + kx as isize) as usize;
-            let p = vmull_s8(
-                vld1_s8(ip.add((iy * s.w + ix) * c + c0)),
-                vld1_s8(wp.add((ky * k + kx) * c + c0)),
-            );
-            acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
-            acc[1] = vaddw_high_s16(acc[1], p);
+            let x = vld1_s8(ip.add((iy * s.w + ix) * c + c0));
+            let y = vld1_s8(wp.add((ky * k + kx) * c + c0));
+            match pending.take() {
+                None => pending = Some(vmull_s8(x, y)),
+                Some(p) => {
+                    let p = vmlal_s8(p, x, y);
+                    acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+                    acc[1] = vaddw_high_s16(acc[1], p);
+                }
+            }
         }
+    }
+    if let Some(p) = pending {
+        acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
+        acc[1] = vaddw_high_s16(acc[1], p);
     }
     vst1_s8(
         op.add(c0),
