@@ -94,3 +94,36 @@ fn empty_model_and_wrong_family_are_refused_by_name() {
     assert!(stdout.is_empty());
     assert_one_line_error(&stderr, &det, "expected a MobileFaceNet face recogniser");
 }
+
+#[test]
+fn int8_model_with_a_minus_128_weight_is_refused_by_name() {
+    // The int8 kernels rely on weights within ±127 (a NEON GEMM sums two products in i16);
+    // a file from another quantiser could hold -128, and must be refused, not mis-computed.
+    let good = model_int8("mobilefacenet_512");
+    let mut file = facegate::format::ModelFile::read(&good).unwrap();
+    let (name, tensor) = file
+        .tensors
+        .iter_mut()
+        .find(|(_, t)| matches!(t.values, facegate::format::TensorValues::I8(_)))
+        .expect("an int8 weight");
+    let name = name.clone();
+    if let facegate::format::TensorValues::I8(v) = &mut tensor.values {
+        v[0] = i8::MIN;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("minus128.safetensors");
+    file.write(&bad).unwrap();
+    let det = model("det_500m");
+    let img = shared().join("data/images/two_faces.jpg");
+    let (ok, stdout, stderr) = facegate(&[
+        "embed".as_ref(),
+        "--det".as_ref(),
+        os(&det),
+        "--rec".as_ref(),
+        os(&bad),
+        os(&img),
+    ]);
+    assert!(!ok, "accepted a -128 weight in {name}");
+    assert!(stdout.is_empty());
+    assert_one_line_error(&stderr, &bad, "-128");
+}

@@ -42,7 +42,7 @@ impl MobileFaceNet {
             ModelConfig::MobileFaceNet(c) => Ok(MobileFaceNet {
                 config: c.clone(),
                 precision: file.precision,
-                runner: Runner::new(file, &[c.embedding], opts)?,
+                runner: Runner::new(file, path, &[c.embedding], opts)?,
             }),
             other => Err(Error::Model {
                 path: path.to_path_buf(),

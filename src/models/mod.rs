@@ -94,7 +94,23 @@ pub(crate) enum Runner {
 }
 
 impl Runner {
-    pub fn new(file: &ModelFile, outputs: &[ValueId], opts: &LoadOptions) -> Result<Runner> {
+    /// The executor for `file` (read from `path`, which a refusal names).
+    pub fn new(
+        file: &ModelFile,
+        path: &Path,
+        outputs: &[ValueId],
+        opts: &LoadOptions,
+    ) -> Result<Runner> {
+        Self::build(file, outputs, opts).map_err(|e| match e {
+            e @ Error::Model { .. } => e,
+            e => Error::Model {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            },
+        })
+    }
+
+    fn build(file: &ModelFile, outputs: &[ValueId], opts: &LoadOptions) -> Result<Runner> {
         Ok(match opts.backend {
             // The reference runs an int8 file's dequantised weights in f32.
             Backend::Reference if file.precision == Precision::Int8 => {

@@ -67,7 +67,7 @@ impl Scrfd {
                 Ok(Scrfd {
                     config: c.clone(),
                     precision: file.precision,
-                    runner: Runner::new(file, &wanted, opts)?,
+                    runner: Runner::new(file, path, &wanted, opts)?,
                     wanted,
                 })
             }
