@@ -120,6 +120,19 @@ fn bench_dense(c: &mut Criterion) {
             },
         ),
         (
+            "conv3x3_320x320x12to24_s1",
+            ConvShape {
+                h: 320,
+                w: 320,
+                cin: 12,
+                cout: 24,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
             "conv3x3_80x80x48to48_s1",
             ConvShape {
                 h: 80,
@@ -139,7 +152,10 @@ fn bench_dense(c: &mut Criterion) {
         let wf = pack_conv_f32(&vf32(s.cout * s.cin * 9, 2), s.cout, s.cin, 3, 3);
         let bias = vf32(s.cout, 3);
         let xi = vi8(s.h * s.w * s.cin, 4);
-        let wi = pack_conv_i8(&vi8(s.cout * s.cin * 9, 5), s.cout, s.cin, 3, 3);
+        let wraw = vi8(s.cout * s.cin * 9, 5);
+        let wi = pack_conv_i8(&wraw, s.cout, s.cin, 3, 3);
+        // the layout the engine packs for tables that read windows in place
+        let wpad = pack_conv_i8_padded(&wraw, s.cout, s.cin, 3, 3);
         let bi = vec![10i32; s.cout];
         let mult = vec![0.001f32; s.cout];
         let mut sf = vec![0.0f32; s.im2col_len()];
@@ -162,8 +178,20 @@ fn bench_dense(c: &mut Criterion) {
             };
             g.bench_function(
                 BenchmarkId::new("i8", format!("{name}:im2col+{}", kt.names.pw_i8)),
-                |b| b.iter(|| kt.conv_i8(&xi, &s, &wi, &epi, 0, s.oh(), &mut si, &mut oi)),
+                |b| {
+                    let kt = Kernels {
+                        window_i8: None,
+                        ..kt
+                    };
+                    b.iter(|| kt.conv_i8(&xi, &s, &wi, &epi, 0, s.oh(), &mut si, &mut oi))
+                },
             );
+            if kt.window_i8.is_some() {
+                g.bench_function(
+                    BenchmarkId::new("i8", format!("{name}:{}", kt.names.window_i8)),
+                    |b| b.iter(|| kt.conv_i8(&xi, &s, &wpad, &epi, 0, s.oh(), &mut si, &mut oi)),
+                );
+            }
         }
         g.finish();
     }

@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
-    self, generic, pack_conv_f32, pack_conv_i8, pack_dw, pack_pw_f32, pack_pw_i8, sat_i8,
-    ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8,
+    self, generic, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw, pack_pw_f32,
+    pack_pw_i8, sat_i8, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
+    PackedI8,
 };
 
 /// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
@@ -108,8 +109,14 @@ pub(crate) fn kernel_act(act: Act, alpha: &[f32]) -> (kernels::Act<'_>, Option<(
 
 impl Layer {
     /// Packs the weights of one op of a model file (f32, or f16 widened to f32; int8 with
-    /// `scales`, the activation scale of every value).
-    pub fn new(op: &Op, file: &ModelFile, scales: Option<&[f32]>) -> Result<Layer> {
+    /// `scales`, the activation scale of every value) into the layouts of the kernels `k`
+    /// that will run it.
+    pub fn new(
+        op: &Op,
+        file: &ModelFile,
+        scales: Option<&[f32]>,
+        kernels: &Kernels,
+    ) -> Result<Layer> {
         Ok(match op {
             Op::Conv {
                 name,
@@ -161,7 +168,13 @@ impl Layer {
                     let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
                         ConvWeights::PointwiseI8(pack_pw_i8(w, cout, cin))
                     } else if *groups == 1 {
-                        ConvWeights::DenseI8(pack_conv_i8(w, cout, cin, k, k))
+                        // kernel rows in whole 4-byte groups where the table reads
+                        // windows in place
+                        let pack = match kernels.window_i8 {
+                            Some(_) => pack_conv_i8_padded,
+                            None => pack_conv_i8,
+                        };
+                        ConvWeights::DenseI8(pack(w, cout, cin, k, k))
                     } else if *groups == cin && *groups == cout {
                         ConvWeights::DepthwiseI8(pack_dw(w, cout, k))
                     } else {
@@ -430,10 +443,11 @@ impl ConvLayer {
                 let s = self.shape(input);
                 s.check_io(x.len(), s.cin, r0, r1, out.len(), s.cout);
                 let ow = s.ow();
-                let cols = &mut scratch[..s.im2col_len()];
+                let run = s.run_i8(w);
+                let cols = &mut scratch[..ow * w.k];
                 let a = &mut acc[..ow * n];
                 for oy in r0..r1 {
-                    generic::im2col_row(x, &s, oy, cols);
+                    generic::im2col_pixels(x, &s, run, oy, 0, ow, cols);
                     (k.pw_i8_acc)(cols, w, 0, ow, a);
                     epilogue(a, &mut out[(oy - r0) * ow * n..(oy - r0 + 1) * ow * n]);
                 }

@@ -139,7 +139,7 @@ impl Engine {
         let mut layers = graph
             .ops
             .iter()
-            .map(|op| Layer::new(op, file, scales.as_deref()))
+            .map(|op| Layer::new(op, file, scales.as_deref(), kernels()))
             .collect::<Result<Vec<_>>>()?;
         // Sibling convolutions (SCRFD's heads of a level) become one wider conv.
         let mut siblings: Vec<Option<fuse::Siblings>> = vec![None; graph.ops.len()];

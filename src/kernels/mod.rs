@@ -292,9 +292,26 @@ pub fn pack_conv_f32(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -
     pack_pw_f32(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
 }
 
-/// Pack int8 dense conv weights (OIHW) for [`Kernels::conv_i8`].
+/// Pack int8 dense conv weights (OIHW) for [`Kernels::conv_i8`]: `K = kh*kw*cin`, order
+/// (ky,kx,ci), as for f32.
 pub fn pack_conv_i8(w: &[i8], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedI8 {
     pack_pw_i8(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
+}
+
+/// Pack int8 dense conv weights (OIHW) with every kernel row padded to whole 4-byte groups:
+/// `K = kh * round_up(kw*cin, 4)`, zero weights in the padding. Tables with in-place windows
+/// ([`Kernels::window_i8`]) then read a kernel row as whole groups even where `kw*cin` is not
+/// a multiple of 4 (the 3-channel stems: 9 bytes read as 12, the last 3 times zero).
+/// Identical to [`pack_conv_i8`] where `kw*cin % 4 == 0`.
+pub fn pack_conv_i8_padded(w: &[i8], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedI8 {
+    let run = kw * cin;
+    let run4 = run.next_multiple_of(4);
+    let ohwi = oihw_to_ohwi(w, cout, cin, kh, kw);
+    let mut padded = vec![0i8; cout * kh * run4];
+    for (dst, src) in padded.chunks_exact_mut(run4).zip(ohwi.chunks_exact(run)) {
+        dst[..run].copy_from_slice(src);
+    }
+    pack_pw_i8(&padded, cout, kh * run4)
 }
 
 /// Pack depthwise weights given as `[C][1][k][k]`.
@@ -353,6 +370,25 @@ impl ConvShape {
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }
+    /// `[xa, xb)`: the output columns whose window lies wholly inside the image (no
+    /// padding read), `xa <= xb`.
+    pub fn interior_cols(&self) -> (usize, usize) {
+        Self::interior(self.w, self.kw, self.pad, self.stride, self.ow())
+    }
+    /// `[ya, yb)`: the output rows whose window lies wholly inside the image.
+    pub fn interior_rows(&self) -> (usize, usize) {
+        Self::interior(self.h, self.kh, self.pad, self.stride, self.oh())
+    }
+    fn interior(size: usize, k: usize, pad: usize, stride: usize, out: usize) -> (usize, usize) {
+        let a = pad.div_ceil(stride);
+        // o·stride − pad + k <= size
+        let b = if size + pad >= k {
+            ((size + pad - k) / stride + 1).min(out)
+        } else {
+            0
+        };
+        (a.min(b), b)
+    }
     /// Depthwise shape: `c` channels, `k×k` window.
     pub fn dw(h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> Self {
         ConvShape {
@@ -367,9 +403,26 @@ impl ConvShape {
         }
     }
     /// Elements of the scratch buffer [`Kernels::conv_f32`]/[`Kernels::conv_i8`] need
-    /// (one output row of im2col).
+    /// (one output row of im2col; room for the padded int8 layout of
+    /// [`pack_conv_i8_padded`] too).
     pub fn im2col_len(&self) -> usize {
-        self.ow() * self.kh * self.kw * self.cin
+        self.ow() * self.kh * (self.kw * self.cin).next_multiple_of(4)
+    }
+    /// Elements of one kernel row in the im2col rows of int8 weights `w`: `kw*cin`, or that
+    /// rounded up to whole groups of 4 for [`pack_conv_i8_padded`] weights.
+    pub(crate) fn run_i8(&self, w: &PackedI8) -> usize {
+        let run = self.kw * self.cin;
+        let run4 = run.next_multiple_of(4);
+        assert!(
+            w.k == self.kh * run || w.k == self.kh * run4,
+            "conv weights K={} vs {self:?}",
+            w.k
+        );
+        if w.k == self.kh * run {
+            run
+        } else {
+            run4
+        }
     }
     /// Multiply-accumulates of a dense conv (for benches).
     pub fn macs(&self) -> u64 {
@@ -421,6 +474,60 @@ impl ConvShape {
     }
 }
 
+/// The A operand of an int8 GEMM as a view into a conv's input, so im2col never copies it:
+/// row `m` is the receptive field of output pixel `m`, `segs` runs of `seg_len` bytes (one
+/// kernel row, `kw·cin` NHWC bytes, each), run `j` of row `m` starting at
+/// `data[start + m·row_stride + j·seg_stride]`. For an output row of interior pixels:
+/// `row_stride = stride·cin` and `seg_stride = W·cin`.
+///
+/// Rows must be whole groups of 4 bytes per run (`seg_len % 4 == 0`), so a group never
+/// straddles two runs and the weights keep the plain [`PackedI8`] layout of K = `segs·seg_len`.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowRowsI8<'a> {
+    pub data: &'a [i8],
+    pub start: usize,
+    pub row_stride: usize,
+    pub seg_stride: usize,
+    pub seg_len: usize,
+    pub segs: usize,
+}
+
+impl WindowRowsI8<'_> {
+    /// Asserts that rows `[m0,m1)` lie inside `data` and match `b`'s K.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn check(&self, b: &PackedI8, m0: usize, m1: usize, out_len: usize) {
+        assert!(
+            self.segs >= 1 && self.seg_len > 0 && self.seg_len.is_multiple_of(4),
+            "window rows: runs of {} bytes, not whole groups of 4",
+            self.seg_len
+        );
+        assert_eq!(
+            self.segs * self.seg_len,
+            b.k,
+            "window rows K != weights K={}",
+            b.k
+        );
+        assert!(m0 <= m1, "rows [{m0},{m1})");
+        assert_eq!(
+            out_len,
+            (m1 - m0) * b.n,
+            "out len {out_len} != ({m1}-{m0})x{}",
+            b.n
+        );
+        if m1 > m0 {
+            let last = self.start
+                + (m1 - 1) * self.row_stride
+                + (self.segs - 1) * self.seg_stride
+                + self.seg_len;
+            assert!(
+                last <= self.data.len(),
+                "window rows [{m0},{m1}) read up to {last} > input len {}",
+                self.data.len()
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // The kernel table
 // ------------------------------------------------------------------------------------------
@@ -434,6 +541,13 @@ pub type PwI8Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, 
 /// rounded (an int8 conv whose output an f32 reader takes: the network's outputs, float
 /// layers of a mixed-precision model).
 pub type PwI8F32Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [f32]);
+/// int8 GEMM whose A operand is read in place through a [`WindowRowsI8`] (a conv's im2col
+/// rows over interior pixels, never materialised), rows `[m0,m1)` into `out`.
+pub type WindowI8Fn =
+    fn(a: &WindowRowsI8, b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [i8]);
+/// [`WindowI8Fn`] with the dequantising epilogue of [`PwI8F32Fn`].
+pub type WindowI8F32Fn =
+    fn(a: &WindowRowsI8, b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [f32]);
 /// Plain i32 accumulators, no bias/epilogue (for tests and for callers that fuse themselves).
 pub type PwI8AccFn = fn(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]);
 /// Depthwise conv over output rows `[y0,y1)`; `input` is the whole `[H×W×C]` tensor, `out`
@@ -511,6 +625,8 @@ pub struct Kernels {
     /// Only where a kernel fuses the f32 epilogue; otherwise callers take the accumulators
     /// (`pw_i8_acc`) and apply it themselves.
     pub pw_i8_f32: Option<PwI8F32Fn>,
+    /// Where a kernel reads dense int8 convs' windows in place; otherwise im2col + `pw_i8`.
+    pub window_i8: Option<(WindowI8Fn, WindowI8F32Fn)>,
     pub dw_f32: DwF32Fn,
     pub dw_i8: DwI8Fn,
     pub add_f32: AddF32Fn,
@@ -537,6 +653,8 @@ pub struct KernelNames {
     pub sigmoid_f32: &'static str,
     pub quantize_i8: &'static str,
     pub pw_i8_f32: &'static str,
+    /// Empty where dense int8 convs are im2col + `pw_i8` only.
+    pub window_i8: &'static str,
 }
 
 impl Kernels {
@@ -548,6 +666,7 @@ impl Kernels {
             pw_i8: generic::pw_i8,
             pw_i8_acc: generic::pw_i8_acc,
             pw_i8_f32: None,
+            window_i8: None,
             dw_f32: generic::dw_f32,
             dw_i8: generic::dw_i8,
             add_f32: generic::add_f32,
@@ -569,6 +688,7 @@ impl Kernels {
                 sigmoid_f32: "generic_sigmoid_f32",
                 quantize_i8: "generic_quantize_i8",
                 pw_i8_f32: "pw_i8_acc+epilogue",
+                window_i8: "",
             },
         }
     }
@@ -591,9 +711,14 @@ impl Kernels {
     /// `"mode=Auto pw_f32=avx2_pw_f32_6x16 pw_i8=... ..."`.
     pub fn describe(&self) -> String {
         let n = &self.names;
+        // in-place windows for interior pixels, im2col at the borders
+        let window = match n.window_i8 {
+            "" => String::new(),
+            w => format!("{w}|"),
+        };
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8=im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, window, n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 
@@ -630,7 +755,8 @@ impl Kernels {
         scratch: &mut [i8],
         out: &mut [f32],
     ) {
-        generic::conv_i8_with(gemm, input, s, w, epi, y0, y1, scratch, out)
+        let window = self.window_i8.map(|w| w.1);
+        generic::conv_i8_with(gemm, window, input, s, w, epi, y0, y1, scratch, out)
     }
 
     /// int8 dense conv, as [`Kernels::conv_f32`]. `w` from [`pack_conv_i8`].
@@ -646,7 +772,8 @@ impl Kernels {
         scratch: &mut [i8],
         out: &mut [i8],
     ) {
-        generic::conv_i8_with(self.pw_i8, input, s, w, epi, y0, y1, scratch, out)
+        let window = self.window_i8.map(|w| w.0);
+        generic::conv_i8_with(self.pw_i8, window, input, s, w, epi, y0, y1, scratch, out)
     }
 }
 

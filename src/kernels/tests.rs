@@ -182,7 +182,17 @@ fn conv_cases() -> Vec<ConvCase> {
     let mut v = Vec::new();
     // dense (incl. 1x1 = pointwise and 3x3 stems)
     for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 5), (5, 33)] {
-        for &(cin, cout) in &[(1usize, 1usize), (3, 5), (5, 17), (17, 3), (33, 33)] {
+        // (4, 9) and (12, 24): kernel rows of whole 4-byte groups, which int8 kernels may
+        // read in place (`Kernels::window_i8`) instead of through im2col
+        for &(cin, cout) in &[
+            (1usize, 1usize),
+            (3, 5),
+            (5, 17),
+            (17, 3),
+            (33, 33),
+            (4, 9),
+            (12, 24),
+        ] {
             for &(k, stride, pad) in &[(1usize, 1usize, 0usize), (3, 1, 1), (3, 2, 1)] {
                 if h + 2 * pad < k || w + 2 * pad < k {
                     continue;
@@ -294,13 +304,22 @@ fn run_i8(kt: &Kernels, c: &ConvCase, x: &[i8], w_oihw: &[i8], epi: &EpiI8) -> V
         (kt.pw_i8)(x, &pk, epi, 0, ms, o1);
         (kt.pw_i8)(x, &pk, epi, ms, m, o2);
     } else {
-        let pk = pack_conv_i8(w_oihw, s.cout, s.cin, s.kh, s.kw);
+        let pk = pack_conv_i8_for(kt, w_oihw, &s);
         let mut scratch = vec![0i8; s.im2col_len()];
         let (o1, o2) = out.split_at_mut(split * ow * s.cout);
         kt.conv_i8(x, &s, &pk, epi, 0, split, &mut scratch, o1);
         kt.conv_i8(x, &s, &pk, epi, split, oh, &mut scratch, o2);
     }
     out
+}
+
+/// Dense int8 weights in the layout the engine packs for table `kt` (kernel rows padded to
+/// whole groups where the table reads windows in place).
+fn pack_conv_i8_for(kt: &Kernels, w: &[i8], s: &ConvShape) -> PackedI8 {
+    match kt.window_i8 {
+        Some(_) => pack_conv_i8_padded(w, s.cout, s.cin, s.kh, s.kw),
+        None => pack_conv_i8(w, s.cout, s.cin, s.kh, s.kw),
+    }
 }
 
 fn weights_len(c: &ConvCase) -> (usize, usize) {
@@ -413,6 +432,14 @@ fn generic_i8_matches_naive_nchw() {
                 }
             }
             assert_eq!(got, want, "generic i8 {:?} dw={} {kind:?}", s, c.dw);
+            if !c.dw && s.kh > 1 {
+                // the padded layout (kernel rows in whole groups of 4) gives the same result
+                let pk = pack_conv_i8_padded(&w, s.cout, s.cin, s.kh, s.kw);
+                let mut scratch = vec![0i8; s.im2col_len()];
+                let mut padded = vec![0i8; want.len()];
+                g.conv_i8(&x, &s, &pk, &epi, 0, oh, &mut scratch, &mut padded);
+                assert_eq!(padded, want, "generic i8 padded {s:?} {kind:?}");
+            }
             n += 1;
         }
     }
@@ -973,5 +1000,64 @@ fn simd_i8_dw_blocks_and_gemm_groups_match_generic() {
             }
         }
         eprintln!("simd i8 blocks vs generic [{}]: {n} cases", kt.describe());
+    }
+}
+
+/// Dense int8 convs with f32 outputs (the network's outputs): every SIMD table's
+/// `conv_i8_f32` — in-place windows where the table has them, im2col at the borders — against
+/// generic im2col + i32 accumulators + the epilogue written here.
+#[test]
+fn simd_conv_i8_f32_matches_accumulators() {
+    let g = Kernels::generic();
+    for kt in simd_tables() {
+        let Some(gemm) = kt.pw_i8_f32 else { continue };
+        let mut rng = Rng::new(12);
+        let mut n = 0;
+        for c in conv_cases().into_iter().filter(|c| !c.dw && c.s.kh == 3) {
+            let s = c.s;
+            let (oh, ow, k) = (s.oh(), s.ow(), s.kh * s.kw * s.cin);
+            let x = rng.vi8(s.h * s.w * s.cin);
+            let wts = rng.vi8(s.cout * k);
+            let pk = pack_conv_i8(&wts, s.cout, s.cin, s.kh, s.kw);
+            let bias = rng.vi32(s.cout, 3000);
+            let mult: Vec<f32> = rng.vf32(s.cout).iter().map(|x| x.abs() * 1e-3).collect();
+            let mut cols = vec![0i8; s.im2col_len()];
+            let mut acc = vec![0i32; oh * ow * s.cout];
+            for oy in 0..oh {
+                let cols = &mut cols[..ow * k];
+                generic::im2col_row(&x, &s, oy, cols);
+                let row = &mut acc[oy * ow * s.cout..(oy + 1) * ow * s.cout];
+                (g.pw_i8_acc)(cols, &pk, 0, ow, row);
+            }
+            let epi = EpiI8 {
+                bias: &bias,
+                mult: &mult,
+                act: Act::Relu,
+            };
+            let want: Vec<f32> = acc
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    naive_act(
+                        ActKind::Relu,
+                        (v + bias[i % s.cout]) as f32 * mult[i % s.cout],
+                        0.0,
+                        0.0,
+                    )
+                })
+                .collect();
+            let mut got = vec![0.0f32; want.len()];
+            let split = oh / 2;
+            let (g1, g2) = got.split_at_mut(split * ow * s.cout);
+            let pk = pack_conv_i8_for(&kt, &wts, &s);
+            kt.conv_i8_f32(gemm, &x, &s, &pk, &epi, 0, split, &mut cols, g1);
+            kt.conv_i8_f32(gemm, &x, &s, &pk, &epi, split, oh, &mut cols, g2);
+            assert_close_f32(&got, &want, 1, &format!("{s:?}"));
+            n += 1;
+        }
+        eprintln!(
+            "simd conv_i8_f32 vs accumulators [{}]: {n} cases",
+            kt.describe()
+        );
     }
 }

@@ -861,9 +861,8 @@ unsafe fn dw_i8_impl<const K: usize>(
     // window too, their 16- and 8-channel blocks go through dw3_row_i8 (weights and epilogue
     // kept in registers along the row), the rest pixel by pixel below.
     let c8 = c / 8 * 8;
-    let (xa, xb) = if K == 3 && c8 > 0 && s.w + s.pad >= 3 {
-        let xa = s.pad.div_ceil(s.stride);
-        (xa, ow.min((s.w + s.pad - 3) / s.stride + 1).max(xa))
+    let (xa, xb) = if K == 3 && c8 > 0 {
+        s.interior_cols()
     } else {
         (0, 0)
     };

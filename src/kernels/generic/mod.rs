@@ -2,7 +2,10 @@
 //! fallback on any CPU. Written plainly (the compiler auto-vectorises the 8-wide panel
 //! loops) and reading the same packed layouts as the SIMD kernels.
 
-use super::{ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, NR};
+use super::{
+    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, WindowRowsI8,
+    NR,
+};
 
 /// Asserts the GEMM contract shared by every `pw_*` kernel.
 pub(crate) fn check_gemm(a_len: usize, k: usize, n: usize, m0: usize, m1: usize, out_len: usize) {
@@ -251,23 +254,45 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
 }
 
 pub(crate) fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
-    let (cin, ow) = (s.cin, s.ow());
-    let kdim = s.kh * s.kw * cin;
-    for ox in 0..ow {
-        let row = &mut dst[ox * kdim..(ox + 1) * kdim];
+    im2col_pixels(input, s, s.kw * s.cin, oy, 0, s.ow(), dst)
+}
+
+/// The im2col rows of output pixels `[ox0, ox1)` of output row `oy` into `dst` (row `i`
+/// for pixel `ox0 + i`), each kernel row taking `run >= kw*cin` elements, zero beyond
+/// `kw*cin` (the padded int8 layout, [`super::pack_conv_i8_padded`]).
+pub(crate) fn im2col_pixels<T: Copy + Default>(
+    input: &[T],
+    s: &ConvShape,
+    run: usize,
+    oy: usize,
+    ox0: usize,
+    ox1: usize,
+    dst: &mut [T],
+) {
+    let cin = s.cin;
+    let taps = s.kw * cin;
+    debug_assert!(run >= taps);
+    let kdim = s.kh * run;
+    for ox in ox0..ox1 {
+        let row = &mut dst[(ox - ox0) * kdim..(ox - ox0 + 1) * kdim];
+        if run > taps {
+            for ky in 0..s.kh {
+                row[ky * run + taps..(ky + 1) * run].fill(T::default());
+            }
+        }
         let ix0 = (ox * s.stride) as isize - s.pad as isize;
         for ky in 0..s.kh {
             let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+            let dst = &mut row[ky * run..ky * run + taps];
             if iy >= 0 && iy < s.h as isize && ix0 >= 0 && ix0 as usize + s.kw <= s.w {
                 // whole kernel row inside: the kw taps are one contiguous NHWC run
-                let run = s.kw * cin;
                 let b = (iy as usize * s.w + ix0 as usize) * cin;
-                copy_run(&mut row[ky * run..(ky + 1) * run], &input[b..b + run]);
+                copy_run(dst, &input[b..b + taps]);
                 continue;
             }
             for kx in 0..s.kw {
                 let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                let d = &mut row[(ky * s.kw + kx) * cin..(ky * s.kw + kx + 1) * cin];
+                let d = &mut dst[kx * cin..(kx + 1) * cin];
                 if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
                     d.fill(T::default());
                 } else {
@@ -299,13 +324,13 @@ pub(crate) fn conv_f32_with(
         w.k,
         w.n
     );
-    let len = s.im2col_len();
+    let (ow, n) = (s.ow(), s.cout);
+    let len = ow * w.k;
     assert!(
         scratch.len() >= len,
-        "scratch {} < im2col_len {len}",
+        "scratch {} < im2col length {len}",
         scratch.len()
     );
-    let (ow, n) = (s.ow(), s.cout);
     let scratch = &mut scratch[..len];
     for oy in y0..y1 {
         im2col_row(input, s, oy, scratch);
@@ -320,10 +345,15 @@ pub(crate) fn conv_f32_with(
     }
 }
 
-/// int8 dense conv via per-row im2col into `scratch` + `gemm`.
+/// A [`super::WindowI8Fn`] or [`super::WindowI8F32Fn`], by output type.
+type WindowGemm<O> = fn(&WindowRowsI8, &PackedI8, &EpiI8, usize, usize, &mut [O]);
+
+/// int8 dense conv, one output row at a time: im2col into `scratch` + `gemm`, or, given a
+/// `window` GEMM, interior pixels read in place and im2col only for the border pixels.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_i8_with<O>(
     gemm: fn(&[i8], &PackedI8, &EpiI8, usize, usize, &mut [O]),
+    window: Option<WindowGemm<O>>,
     input: &[i8],
     s: &ConvShape,
     w: &PackedI8,
@@ -334,30 +364,56 @@ pub(crate) fn conv_i8_with<O>(
     out: &mut [O],
 ) {
     s.check_io(input.len(), s.cin, y0, y1, out.len(), s.cout);
-    assert!(
-        w.k == s.kh * s.kw * s.cin && w.n == s.cout,
-        "conv weights K={} N={} vs {s:?}",
-        w.k,
-        w.n
-    );
-    let len = s.im2col_len();
+    let run = s.run_i8(w);
+    assert_eq!(w.n, s.cout, "conv weights N={} vs {s:?}", w.n);
+    let (ow, n, kdim) = (s.ow(), s.cout, w.k);
+    let len = ow * kdim;
     assert!(
         scratch.len() >= len,
-        "scratch {} < im2col_len {len}",
+        "scratch {} < im2col length {len}",
         scratch.len()
     );
-    let (ow, n) = (s.ow(), s.cout);
-    let scratch = &mut scratch[..len];
+    // In-place windows read kernel rows as whole 4-byte groups: `run % 4 == 0`, and with a
+    // padded run the 1–3 bytes past a row must still lie inside the input (not so for the
+    // last pixels of the image, which take the im2col path instead).
+    let window = window.filter(|_| run.is_multiple_of(4));
+    let (ya, yb) = s.interior_rows();
+    let (xa, mut xb) = s.interior_cols();
+    let window_end = |oy: usize, x1: usize| {
+        ((oy * s.stride + s.kh - 1 - s.pad) * s.w + (x1 - 1) * s.stride - s.pad) * s.cin + run
+    };
     for oy in y0..y1 {
-        im2col_row(input, s, oy, scratch);
-        gemm(
-            scratch,
-            w,
-            epi,
-            0,
-            ow,
-            &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n],
-        );
+        let orow = &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n];
+        if (ya..yb).contains(&oy) {
+            while xb > xa && window_end(oy, xb) > input.len() {
+                xb -= 1;
+            }
+        }
+        let Some(window) = window.filter(|_| (ya..yb).contains(&oy) && xa < xb) else {
+            im2col_pixels(input, s, run, oy, 0, ow, &mut scratch[..len]);
+            gemm(&scratch[..len], w, epi, 0, ow, orow);
+            continue;
+        };
+        // Interior pixels read their windows in place; the few border pixels, whose windows
+        // reach into the padding, go through im2col.
+        let (left, rest) = orow.split_at_mut(xa * n);
+        let (mid, right) = rest.split_at_mut((xb - xa) * n);
+        for (x0, x1, o) in [(0, xa, left), (xb, ow, right)] {
+            if x0 < x1 {
+                let cols = &mut scratch[..(x1 - x0) * kdim];
+                im2col_pixels(input, s, run, oy, x0, x1, cols);
+                gemm(cols, w, epi, 0, x1 - x0, o);
+            }
+        }
+        let rows = WindowRowsI8 {
+            data: input,
+            start: ((oy * s.stride - s.pad) * s.w + xa * s.stride - s.pad) * s.cin,
+            row_stride: s.stride * s.cin,
+            seg_stride: s.w * s.cin,
+            seg_len: run,
+            segs: s.kh,
+        };
+        window(&rows, w, epi, 0, xb - xa, mid);
     }
 }
 

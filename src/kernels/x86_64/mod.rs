@@ -15,7 +15,7 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowRowsI8, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -61,6 +61,8 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
         if has_avx512_vnni() {
             k.pw_i8_f32 = Some(avx512vnni_pw_i8_f32_8x32);
             k.names.pw_i8_f32 = "avx512vnni_pw_i8_f32_8x32";
+            k.window_i8 = Some((avx512vnni_window_i8_8x32, avx512vnni_window_i8_f32_8x32));
+            k.names.window_i8 = "avx512vnni_window_i8_8x32";
         }
     }
 }
@@ -759,7 +761,7 @@ pub(crate) fn avx512vnni_pw_i8_8x32(
     );
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
-        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
             store_requant16(acc, epi, out, orow, n0, b.n)
         })
     }
@@ -782,6 +784,25 @@ unsafe fn store_requant16(
     requant16(acc, epi, n0, cnt, out.as_mut_ptr().add(orow * n + n0));
 }
 
+/// Dequantises the 16 accumulators of channels `n0..` of output row `orow` to f32 and stores
+/// the channels that exist (`< n`) with one masked store.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn store_dequant16(
+    acc: __m512i,
+    epi: &EpiI8,
+    out: &mut [f32],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    let cnt = (n - n0).min(16);
+    let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
+    // SAFETY: channels n0..n0+cnt are < n: inside the epilogue and the output row.
+    let v = dequant16(acc, epi, n0, m);
+    _mm512_mask_storeu_ps(out.as_mut_ptr().add(orow * n + n0), m, v);
+}
+
 /// int8 GEMM on AVX-512 VNNI with the f32 epilogue `act((acc + bias) · mult)`, rows
 /// `[m0,m1)`.
 pub(crate) fn avx512vnni_pw_i8_f32_8x32(
@@ -801,12 +822,8 @@ pub(crate) fn avx512vnni_pw_i8_f32_8x32(
     );
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
-        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-            let cnt = (b.n - n0).min(16);
-            let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
-            // SAFETY: channels n0..n0+cnt are < n: inside the epilogue and the output row.
-            let v = dequant16(acc, epi, n0, m);
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(orow * b.n + n0), m, v);
+        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
+            store_dequant16(acc, epi, out, orow, n0, b.n)
         })
     }
 }
@@ -868,7 +885,7 @@ pub(crate) fn avx512vnni_pw_i8_acc_8x32(
     );
     // SAFETY: features asserted; all pointer ranges validated by the checks above.
     unsafe {
-        pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
             store_acc(_mm512_castsi512_si256(acc), out, orow, n0, b.n);
             if n0 + NR < b.n {
                 store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
@@ -877,10 +894,98 @@ pub(crate) fn avx512vnni_pw_i8_acc_8x32(
     }
 }
 
+/// Where a tile's A rows are: row `m`, run `j`, byte `i` at
+/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` bytes. A plain `[M×K]`
+/// matrix is one run of K bytes (`tail = K % 4` bytes in a last partial group, read one by
+/// one); the in-place windows of [`WindowRowsI8`] are `kh` runs of whole groups.
+#[derive(Clone, Copy)]
+struct RowsPtr {
+    ptr: *const i8,
+    row_stride: usize,
+    seg_stride: usize,
+    seg_groups: usize,
+    segs: usize,
+    tail: usize,
+}
+
+impl RowsPtr {
+    fn matrix(a: &[i8], k: usize) -> RowsPtr {
+        RowsPtr {
+            ptr: a.as_ptr(),
+            row_stride: k,
+            seg_stride: 0,
+            seg_groups: k / 4,
+            segs: 1,
+            tail: k % 4,
+        }
+    }
+    /// # Safety
+    /// `a` was validated ([`WindowRowsI8::check`]) for the rows the kernel will read.
+    unsafe fn window(a: &WindowRowsI8) -> RowsPtr {
+        RowsPtr {
+            ptr: a.data.as_ptr().add(a.start),
+            row_stride: a.row_stride,
+            seg_stride: a.seg_stride,
+            seg_groups: a.seg_len / 4,
+            segs: a.segs,
+            tail: 0,
+        }
+    }
+}
+
+/// int8 GEMM reading A in place through [`WindowRowsI8`], requantising epilogue, on
+/// AVX-512 VNNI (the tiles of [`avx512vnni_pw_i8_8x32`]).
+pub(crate) fn avx512vnni_window_i8_8x32(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    a.check(b, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(
+        has_avx512_vnni(),
+        "avx512vnni_window_i8_8x32 needs AVX-512 VNNI"
+    );
+    // SAFETY: features asserted; rows [m0,m1) of the window and the output validated above.
+    unsafe {
+        pw_i8_avx512_impl(RowsPtr::window(a), b, m0, m1, |acc, orow, n0| {
+            store_requant16(acc, epi, out, orow, n0, b.n)
+        })
+    }
+}
+
+/// [`avx512vnni_window_i8_8x32`] with the f32 epilogue of [`avx512vnni_pw_i8_f32_8x32`].
+pub(crate) fn avx512vnni_window_i8_f32_8x32(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    a.check(b, m0, m1, out.len());
+    check_packed_i8(b);
+    epi.check(b.n);
+    assert!(
+        has_avx512_vnni(),
+        "avx512vnni_window_i8_f32_8x32 needs AVX-512 VNNI"
+    );
+    // SAFETY: features asserted; rows [m0,m1) of the window and the output validated above.
+    unsafe {
+        pw_i8_avx512_impl(RowsPtr::window(a), b, m0, m1, |acc, orow, n0| {
+            store_dequant16(acc, epi, out, orow, n0, b.n)
+        })
+    }
+}
+
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn pw_i8_avx512_impl(
-    a: &[i8],
+    a: RowsPtr,
     b: &PackedI8,
     m0: usize,
     m1: usize,
@@ -931,16 +1036,13 @@ unsafe fn pw_i8_avx512_impl(
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
-    a: &[i8],
+    a: RowsPtr,
     b: &PackedI8,
     m: usize,
     p: usize,
     np: usize,
 ) -> [[__m512i; NZ]; MR] {
-    let k = b.k;
-    let g_full = k / 4;
-    let tail = k % 4;
-    let ap = a.as_ptr().add(m * k);
+    let rows: [*const i8; MR] = std::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
     let flip = _mm512_set1_epi8(i8::MIN);
@@ -958,24 +1060,50 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
         *v = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(ws));
     }
     let mut acc = [init; MR];
-    for g in 0..b.groups() {
-        let mut w = [_mm512_setzero_si512(); NZ];
-        for (z, v) in w.iter_mut().enumerate() {
-            let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
-            let hi = if 2 * z + 1 < np {
-                _mm256_loadu_si256(bp.add((2 * z + 1) * panel_len + g * 32) as *const __m256i)
-            } else {
-                _mm256_setzero_si256()
-            };
-            *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
-            let av = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
-            for z in 0..NZ {
-                acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
+    // One group: the weights of the tile's panels for group `$g`, times each row's 4 bytes
+    // (`$a4` with the row index bound to `$r`). A macro, not a closure, so the row reads
+    // inline into the loop.
+    macro_rules! step {
+        ($g:expr, |$r:ident| $a4:expr) => {{
+            let g = $g;
+            let mut w = [_mm512_setzero_si512(); NZ];
+            for (z, v) in w.iter_mut().enumerate() {
+                let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
+                let hi = if 2 * z + 1 < np {
+                    _mm256_loadu_si256(bp.add((2 * z + 1) * panel_len + g * 32) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
             }
+            for ($r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_xor_si512(_mm512_set1_epi32($a4), flip);
+                for z in 0..NZ {
+                    acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
+                }
+            }
+        }};
+    }
+    let mut g = 0;
+    for j in 0..a.segs {
+        let off = j * a.seg_stride;
+        for i in 0..a.seg_groups {
+            step!(g, |r| (rows[r].add(off + 4 * i) as *const i32)
+                .read_unaligned());
+            g += 1;
         }
+    }
+    if a.tail > 0 {
+        // The partial last group reads only the row's bytes: the packed weights are zero
+        // beyond K, so the padding bytes' value does not matter. (Assembled by hand: a
+        // variable-length copy would be a `memcpy` call per row.)
+        step!(g, |r| {
+            let mut v = 0u32;
+            for j in 0..a.tail {
+                v |= u32::from(*rows[r].add(4 * g + j) as u8) << (8 * j);
+            }
+            v as i32
+        });
     }
     acc
 }
@@ -1067,7 +1195,7 @@ unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
 ) {
     let (c, k, ow) = (s.cin, s.kh, s.ow());
     // As in the int8 kernel: interior columns, whole groups of 8 channels, by rows.
-    let (xa, xb) = if K == 3 { interior_cols(s) } else { (0, 0) };
+    let (xa, xb) = if K == 3 { s.interior_cols() } else { (0, 0) };
     let c8 = if xa < xb { c / 8 * 8 } else { 0 };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
@@ -1324,7 +1452,7 @@ unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
     let (c, k, ow) = (s.cin, s.kh, s.ow());
     // Output columns whose whole 3×3 window lies inside the image, and the channels (whole
     // groups of 16) that `dw3_i8_row16` computes there.
-    let (xa, xb) = if K == 3 { interior_cols(s) } else { (0, 0) };
+    let (xa, xb) = if K == 3 { s.interior_cols() } else { (0, 0) };
     let c16 = if xa < xb { c / 16 * 16 } else { 0 };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
@@ -1394,18 +1522,6 @@ unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
             }
         }
     }
-}
-
-/// `[xa, xb)`: the output columns of a 3×3 conv whose window is wholly inside the image.
-fn interior_cols(s: &ConvShape) -> (usize, usize) {
-    let xa = s.pad.div_ceil(s.stride);
-    // ox·stride − pad + 3 <= w
-    let xb = if s.w + s.pad >= 3 {
-        ((s.w + s.pad - 3) / s.stride + 1).min(s.ow())
-    } else {
-        0
-    };
-    (xa.min(xb), xb)
 }
 
 /// Channels `[c0, c0+16)` of output columns `[xa, xb)` of output row `oy`, where the whole
