@@ -169,8 +169,20 @@ fn bench_dense(c: &mut Criterion) {
             };
             g.bench_function(
                 BenchmarkId::new("f32", format!("{name}:im2col+{}", kt.names.pw_f32)),
-                |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
+                |b| {
+                    let kt = Kernels {
+                        window_f32: None,
+                        ..kt
+                    };
+                    b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of))
+                },
             );
+            if kt.window_f32.is_some() {
+                g.bench_function(
+                    BenchmarkId::new("f32", format!("{name}:{}", kt.names.window_f32)),
+                    |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
+                );
+            }
             let epi = EpiI8 {
                 bias: &bi,
                 mult: &mult,

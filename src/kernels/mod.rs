@@ -474,46 +474,41 @@ impl ConvShape {
     }
 }
 
-/// The A operand of an int8 GEMM as a view into a conv's input, so im2col never copies it:
-/// row `m` is the receptive field of output pixel `m`, `segs` runs of `seg_len` bytes (one
-/// kernel row, `kw·cin` NHWC bytes, each), run `j` of row `m` starting at
+/// The A operand of a GEMM as a view into a conv's input, so im2col never copies it: row `m`
+/// is the receptive field of output pixel `m`, `segs` runs of `seg_len` elements (one kernel
+/// row, `kw·cin` NHWC values, each), run `j` of row `m` starting at
 /// `data[start + m·row_stride + j·seg_stride]`. For an output row of interior pixels:
 /// `row_stride = stride·cin` and `seg_stride = W·cin`.
 ///
-/// Rows must be whole groups of 4 bytes per run (`seg_len % 4 == 0`), so a group never
+/// int8 kernels read runs as groups of 4 bytes, so for them `seg_len % 4 == 0`: a group never
 /// straddles two runs and the weights keep the plain [`PackedI8`] layout of K = `segs·seg_len`.
 #[derive(Clone, Copy, Debug)]
-pub struct WindowRowsI8<'a> {
-    pub data: &'a [i8],
+pub struct WindowRows<'a, T> {
+    pub data: &'a [T],
     pub start: usize,
     pub row_stride: usize,
     pub seg_stride: usize,
     pub seg_len: usize,
     pub segs: usize,
 }
+pub type WindowRowsI8<'a> = WindowRows<'a, i8>;
 
-impl WindowRowsI8<'_> {
-    /// Asserts that rows `[m0,m1)` lie inside `data` and match `b`'s K.
+impl<T> WindowRows<'_, T> {
+    /// Asserts that rows `[m0,m1)` lie inside `data`, that K = `k` and that runs are whole
+    /// groups of `group` elements.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) fn check(&self, b: &PackedI8, m0: usize, m1: usize, out_len: usize) {
+    pub(crate) fn check(&self, k: usize, group: usize, m0: usize, m1: usize) {
         assert!(
-            self.segs >= 1 && self.seg_len > 0 && self.seg_len.is_multiple_of(4),
-            "window rows: runs of {} bytes, not whole groups of 4",
+            self.segs >= 1 && self.seg_len > 0 && self.seg_len.is_multiple_of(group),
+            "window rows: runs of {}, not whole groups of {group}",
             self.seg_len
         );
         assert_eq!(
             self.segs * self.seg_len,
-            b.k,
-            "window rows K != weights K={}",
-            b.k
+            k,
+            "window rows K != weights K={k}"
         );
         assert!(m0 <= m1, "rows [{m0},{m1})");
-        assert_eq!(
-            out_len,
-            (m1 - m0) * b.n,
-            "out len {out_len} != ({m1}-{m0})x{}",
-            b.n
-        );
         if m1 > m0 {
             let last = self.start
                 + (m1 - 1) * self.row_stride
@@ -541,6 +536,10 @@ pub type PwI8Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, 
 /// rounded (an int8 conv whose output an f32 reader takes: the network's outputs, float
 /// layers of a mixed-precision model).
 pub type PwI8F32Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [f32]);
+/// f32 GEMM whose A operand is read in place through a [`WindowRows`] (a conv's im2col rows
+/// over interior pixels, never materialised), rows `[m0,m1)` into `out`.
+pub type WindowF32Fn =
+    fn(a: &WindowRows<f32>, b: &PackedF32, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
 /// int8 GEMM whose A operand is read in place through a [`WindowRowsI8`] (a conv's im2col
 /// rows over interior pixels, never materialised), rows `[m0,m1)` into `out`.
 pub type WindowI8Fn =
@@ -625,7 +624,8 @@ pub struct Kernels {
     /// Only where a kernel fuses the f32 epilogue; otherwise callers take the accumulators
     /// (`pw_i8_acc`) and apply it themselves.
     pub pw_i8_f32: Option<PwI8F32Fn>,
-    /// Where a kernel reads dense int8 convs' windows in place; otherwise im2col + `pw_i8`.
+    /// Where a kernel reads dense convs' windows in place; otherwise im2col + the GEMM.
+    pub window_f32: Option<WindowF32Fn>,
     pub window_i8: Option<(WindowI8Fn, WindowI8F32Fn)>,
     pub dw_f32: DwF32Fn,
     pub dw_i8: DwI8Fn,
@@ -653,7 +653,8 @@ pub struct KernelNames {
     pub sigmoid_f32: &'static str,
     pub quantize_i8: &'static str,
     pub pw_i8_f32: &'static str,
-    /// Empty where dense int8 convs are im2col + `pw_i8` only.
+    /// Empty where dense convs are im2col + the GEMM only.
+    pub window_f32: &'static str,
     pub window_i8: &'static str,
 }
 
@@ -666,6 +667,7 @@ impl Kernels {
             pw_i8: generic::pw_i8,
             pw_i8_acc: generic::pw_i8_acc,
             pw_i8_f32: None,
+            window_f32: None,
             window_i8: None,
             dw_f32: generic::dw_f32,
             dw_i8: generic::dw_i8,
@@ -688,6 +690,7 @@ impl Kernels {
                 sigmoid_f32: "generic_sigmoid_f32",
                 quantize_i8: "generic_quantize_i8",
                 pw_i8_f32: "pw_i8_acc+epilogue",
+                window_f32: "",
                 window_i8: "",
             },
         }
@@ -712,13 +715,13 @@ impl Kernels {
     pub fn describe(&self) -> String {
         let n = &self.names;
         // in-place windows for interior pixels, im2col at the borders
-        let window = match n.window_i8 {
+        let window = |name: &str| match name {
             "" => String::new(),
             w => format!("{w}|"),
         };
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32=im2col+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, n.pw_f32, window, n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(n.window_f32), n.pw_f32, window(n.window_i8), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 
@@ -737,7 +740,8 @@ impl Kernels {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
-        generic::conv_f32_with(self.pw_f32, input, s, w, epi, y0, y1, scratch, out)
+        let window = self.window_f32;
+        generic::conv_f32_with(self.pw_f32, window, input, s, w, epi, y0, y1, scratch, out)
     }
 
     /// int8 dense conv with f32 output through `gemm` (a [`Kernels::pw_i8_f32`]), as

@@ -1025,7 +1025,7 @@ fn simd_conv_i8_f32_matches_accumulators() {
             let mut acc = vec![0i32; oh * ow * s.cout];
             for oy in 0..oh {
                 let cols = &mut cols[..ow * k];
-                generic::im2col_row(&x, &s, oy, cols);
+                generic::im2col_pixels(&x, &s, s.kw * s.cin, oy, 0, ow, cols);
                 let row = &mut acc[oy * ow * s.cout..(oy + 1) * ow * s.cout];
                 (g.pw_i8_acc)(cols, &pk, 0, ow, row);
             }

@@ -3,8 +3,8 @@
 //! loops) and reading the same packed layouts as the SIMD kernels.
 
 use super::{
-    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, WindowRowsI8,
-    NR,
+    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, WindowF32Fn,
+    WindowRows, WindowRowsI8, NR,
 };
 
 /// Asserts the GEMM contract shared by every `pw_*` kernel.
@@ -253,10 +253,6 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-pub(crate) fn im2col_row<T: Copy + Default>(input: &[T], s: &ConvShape, oy: usize, dst: &mut [T]) {
-    im2col_pixels(input, s, s.kw * s.cin, oy, 0, s.ow(), dst)
-}
-
 /// The im2col rows of output pixels `[ox0, ox1)` of output row `oy` into `dst` (row `i`
 /// for pixel `ox0 + i`), each kernel row taking `run >= kw*cin` elements, zero beyond
 /// `kw*cin` (the padded int8 layout, [`super::pack_conv_i8_padded`]).
@@ -304,10 +300,12 @@ pub(crate) fn im2col_pixels<T: Copy + Default>(
     }
 }
 
-/// Dense conv via per-row im2col into `scratch` + `gemm`.
+/// Dense f32 conv, one output row at a time: im2col into `scratch` + `gemm`, or, given a
+/// `window` GEMM, interior pixels read in place and im2col only for the border pixels.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_f32_with(
     gemm: PwF32Fn,
+    window: Option<WindowF32Fn>,
     input: &[f32],
     s: &ConvShape,
     w: &PackedF32,
@@ -324,32 +322,22 @@ pub(crate) fn conv_f32_with(
         w.k,
         w.n
     );
-    let (ow, n) = (s.ow(), s.cout);
-    let len = ow * w.k;
-    assert!(
-        scratch.len() >= len,
-        "scratch {} < im2col length {len}",
-        scratch.len()
+    let rows = ConvRows::new(s, s.kw * s.cin, w.k, y0, y1, scratch.len());
+    rows.run(
+        input,
+        scratch,
+        out,
+        |cols, m, o| gemm(cols, w, epi, 0, m, o),
+        window.map(|f| move |a: &WindowRows<f32>, m: usize, o: &mut [f32]| f(a, w, epi, 0, m, o)),
     );
-    let scratch = &mut scratch[..len];
-    for oy in y0..y1 {
-        im2col_row(input, s, oy, scratch);
-        gemm(
-            scratch,
-            w,
-            epi,
-            0,
-            ow,
-            &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n],
-        );
-    }
 }
 
 /// A [`super::WindowI8Fn`] or [`super::WindowI8F32Fn`], by output type.
 type WindowGemm<O> = fn(&WindowRowsI8, &PackedI8, &EpiI8, usize, usize, &mut [O]);
 
-/// int8 dense conv, one output row at a time: im2col into `scratch` + `gemm`, or, given a
-/// `window` GEMM, interior pixels read in place and im2col only for the border pixels.
+/// int8 dense conv, as [`conv_f32_with`]. Windows are read as whole 4-byte groups, so they
+/// need kernel rows of whole groups: `kw·cin % 4 == 0`, or weights packed with padded rows
+/// ([`super::pack_conv_i8_padded`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_i8_with<O>(
     gemm: fn(&[i8], &PackedI8, &EpiI8, usize, usize, &mut [O]),
@@ -366,54 +354,101 @@ pub(crate) fn conv_i8_with<O>(
     s.check_io(input.len(), s.cin, y0, y1, out.len(), s.cout);
     let run = s.run_i8(w);
     assert_eq!(w.n, s.cout, "conv weights N={} vs {s:?}", w.n);
-    let (ow, n, kdim) = (s.ow(), s.cout, w.k);
-    let len = ow * kdim;
-    assert!(
-        scratch.len() >= len,
-        "scratch {} < im2col length {len}",
-        scratch.len()
+    let rows = ConvRows::new(s, run, w.k, y0, y1, scratch.len());
+    rows.run(
+        input,
+        scratch,
+        out,
+        |cols, m, o| gemm(cols, w, epi, 0, m, o),
+        window
+            .filter(|_| run.is_multiple_of(4))
+            .map(|f| move |a: &WindowRowsI8, m: usize, o: &mut [O]| f(a, w, epi, 0, m, o)),
     );
-    // In-place windows read kernel rows as whole 4-byte groups: `run % 4 == 0`, and with a
-    // padded run the 1–3 bytes past a row must still lie inside the input (not so for the
-    // last pixels of the image, which take the im2col path instead).
-    let window = window.filter(|_| run.is_multiple_of(4));
-    let (ya, yb) = s.interior_rows();
-    let (xa, mut xb) = s.interior_cols();
-    let window_end = |oy: usize, x1: usize| {
-        ((oy * s.stride + s.kh - 1 - s.pad) * s.w + (x1 - 1) * s.stride - s.pad) * s.cin + run
-    };
-    for oy in y0..y1 {
-        let orow = &mut out[(oy - y0) * ow * n..(oy - y0 + 1) * ow * n];
-        if (ya..yb).contains(&oy) {
-            while xb > xa && window_end(oy, xb) > input.len() {
-                xb -= 1;
-            }
+}
+
+/// The output rows `[y0,y1)` of a dense conv whose im2col rows hold kernel rows of `run`
+/// elements (`kw·cin`, or padded beyond it), `kdim = kh·run` per pixel.
+struct ConvRows<'s> {
+    s: &'s ConvShape,
+    run: usize,
+    kdim: usize,
+    y0: usize,
+    y1: usize,
+}
+
+impl<'s> ConvRows<'s> {
+    fn new(
+        s: &'s ConvShape,
+        run: usize,
+        kdim: usize,
+        y0: usize,
+        y1: usize,
+        scratch: usize,
+    ) -> Self {
+        let len = s.ow() * kdim;
+        assert!(scratch >= len, "scratch {scratch} < im2col length {len}");
+        ConvRows {
+            s,
+            run,
+            kdim,
+            y0,
+            y1,
         }
-        let Some(window) = window.filter(|_| (ya..yb).contains(&oy) && xa < xb) else {
-            im2col_pixels(input, s, run, oy, 0, ow, &mut scratch[..len]);
-            gemm(&scratch[..len], w, epi, 0, ow, orow);
-            continue;
+    }
+
+    /// Each output row: border pixels (and rows whose windows reach into the padding)
+    /// through im2col + `gemm(cols, pixels, out)`; interior pixels through
+    /// `window(rows, pixels, out)` when given, reading the input in place.
+    fn run<T: Copy + Default, O>(
+        &self,
+        input: &[T],
+        scratch: &mut [T],
+        out: &mut [O],
+        gemm: impl Fn(&[T], usize, &mut [O]),
+        window: Option<impl Fn(&WindowRows<T>, usize, &mut [O])>,
+    ) {
+        let (s, run, kdim) = (self.s, self.run, self.kdim);
+        let (ow, n) = (s.ow(), s.cout);
+        let (ya, yb) = s.interior_rows();
+        let (xa, mut xb) = s.interior_cols();
+        // The last element a window of row `oy` over pixels [xa, x1) reads (+1). With padded
+        // runs the last pixels of the image would read past the input: they take im2col.
+        let window_end = |oy: usize, x1: usize| {
+            ((oy * s.stride + s.kh - 1 - s.pad) * s.w + (x1 - 1) * s.stride - s.pad) * s.cin + run
         };
-        // Interior pixels read their windows in place; the few border pixels, whose windows
-        // reach into the padding, go through im2col.
-        let (left, rest) = orow.split_at_mut(xa * n);
-        let (mid, right) = rest.split_at_mut((xb - xa) * n);
-        for (x0, x1, o) in [(0, xa, left), (xb, ow, right)] {
-            if x0 < x1 {
-                let cols = &mut scratch[..(x1 - x0) * kdim];
-                im2col_pixels(input, s, run, oy, x0, x1, cols);
-                gemm(cols, w, epi, 0, x1 - x0, o);
+        for oy in self.y0..self.y1 {
+            let orow = &mut out[(oy - self.y0) * ow * n..(oy - self.y0 + 1) * ow * n];
+            let inside = (ya..yb).contains(&oy);
+            if inside {
+                while xb > xa && window_end(oy, xb) > input.len() {
+                    xb -= 1;
+                }
             }
+            let Some(window) = window.as_ref().filter(|_| inside && xa < xb) else {
+                let cols = &mut scratch[..ow * kdim];
+                im2col_pixels(input, s, run, oy, 0, ow, cols);
+                gemm(cols, ow, orow);
+                continue;
+            };
+            let (left, rest) = orow.split_at_mut(xa * n);
+            let (mid, right) = rest.split_at_mut((xb - xa) * n);
+            for (x0, x1, o) in [(0, xa, left), (xb, ow, right)] {
+                if x0 < x1 {
+                    let cols = &mut scratch[..(x1 - x0) * kdim];
+                    im2col_pixels(input, s, run, oy, x0, x1, cols);
+                    gemm(cols, x1 - x0, o);
+                }
+            }
+            let rows = WindowRows {
+                data: input,
+                start: ((oy * s.stride - s.pad) * s.w + xa * s.stride - s.pad) * s.cin,
+                row_stride: s.stride * s.cin,
+                seg_stride: s.w * s.cin,
+                seg_len: run,
+                segs: s.kh,
+            };
+            window(&rows, xb - xa, mid);
         }
-        let rows = WindowRowsI8 {
-            data: input,
-            start: ((oy * s.stride - s.pad) * s.w + xa * s.stride - s.pad) * s.cin,
-            row_stride: s.stride * s.cin,
-            seg_stride: s.w * s.cin,
-            seg_len: run,
-            segs: s.kh,
-        };
-        window(&rows, w, epi, 0, xb - xa, mid);
     }
 }
 

@@ -15,7 +15,7 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowRowsI8, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowRows, WindowRowsI8, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -43,6 +43,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if let Some(&(name, pw)) = pw_f32_variants().first() {
         k.pw_f32 = pw;
         k.names.pw_f32 = name;
+    }
+    if has_avx512() {
+        k.window_f32 = Some(avx512_window_f32_8x32);
+        k.names.window_f32 = "avx512_window_f32_8x32";
     }
     if let Some(&(name, dw)) = dw_f32_variants().first() {
         k.dw_f32 = dw;
@@ -333,12 +337,12 @@ pub(crate) fn avx512_pw_f32_8x32(
     assert!(has_avx512(), "avx512_pw_f32_8x32 needs AVX-512F/DQ");
     // SAFETY: features asserted; rows [m0,m1) of `a`, the packed panels and the
     // (m1-m0)×N output are in bounds by the checks above.
-    unsafe { pw_f32_avx512_impl(a, b, epi, m0, m1, out) }
+    unsafe { pw_f32_avx512_impl(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
 unsafe fn pw_f32_avx512_impl(
-    a: &[f32],
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m0: usize,
@@ -386,7 +390,7 @@ unsafe fn pw_f32_avx512_impl(
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_f32_avx512<const MR: usize, const NZ: usize>(
-    a: &[f32],
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m: usize,
@@ -396,25 +400,30 @@ unsafe fn tile_f32_avx512<const MR: usize, const NZ: usize>(
     out: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    let ap = a.as_ptr().add(m * k);
+    let rows: [*const f32; MR] = std::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[_mm512_setzero_ps(); NZ]; MR];
-    for kk in 0..k {
-        let mut w = [_mm512_setzero_ps(); NZ];
-        for (z, v) in w.iter_mut().enumerate() {
-            let lo = _mm256_loadu_ps(bp.add((2 * z * k + kk) * NR));
-            let hi = if 2 * z + 1 < np {
-                _mm256_loadu_ps(bp.add(((2 * z + 1) * k + kk) * NR))
-            } else {
-                _mm256_setzero_ps()
-            };
-            *v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*ap.add(r * k + kk));
-            for z in 0..NZ {
-                acc_r[z] = _mm512_fmadd_ps(av, w[z], acc_r[z]);
+    let mut kk = 0;
+    for j in 0..a.segs {
+        let off = j * a.seg_stride;
+        for i in 0..a.seg_len {
+            let mut w = [_mm512_setzero_ps(); NZ];
+            for (z, v) in w.iter_mut().enumerate() {
+                let lo = _mm256_loadu_ps(bp.add((2 * z * k + kk) * NR));
+                let hi = if 2 * z + 1 < np {
+                    _mm256_loadu_ps(bp.add(((2 * z + 1) * k + kk) * NR))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                *v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
             }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*rows[r].add(off + i));
+                for z in 0..NZ {
+                    acc_r[z] = _mm512_fmadd_ps(av, w[z], acc_r[z]);
+                }
+            }
+            kk += 1;
         }
     }
     let zero = _mm512_setzero_ps();
@@ -894,43 +903,61 @@ pub(crate) fn avx512vnni_pw_i8_acc_8x32(
     }
 }
 
-/// Where a tile's A rows are: row `m`, run `j`, byte `i` at
-/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` bytes. A plain `[M×K]`
-/// matrix is one run of K bytes (`tail = K % 4` bytes in a last partial group, read one by
-/// one); the in-place windows of [`WindowRowsI8`] are `kh` runs of whole groups.
+/// Where a tile's A rows are: row `m`, run `j`, element `i` at
+/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` elements. A plain
+/// `[M×K]` matrix is one run of K; the in-place windows of [`WindowRows`] are `kh` runs, one
+/// per kernel row. (int8 tiles read runs in groups of 4 bytes; only a plain matrix may end
+/// in a partial group, which they read byte by byte.)
 #[derive(Clone, Copy)]
-struct RowsPtr {
-    ptr: *const i8,
+struct RowsPtr<T> {
+    ptr: *const T,
     row_stride: usize,
     seg_stride: usize,
-    seg_groups: usize,
+    seg_len: usize,
     segs: usize,
-    tail: usize,
 }
 
-impl RowsPtr {
-    fn matrix(a: &[i8], k: usize) -> RowsPtr {
+impl<T> RowsPtr<T> {
+    fn matrix(a: &[T], k: usize) -> RowsPtr<T> {
         RowsPtr {
             ptr: a.as_ptr(),
             row_stride: k,
             seg_stride: 0,
-            seg_groups: k / 4,
+            seg_len: k,
             segs: 1,
-            tail: k % 4,
         }
     }
     /// # Safety
-    /// `a` was validated ([`WindowRowsI8::check`]) for the rows the kernel will read.
-    unsafe fn window(a: &WindowRowsI8) -> RowsPtr {
+    /// `a` was validated ([`WindowRows::check`]) for the rows the kernel will read.
+    unsafe fn window(a: &WindowRows<T>) -> RowsPtr<T> {
         RowsPtr {
             ptr: a.data.as_ptr().add(a.start),
             row_stride: a.row_stride,
             seg_stride: a.seg_stride,
-            seg_groups: a.seg_len / 4,
+            seg_len: a.seg_len,
             segs: a.segs,
-            tail: 0,
         }
     }
+}
+
+/// f32 GEMM reading A in place through [`WindowRows`], on AVX-512 (the tiles of
+/// [`avx512_pw_f32_8x32`]).
+pub(crate) fn avx512_window_f32_8x32(
+    a: &WindowRows<f32>,
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    a.check(b.k, 1, m0, m1);
+    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
+    check_packed_f32(b);
+    epi.check(b.n);
+    assert!(has_avx512(), "avx512_window_f32_8x32 needs AVX-512F/DQ");
+    // SAFETY: features asserted; rows [m0,m1) of the window, the packed panels and the
+    // output validated above.
+    unsafe { pw_f32_avx512_impl(RowsPtr::window(a), b, epi, m0, m1, out) }
 }
 
 /// int8 GEMM reading A in place through [`WindowRowsI8`], requantising epilogue, on
@@ -943,7 +970,8 @@ pub(crate) fn avx512vnni_window_i8_8x32(
     m1: usize,
     out: &mut [i8],
 ) {
-    a.check(b, m0, m1, out.len());
+    a.check(b.k, 4, m0, m1);
+    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
     check_packed_i8(b);
     epi.check(b.n);
     assert!(
@@ -967,7 +995,8 @@ pub(crate) fn avx512vnni_window_i8_f32_8x32(
     m1: usize,
     out: &mut [f32],
 ) {
-    a.check(b, m0, m1, out.len());
+    a.check(b.k, 4, m0, m1);
+    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
     check_packed_i8(b);
     epi.check(b.n);
     assert!(
@@ -985,7 +1014,7 @@ pub(crate) fn avx512vnni_window_i8_f32_8x32(
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn pw_i8_avx512_impl(
-    a: RowsPtr,
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m0: usize,
     m1: usize,
@@ -1036,7 +1065,7 @@ unsafe fn pw_i8_avx512_impl(
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
-    a: RowsPtr,
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
     p: usize,
@@ -1084,22 +1113,27 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
             }
         }};
     }
+    let (seg_groups, tail) = (a.seg_len / 4, a.seg_len % 4);
+    debug_assert!(
+        tail == 0 || a.segs == 1,
+        "only a plain matrix ends in a partial group"
+    );
     let mut g = 0;
     for j in 0..a.segs {
         let off = j * a.seg_stride;
-        for i in 0..a.seg_groups {
+        for i in 0..seg_groups {
             step!(g, |r| (rows[r].add(off + 4 * i) as *const i32)
                 .read_unaligned());
             g += 1;
         }
     }
-    if a.tail > 0 {
+    if tail > 0 {
         // The partial last group reads only the row's bytes: the packed weights are zero
         // beyond K, so the padding bytes' value does not matter. (Assembled by hand: a
         // variable-length copy would be a `memcpy` call per row.)
         step!(g, |r| {
             let mut v = 0u32;
-            for j in 0..a.tail {
+            for j in 0..tail {
                 v |= u32::from(*rows[r].add(4 * g + j) as u8) << (8 * j);
             }
             v as i32
