@@ -34,8 +34,18 @@ fn tables() -> Vec<(&'static str, Kernels)> {
 }
 
 fn bench_pw(c: &mut Criterion) {
-    let (m, k, n) = (56 * 56, 64, 128);
-    let mut g = c.benchmark_group("pw_56x56x64to128");
+    // MobileFaceNet's largest pointwise layer, and SCRFD-500M's first (K = N = 16 at 320×320:
+    // the epilogue and memory traffic weigh as much as the products)
+    for (label, m, k, n) in [
+        ("pw_56x56x64to128", 56 * 56, 64, 128),
+        ("pw_320x320x16to16", 320 * 320, 16, 16),
+    ] {
+        bench_pw_shape(c, label, m, k, n);
+    }
+}
+
+fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) {
+    let mut g = c.benchmark_group(label);
     g.throughput(Throughput::Elements((m * k * n) as u64));
     let a = vf32(m * k, 1);
     let w = vf32(n * k, 2);
