@@ -189,7 +189,7 @@ fn bench_dense(c: &mut Criterion) {
             );
             if kt.window_f32.is_some() {
                 g.bench_function(
-                    BenchmarkId::new("f32", format!("{name}:{}", kt.names.window_f32)),
+                    BenchmarkId::new("f32", format!("{name}:window+{}", kt.names.pw_f32)),
                     |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
                 );
             }
@@ -210,7 +210,7 @@ fn bench_dense(c: &mut Criterion) {
             );
             if kt.window_i8.is_some() {
                 g.bench_function(
-                    BenchmarkId::new("i8", format!("{name}:{}", kt.names.window_i8)),
+                    BenchmarkId::new("i8", format!("{name}:window+{}", kt.names.pw_i8)),
                     |b| b.iter(|| kt.conv_i8(&xi, &s, &wpad, &epi, 0, s.oh(), &mut si, &mut oi)),
                 );
             }

@@ -626,7 +626,9 @@ pub struct Kernels {
     pub pw_i8_f32: Option<PwI8F32Fn>,
     /// Where a kernel reads dense convs' windows in place; otherwise im2col + the GEMM.
     pub window_f32: Option<WindowF32Fn>,
-    pub window_i8: Option<(WindowI8Fn, WindowI8F32Fn)>,
+    pub window_i8: Option<WindowI8Fn>,
+    /// With `pw_i8_f32`: the same for int8 convs with f32 outputs.
+    pub window_i8_f32: Option<WindowI8F32Fn>,
     pub dw_f32: DwF32Fn,
     pub dw_i8: DwI8Fn,
     pub add_f32: AddF32Fn,
@@ -653,9 +655,6 @@ pub struct KernelNames {
     pub sigmoid_f32: &'static str,
     pub quantize_i8: &'static str,
     pub pw_i8_f32: &'static str,
-    /// Empty where dense convs are im2col + the GEMM only.
-    pub window_f32: &'static str,
-    pub window_i8: &'static str,
 }
 
 impl Kernels {
@@ -669,6 +668,7 @@ impl Kernels {
             pw_i8_f32: None,
             window_f32: None,
             window_i8: None,
+            window_i8_f32: None,
             dw_f32: generic::dw_f32,
             dw_i8: generic::dw_i8,
             add_f32: generic::add_f32,
@@ -690,8 +690,6 @@ impl Kernels {
                 sigmoid_f32: "generic_sigmoid_f32",
                 quantize_i8: "generic_quantize_i8",
                 pw_i8_f32: "pw_i8_acc+epilogue",
-                window_f32: "",
-                window_i8: "",
             },
         }
     }
@@ -714,14 +712,11 @@ impl Kernels {
     /// `"mode=Auto pw_f32=avx2_pw_f32_6x16 pw_i8=... ..."`.
     pub fn describe(&self) -> String {
         let n = &self.names;
-        // in-place windows for interior pixels, im2col at the borders
-        let window = |name: &str| match name {
-            "" => String::new(),
-            w => format!("{w}|"),
-        };
+        // in-place windows (the same GEMM tiles) for interior pixels, im2col at the borders
+        let window = |has: bool| if has { "window|" } else { "" };
         format!(
             "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(n.window_f32), n.pw_f32, window(n.window_i8), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(self.window_f32.is_some()), n.pw_f32, window(self.window_i8.is_some()), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 
@@ -759,7 +754,7 @@ impl Kernels {
         scratch: &mut [i8],
         out: &mut [f32],
     ) {
-        let window = self.window_i8.map(|w| w.1);
+        let window = self.window_i8_f32;
         generic::conv_i8_with(gemm, window, input, s, w, epi, y0, y1, scratch, out)
     }
 
@@ -776,7 +771,7 @@ impl Kernels {
         scratch: &mut [i8],
         out: &mut [i8],
     ) {
-        let window = self.window_i8.map(|w| w.0);
+        let window = self.window_i8;
         generic::conv_i8_with(self.pw_i8, window, input, s, w, epi, y0, y1, scratch, out)
     }
 }

@@ -455,10 +455,10 @@ fn simd_tables() -> Vec<Kernels> {
         // every f32 GEMM the CPU can run, not only the one the table picks
         #[cfg(target_arch = "x86_64")]
         {
-            for (name, pw) in x86_64::pw_f32_variants() {
+            for (name, pw, window) in x86_64::pw_f32_variants() {
                 if name != nodot.names.pw_f32 {
                     let mut t = nodot;
-                    (t.pw_f32, t.names.pw_f32) = (pw, name);
+                    (t.pw_f32, t.window_f32, t.names.pw_f32) = (pw, Some(window), name);
                     v.push(t);
                 }
             }
@@ -482,10 +482,10 @@ fn simd_tables() -> Vec<Kernels> {
     if auto.names.pw_i8 != nodot.names.pw_i8 {
         // every dot-product GEMM the CPU can run, not only the one `auto` picks
         #[cfg(target_arch = "x86_64")]
-        for (name, pw, acc) in x86_64::dot_pw_i8() {
+        for (name, pw, acc, window) in x86_64::dot_pw_i8() {
             if name != auto.names.pw_i8 {
                 let mut t = auto;
-                (t.pw_i8, t.pw_i8_acc, t.names.pw_i8) = (pw, acc, name);
+                (t.pw_i8, t.pw_i8_acc, t.window_i8, t.names.pw_i8) = (pw, acc, Some(window), name);
                 v.push(t);
             }
         }

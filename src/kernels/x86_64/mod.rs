@@ -15,7 +15,7 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowRows, WindowRowsI8, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowF32Fn, WindowI8Fn, WindowRows, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -35,18 +35,14 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     }
     k.pw_i8 = avx2_pw_i8_6x8;
     k.pw_i8_acc = avx2_pw_i8_acc_6x8;
+    k.window_i8 = Some(avx2_window_i8_6x8);
     k.add_i8 = avx2_add_i8;
     k.names.pw_i8 = "avx2_pw_i8_6x8";
     k.names.add_i8 = "avx2_add_i8";
     k.quantize_i8 = avx2_quantize_i8;
     k.names.quantize_i8 = "avx2_quantize_i8";
-    if let Some(&(name, pw)) = pw_f32_variants().first() {
-        k.pw_f32 = pw;
-        k.names.pw_f32 = name;
-    }
-    if has_avx512() {
-        k.window_f32 = Some(avx512_window_f32_8x32);
-        k.names.window_f32 = "avx512_window_f32_8x32";
+    if let Some(&(name, pw, window)) = pw_f32_variants().first() {
+        (k.pw_f32, k.window_f32, k.names.pw_f32) = (pw, Some(window), name);
     }
     if let Some(&(name, dw)) = dw_f32_variants().first() {
         k.dw_f32 = dw;
@@ -57,29 +53,30 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
         k.names.dw_i8 = name;
     }
     if dot {
-        if let Some(&(name, pw, acc)) = dot_pw_i8().first() {
-            k.pw_i8 = pw;
-            k.pw_i8_acc = acc;
-            k.names.pw_i8 = name;
+        if let Some(&(name, pw, acc, window)) = dot_pw_i8().first() {
+            (k.pw_i8, k.pw_i8_acc, k.window_i8, k.names.pw_i8) = (pw, acc, Some(window), name);
         }
         if has_avx512_vnni() {
             k.pw_i8_f32 = Some(avx512vnni_pw_i8_f32_8x32);
+            k.window_i8_f32 = Some(avx512vnni_window_i8_f32_8x32);
             k.names.pw_i8_f32 = "avx512vnni_pw_i8_f32_8x32";
-            k.window_i8 = Some((avx512vnni_window_i8_8x32, avx512vnni_window_i8_f32_8x32));
-            k.names.window_i8 = "avx512vnni_window_i8_8x32";
         }
     }
 }
 
-/// The f32 GEMMs this CPU can run, fastest first: the table takes the first, the tests
-/// check them all.
-pub(crate) fn pw_f32_variants() -> Vec<(&'static str, PwF32Fn)> {
-    let mut v: Vec<(&'static str, PwF32Fn)> = Vec::new();
+/// The f32 GEMMs this CPU can run (plain and in-place windows), fastest first: the table
+/// takes the first, the tests check them all.
+pub(crate) fn pw_f32_variants() -> Vec<(&'static str, PwF32Fn, WindowF32Fn)> {
+    let mut v: Vec<(&'static str, PwF32Fn, WindowF32Fn)> = Vec::new();
     if has_avx512() {
-        v.push(("avx512_pw_f32_8x32", avx512_pw_f32_8x32));
+        v.push((
+            "avx512_pw_f32_8x32",
+            avx512_pw_f32_8x32,
+            avx512_window_f32_8x32,
+        ));
     }
     if has_avx2_fma() {
-        v.push(("avx2_pw_f32_6x16", avx2_pw_f32_6x16));
+        v.push(("avx2_pw_f32_6x16", avx2_pw_f32_6x16, avx2_window_f32_6x16));
     }
     v
 }
@@ -108,47 +105,63 @@ pub(crate) fn dw_i8_variants() -> Vec<(&'static str, DwI8Fn)> {
     v
 }
 
-/// The dot-product (VNNI) int8 GEMMs this CPU can run, fastest first: the table takes the
-/// first, the tests check them all.
-pub(crate) fn dot_pw_i8() -> Vec<(&'static str, PwI8Fn, PwI8AccFn)> {
-    let mut v: Vec<(&'static str, PwI8Fn, PwI8AccFn)> = Vec::new();
+/// The dot-product (VNNI) int8 GEMMs this CPU can run (requantising, accumulators, in-place
+/// windows), fastest first: the table takes the first, the tests check them all.
+pub(crate) fn dot_pw_i8() -> Vec<(&'static str, PwI8Fn, PwI8AccFn, WindowI8Fn)> {
+    let mut v: Vec<(&'static str, PwI8Fn, PwI8AccFn, WindowI8Fn)> = Vec::new();
     if has_avx512_vnni() {
         v.push((
             "avx512vnni_pw_i8_8x32",
             avx512vnni_pw_i8_8x32,
             avx512vnni_pw_i8_acc_8x32,
+            avx512vnni_window_i8_8x32,
         ));
     }
     if has_avx_vnni() {
-        v.push(("vnni_pw_i8_6x16", vnni_pw_i8_6x16, vnni_pw_i8_acc_6x16));
+        v.push((
+            "vnni_pw_i8_6x16",
+            vnni_pw_i8_6x16,
+            vnni_pw_i8_acc_6x16,
+            vnni_window_i8_6x16,
+        ));
     }
     v
 }
 
-fn check_packed_f32(b: &PackedF32) {
-    assert_eq!(
-        b.data.len(),
-        b.panels() * b.k * NR,
-        "packed f32 weights: bad length"
-    );
+/// The weights' layout, checked by every entry point before its `unsafe` block.
+trait CheckLayout {
+    fn check_layout(&self);
 }
-fn check_packed_i8(b: &PackedI8) {
-    assert!(
-        b.kp == b.k.div_ceil(4) * 4,
-        "packed i8 weights: kp {} for k {}",
-        b.kp,
-        b.k
-    );
-    assert_eq!(
-        b.data.len(),
-        b.panels() * b.groups() * NR * 4,
-        "packed i8 weights: bad length"
-    );
-    assert_eq!(
-        b.wsum.len(),
-        b.panels() * NR,
-        "packed i8 weights: bad wsum length"
-    );
+
+impl CheckLayout for PackedF32 {
+    fn check_layout(&self) {
+        assert_eq!(
+            self.data.len(),
+            self.panels() * self.k * NR,
+            "packed f32 weights: bad length"
+        );
+    }
+}
+
+impl CheckLayout for PackedI8 {
+    fn check_layout(&self) {
+        assert!(
+            self.kp == self.k.div_ceil(4) * 4,
+            "packed i8 weights: kp {} for k {}",
+            self.kp,
+            self.k
+        );
+        assert_eq!(
+            self.data.len(),
+            self.panels() * self.groups() * NR * 4,
+            "packed i8 weights: bad length"
+        );
+        assert_eq!(
+            self.wsum.len(),
+            self.panels() * NR,
+            "packed i8 weights: bad wsum length"
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -156,6 +169,183 @@ fn check_packed_i8(b: &PackedI8) {
 // ------------------------------------------------------------------------------------------
 
 /// Activation on 8 lanes of channels `c0..c0+8` (caller guarantees `c0+8 <= N` for PReLU).
+/// Where a tile's A rows are: row `m`, run `j`, element `i` at
+/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` elements. A plain
+/// `[M×K]` matrix is one run of K; the in-place windows of [`WindowRows`] are `kh` runs, one
+/// per kernel row. (int8 tiles read runs in groups of 4 bytes; only a plain matrix may end
+/// in a partial group, which they read byte by byte.)
+#[derive(Clone, Copy)]
+struct RowsPtr<T> {
+    ptr: *const T,
+    row_stride: usize,
+    seg_stride: usize,
+    seg_len: usize,
+    segs: usize,
+}
+
+impl<T> RowsPtr<T> {
+    fn matrix(a: &[T], k: usize) -> RowsPtr<T> {
+        RowsPtr {
+            ptr: a.as_ptr(),
+            row_stride: k,
+            seg_stride: 0,
+            seg_len: k,
+            segs: 1,
+        }
+    }
+    /// # Safety
+    /// `a` was validated ([`WindowRows::check`]) for the rows the kernel will read.
+    unsafe fn window(a: &WindowRows<T>) -> RowsPtr<T> {
+        RowsPtr {
+            ptr: a.data.as_ptr().add(a.start),
+            row_stride: a.row_stride,
+            seg_stride: a.seg_stride,
+            seg_len: a.seg_len,
+            segs: a.segs,
+        }
+    }
+}
+
+impl RowsPtr<i8> {
+    /// Walks K in groups of 4 bytes for rows `m..m+MR`: `f(g, a)` with `a[r]` the 4 bytes of
+    /// group `g` of row `m+r` as one i32 (the `vpmaddwd`/`vpdpbusd` operand shape).
+    ///
+    /// # Safety
+    /// Rows `m..m+MR` exist (validated by the entry point).
+    #[inline(always)]
+    unsafe fn for_each_group<const MR: usize>(
+        &self,
+        m: usize,
+        mut f: impl FnMut(usize, [i32; MR]),
+    ) {
+        let rows: [*const i8; MR] =
+            std::array::from_fn(|r| self.ptr.add((m + r) * self.row_stride));
+        let (seg_groups, tail) = (self.seg_len / 4, self.seg_len % 4);
+        debug_assert!(
+            tail == 0 || self.segs == 1,
+            "only a plain matrix ends in a partial group"
+        );
+        let mut g = 0;
+        for j in 0..self.segs {
+            let off = j * self.seg_stride;
+            for i in 0..seg_groups {
+                f(
+                    g,
+                    std::array::from_fn(|r| {
+                        (rows[r].add(off + 4 * i) as *const i32).read_unaligned()
+                    }),
+                );
+                g += 1;
+            }
+        }
+        if tail > 0 {
+            // The partial last group reads only the row's bytes: the packed weights are zero
+            // beyond K, so the padding bytes' value does not matter. (Assembled by hand: a
+            // variable-length copy would be a `memcpy` call per row.)
+            f(
+                g,
+                std::array::from_fn(|r| {
+                    let mut v = 0u32;
+                    for j in 0..tail {
+                        v |= u32::from(*rows[r].add(4 * g + j) as u8) << (8 * j);
+                    }
+                    v as i32
+                }),
+            );
+        }
+    }
+}
+
+impl RowsPtr<f32> {
+    /// Walks K for rows `m..m+MR`: `f(kk, a)` with `a[r]` element `kk` of row `m+r`.
+    ///
+    /// # Safety
+    /// Rows `m..m+MR` exist (validated by the entry point).
+    #[inline(always)]
+    unsafe fn for_each_k<const MR: usize>(&self, m: usize, mut f: impl FnMut(usize, [f32; MR])) {
+        let rows: [*const f32; MR] =
+            std::array::from_fn(|r| self.ptr.add((m + r) * self.row_stride));
+        let mut kk = 0;
+        for j in 0..self.segs {
+            let off = j * self.seg_stride;
+            for i in 0..self.seg_len {
+                f(kk, std::array::from_fn(|r| *rows[r].add(off + i)));
+                kk += 1;
+            }
+        }
+    }
+}
+
+/// Declares a GEMM's public entry points over one tile driver: `$name` on a plain `[M×K]`
+/// A and, where a `/ $window` name is given, the same on in-place conv windows
+/// ([`WindowRows`]). Each validates every operand once (A's rows in runs of whole `$group`s,
+/// the packed weights, the output rows, the epilogue) and asserts the CPU features, then runs
+/// `$drive` — which sees `a` as a [`RowsPtr`] — in `unsafe`.
+macro_rules! gemm_entries {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $window:ident: $t:ty, $packed:ident $(, $epi:ident: $et:ty)? => $o:ty;
+        group $group:literal, $has:ident, $feat:literal;
+        |$a:ident, $b:ident, $m0:ident, $m1:ident, $out:ident| $drive:expr
+    ) => {
+        gemm_entries! {
+            $(#[$doc])*
+            $name: $t, $packed $(, $epi: $et)? => $o;
+            group $group, $has, $feat;
+            |$a, $b, $m0, $m1, $out| $drive
+        }
+        #[doc = concat!("[`", stringify!($name), "`] reading A in place through [`WindowRows`].")]
+        pub(crate) fn $window(
+            $a: &WindowRows<$t>,
+            $b: &$packed,
+            $($epi: $et,)?
+            $m0: usize,
+            $m1: usize,
+            $out: &mut [$o],
+        ) {
+            $a.check($b.k, $group, $m0, $m1);
+            assert_eq!($out.len(), ($m1 - $m0) * $b.n, "out len vs rows [{}, {})", $m0, $m1);
+            $b.check_layout();
+            $( $epi.check($b.n); )?
+            assert!($has(), concat!(stringify!($window), " needs ", $feat));
+            // SAFETY: the CPU features are asserted; the window's rows [m0,m1) (validated by
+            // `WindowRows::check`), the packed panels, the epilogue vectors and the output
+            // are in bounds by the checks above.
+            unsafe {
+                let $a = RowsPtr::window($a);
+                $drive
+            }
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident: $t:ty, $packed:ident $(, $epi:ident: $et:ty)? => $o:ty;
+        group $group:literal, $has:ident, $feat:literal;
+        |$a:ident, $b:ident, $m0:ident, $m1:ident, $out:ident| $drive:expr
+    ) => {
+        $(#[$doc])*
+        pub(crate) fn $name(
+            $a: &[$t],
+            $b: &$packed,
+            $($epi: $et,)?
+            $m0: usize,
+            $m1: usize,
+            $out: &mut [$o],
+        ) {
+            generic::check_gemm($a.len(), $b.k, $b.n, $m0, $m1, $out.len());
+            $b.check_layout();
+            $( $epi.check($b.n); )?
+            assert!($has(), concat!(stringify!($name), " needs ", $feat));
+            // SAFETY: the CPU features are asserted; rows [m0,m1) of A, the packed panels, the
+            // epilogue vectors and the (m1-m0)×N output are in bounds by the checks above.
+            unsafe {
+                let $a = RowsPtr::matrix($a, $b.k);
+                $drive
+            }
+        }
+    };
+}
+
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn act_ps(act: &Act, v: __m256, c0: usize) -> __m256 {
@@ -200,27 +390,16 @@ unsafe fn requant8(acc: __m256i, epi: &EpiI8, c0: usize) -> __m128i {
 // Pointwise f32: 6 rows × 16 channels (two packed panels), 12 accumulators.
 // ------------------------------------------------------------------------------------------
 
-/// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 6×16.
-pub(crate) fn avx2_pw_f32_6x16(
-    a: &[f32],
-    b: &PackedF32,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_f32(b);
-    epi.check(b.n);
-    assert!(has_avx2_fma(), "avx2_pw_f32_6x16 needs AVX2+FMA");
-    // SAFETY: AVX2+FMA present (asserted); rows [m0,m1) of `a`, the packed panels and the
-    // (m1-m0)×N output are in bounds by the checks above.
-    unsafe { pw_f32_impl(a, b, epi, m0, m1, out) }
+gemm_entries! {
+    /// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 6×16.
+    avx2_pw_f32_6x16 / avx2_window_f32_6x16: f32, PackedF32, epi: &EpiF32 => f32;
+    group 1, has_avx2_fma, "AVX2+FMA";
+    |a, b, m0, m1, out| pw_f32_impl(a, b, epi, m0, m1, out)
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pw_f32_impl(
-    a: &[f32],
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m0: usize,
@@ -264,7 +443,7 @@ unsafe fn pw_f32_impl(
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_f32<const MR: usize, const NP: usize>(
-    a: &[f32],
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m: usize,
@@ -273,24 +452,23 @@ unsafe fn tile_f32<const MR: usize, const NP: usize>(
     out: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    let ap = a.as_ptr().add(m * k);
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[_mm256_setzero_ps(); NP]; MR];
-    for kk in 0..k {
+    a.for_each_k::<MR>(m, |kk, av| {
         let b0 = _mm256_loadu_ps(bp.add(kk * NR));
         let b1 = if NP == 2 {
             _mm256_loadu_ps(bp.add((k + kk) * NR))
         } else {
             b0
         };
-        for r in 0..MR {
-            let av = _mm256_broadcast_ss(&*ap.add(r * k + kk));
-            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+        for (acc_r, &x) in acc.iter_mut().zip(&av) {
+            let x = _mm256_set1_ps(x);
+            acc_r[0] = _mm256_fmadd_ps(x, b0, acc_r[0]);
             if NP == 2 {
-                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                acc_r[1] = _mm256_fmadd_ps(x, b1, acc_r[1]);
             }
         }
-    }
+    });
     for r in 0..MR {
         let op = out.as_mut_ptr().add((orow + r) * n);
         for q in 0..NP {
@@ -320,24 +498,13 @@ fn has_avx512() -> bool {
         && std::is_x86_feature_detected!("avx512dq")
 }
 
-/// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 8×32 on 512-bit
-/// registers: twice the work per FMA of the AVX2 kernel, and 32 registers hold the 16
-/// accumulators of a tile.
-pub(crate) fn avx512_pw_f32_8x32(
-    a: &[f32],
-    b: &PackedF32,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_f32(b);
-    epi.check(b.n);
-    assert!(has_avx512(), "avx512_pw_f32_8x32 needs AVX-512F/DQ");
-    // SAFETY: features asserted; rows [m0,m1) of `a`, the packed panels and the
-    // (m1-m0)×N output are in bounds by the checks above.
-    unsafe { pw_f32_avx512_impl(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
+gemm_entries! {
+    /// f32 GEMM `[M×K]·[K×N]` + bias + activation, rows `[m0,m1)`; microkernel 8×32 on 512-bit
+    /// registers: twice the work per FMA of the AVX2 kernel, and 32 registers hold the 16
+    /// accumulators of a tile.
+    avx512_pw_f32_8x32 / avx512_window_f32_8x32: f32, PackedF32, epi: &EpiF32 => f32;
+    group 1, has_avx512, "AVX-512F/DQ";
+    |a, b, m0, m1, out| pw_f32_avx512_impl(a, b, epi, m0, m1, out)
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
@@ -400,32 +567,26 @@ unsafe fn tile_f32_avx512<const MR: usize, const NZ: usize>(
     out: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    let rows: [*const f32; MR] = std::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[_mm512_setzero_ps(); NZ]; MR];
-    let mut kk = 0;
-    for j in 0..a.segs {
-        let off = j * a.seg_stride;
-        for i in 0..a.seg_len {
-            let mut w = [_mm512_setzero_ps(); NZ];
-            for (z, v) in w.iter_mut().enumerate() {
-                let lo = _mm256_loadu_ps(bp.add((2 * z * k + kk) * NR));
-                let hi = if 2 * z + 1 < np {
-                    _mm256_loadu_ps(bp.add(((2 * z + 1) * k + kk) * NR))
-                } else {
-                    _mm256_setzero_ps()
-                };
-                *v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*rows[r].add(off + i));
-                for z in 0..NZ {
-                    acc_r[z] = _mm512_fmadd_ps(av, w[z], acc_r[z]);
-                }
-            }
-            kk += 1;
+    a.for_each_k::<MR>(m, |kk, av| {
+        let mut w = [_mm512_setzero_ps(); NZ];
+        for (z, v) in w.iter_mut().enumerate() {
+            let lo = _mm256_loadu_ps(bp.add((2 * z * k + kk) * NR));
+            let hi = if 2 * z + 1 < np {
+                _mm256_loadu_ps(bp.add(((2 * z + 1) * k + kk) * NR))
+            } else {
+                _mm256_setzero_ps()
+            };
+            *v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
         }
-    }
+        for (acc_r, &x) in acc.iter_mut().zip(&av) {
+            let x = _mm512_set1_ps(x);
+            for z in 0..NZ {
+                acc_r[z] = _mm512_fmadd_ps(x, w[z], acc_r[z]);
+            }
+        }
+    });
     let zero = _mm512_setzero_ps();
     for (r, acc_r) in acc.iter().enumerate() {
         let op = out.as_mut_ptr().add((orow + r) * n);
@@ -454,57 +615,6 @@ unsafe fn tile_f32_avx512<const MR: usize, const NZ: usize>(
 // ------------------------------------------------------------------------------------------
 // Pointwise int8: 6 rows × 8 channels (one panel), vpmaddwd on sign-extended operands.
 // ------------------------------------------------------------------------------------------
-
-/// int8 GEMM with requantising epilogue, rows `[m0,m1)`; microkernel 6×8.
-pub(crate) fn avx2_pw_i8_6x8(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(has_avx2_fma(), "avx2_pw_i8_6x8 needs AVX2+FMA");
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant(acc, epi, out, orow, n0, b.n)
-        })
-    }
-}
-
-/// int8 GEMM, raw i32 accumulators, rows `[m0,m1)`.
-pub(crate) fn avx2_pw_i8_acc_6x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    assert!(has_avx2_fma(), "avx2_pw_i8_acc_6x8 needs AVX2+FMA");
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc(acc, out, orow, n0, b.n)
-        })
-    }
-}
-
-/// The 4 activation bytes of group `g` of an A row as one i32 (the `sdot`/`vpdpbusd`
-/// operand shape). The partial last group (`tail` bytes) reads only the row's bytes: the
-/// packed weights are zero beyond K, so the padding bytes' value does not matter. (Assembled
-/// by hand: a variable-length copy would be a `memcpy` call per row.)
-#[inline(always)]
-unsafe fn group_of_row(row: *const i8, g: usize, g_full: usize, tail: usize) -> i32 {
-    if g < g_full {
-        (row.add(4 * g) as *const i32).read_unaligned()
-    } else {
-        let mut v = 0u32;
-        for j in 0..tail {
-            v |= u32::from(*row.add(4 * g + j) as u8) << (8 * j);
-        }
-        v as i32
-    }
-}
 
 /// Stores the accumulators of channels `n0..min(n0+8, n)` of output row `orow`.
 #[target_feature(enable = "avx2,fma")]
@@ -540,10 +650,26 @@ unsafe fn store_requant(
     }
 }
 
+gemm_entries! {
+    /// int8 GEMM with requantising epilogue, rows `[m0,m1)`; microkernel 6×8.
+    avx2_pw_i8_6x8 / avx2_window_i8_6x8: i8, PackedI8, epi: &EpiI8 => i8;
+    group 4, has_avx2_fma, "AVX2+FMA";
+    |a, b, m0, m1, out| pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_requant(acc, epi, out, orow, n0, b.n)
+    })
+}
+
+gemm_entries! {
+    /// int8 GEMM, raw i32 accumulators, rows `[m0,m1)`.
+    avx2_pw_i8_acc_6x8: i8, PackedI8 => i32;
+    group 4, has_avx2_fma, "AVX2+FMA";
+    |a, b, m0, m1, out| pw_i8_impl(a, b, m0, m1, |acc, orow, n0| store_acc(acc, out, orow, n0, b.n))
+}
+
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn pw_i8_impl(
-    a: &[i8],
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m0: usize,
     m1: usize,
@@ -579,23 +705,23 @@ unsafe fn pw_i8_impl(
 /// Accumulators of rows `m..m+MR` against panel `p`, channel order 0..8 per row.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile_i8<const MR: usize>(a: &[i8], b: &PackedI8, m: usize, p: usize) -> [__m256i; MR] {
-    let k = b.k;
-    let g_full = k / 4;
-    let tail = k % 4;
-    let ap = a.as_ptr().add(m * k);
+unsafe fn tile_i8<const MR: usize>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    m: usize,
+    p: usize,
+) -> [__m256i; MR] {
     let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-    for g in 0..b.groups() {
+    a.for_each_group::<MR>(m, |g, a4| {
         let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32) as *const __m128i));
         let b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(g * 32 + 16) as *const __m128i));
-        for r in 0..MR {
-            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
+        for (acc_r, &a4) in acc.iter_mut().zip(&a4) {
             let av = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a4)));
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b_lo));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b_hi));
+            acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(av, b_lo));
+            acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(av, b_hi));
         }
-    }
+    });
     let mut res = [_mm256_setzero_si256(); MR];
     for r in 0..MR {
         // lanes (c0p,c0q,c1p,c1q | c2p,c2q,c3p,c3q) and (c4..c7) -> (c0,c1,c4,c5 | c2,c3,c6,c7)
@@ -608,50 +734,34 @@ unsafe fn tile_i8<const MR: usize>(a: &[i8], b: &PackedI8, m: usize, p: usize) -
 // Pointwise int8 with AVX-VNNI: 6 rows × 16 channels (two panels), `vpdpbusd`.
 // ------------------------------------------------------------------------------------------
 
-/// int8 GEMM with requantising epilogue on AVX-VNNI, rows `[m0,m1)`; microkernel 6×16.
-///
-/// `vpdpbusd` multiplies *unsigned* bytes by signed bytes and adds each group of four
-/// products into an i32 lane, with no intermediate saturation. The activations are fed as
-/// `a + 128` (a sign-bit flip) and the accumulators start at `-128 · Σ_k w`
-/// ([`PackedI8::wsum`]), so the result is the exact signed dot product. One instruction does
-/// 32 multiply-adds, against 16 for `vpmaddwd` after two sign extensions.
-pub(crate) fn vnni_pw_i8_6x16(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(has_avx_vnni(), "vnni_pw_i8_6x16 needs AVX-VNNI");
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_requant(acc, epi, out, orow, n0, b.n)
-        })
-    }
+gemm_entries! {
+    /// int8 GEMM with requantising epilogue on AVX-VNNI, rows `[m0,m1)`; microkernel 6×16.
+    ///
+    /// `vpdpbusd` multiplies *unsigned* bytes by signed bytes and adds each group of four
+    /// products into an i32 lane, with no intermediate saturation. The activations are fed as
+    /// `a + 128` (a sign-bit flip) and the accumulators start at `-128 · Σ_k w`
+    /// ([`PackedI8::wsum`]), so the result is the exact signed dot product. One instruction does
+    /// 32 multiply-adds, against 16 for `vpmaddwd` after two sign extensions.
+    vnni_pw_i8_6x16 / vnni_window_i8_6x16: i8, PackedI8, epi: &EpiI8 => i8;
+    group 4, has_avx_vnni, "AVX-VNNI";
+    |a, b, m0, m1, out| pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_requant(acc, epi, out, orow, n0, b.n)
+    })
 }
 
-/// int8 GEMM on AVX-VNNI, raw i32 accumulators, rows `[m0,m1)`.
-pub(crate) fn vnni_pw_i8_acc_6x16(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    assert!(has_avx_vnni(), "vnni_pw_i8_acc_6x16 needs AVX-VNNI");
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
-            store_acc(acc, out, orow, n0, b.n)
-        })
-    }
+gemm_entries! {
+    /// int8 GEMM on AVX-VNNI, raw i32 accumulators, rows `[m0,m1)`.
+    vnni_pw_i8_acc_6x16: i8, PackedI8 => i32;
+    group 4, has_avx_vnni, "AVX-VNNI";
+    |a, b, m0, m1, out| pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_acc(acc, out, orow, n0, b.n)
+    })
 }
 
 #[target_feature(enable = "avx2,fma,avxvnni")]
 #[inline]
 unsafe fn pw_i8_vnni_impl(
-    a: &[i8],
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m0: usize,
     m1: usize,
@@ -699,15 +809,11 @@ unsafe fn pw_i8_vnni_impl(
 #[target_feature(enable = "avx2,fma,avxvnni")]
 #[inline]
 unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
-    a: &[i8],
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
     p: usize,
 ) -> [[__m256i; NP]; MR] {
-    let k = b.k;
-    let g_full = k / 4;
-    let tail = k % 4;
-    let ap = a.as_ptr().add(m * k);
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
     let flip = _mm256_set1_epi8(i8::MIN);
@@ -717,19 +823,18 @@ unsafe fn tile_i8_vnni<const MR: usize, const NP: usize>(
         *v = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(ws));
     }
     let mut acc = [init; MR];
-    for g in 0..b.groups() {
+    a.for_each_group::<MR>(m, |g, a4| {
         let mut w = [_mm256_setzero_si256(); NP];
         for (q, v) in w.iter_mut().enumerate() {
             *v = _mm256_loadu_si256(bp.add(q * panel_len + g * 32) as *const __m256i);
         }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a4 = group_of_row(ap.add(r * k), g, g_full, tail);
+        for (acc_r, &a4) in acc.iter_mut().zip(&a4) {
             let av = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);
             for q in 0..NP {
                 acc_r[q] = _mm256_dpbusd_avx_epi32(acc_r[q], av, w[q]);
             }
         }
-    }
+    });
     acc
 }
 
@@ -748,32 +853,6 @@ fn has_avx512bw() -> bool {
 /// ... and VNNI (Ice Lake server, Sapphire Rapids, Zen 4 and later).
 fn has_avx512_vnni() -> bool {
     has_avx512bw() && std::is_x86_feature_detected!("avx512vnni")
-}
-
-/// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`; microkernel 8×32.
-/// The same scheme as [`vnni_pw_i8_6x16`] on registers twice as wide (each holds two packed
-/// panels), and twice as many of them, so a tile covers 8 rows × 4 panels.
-pub(crate) fn avx512vnni_pw_i8_8x32(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(
-        has_avx512_vnni(),
-        "avx512vnni_pw_i8_8x32 needs AVX-512 VNNI"
-    );
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
-            store_requant16(acc, epi, out, orow, n0, b.n)
-        })
-    }
 }
 
 /// Requantises the 16 accumulators of channels `n0..` of output row `orow` and stores the
@@ -810,31 +889,6 @@ unsafe fn store_dequant16(
     // SAFETY: channels n0..n0+cnt are < n: inside the epilogue and the output row.
     let v = dequant16(acc, epi, n0, m);
     _mm512_mask_storeu_ps(out.as_mut_ptr().add(orow * n + n0), m, v);
-}
-
-/// int8 GEMM on AVX-512 VNNI with the f32 epilogue `act((acc + bias) · mult)`, rows
-/// `[m0,m1)`.
-pub(crate) fn avx512vnni_pw_i8_f32_8x32(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(
-        has_avx512_vnni(),
-        "avx512vnni_pw_i8_f32_8x32 needs AVX-512 VNNI"
-    );
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
-            store_dequant16(acc, epi, out, orow, n0, b.n)
-        })
-    }
 }
 
 /// `act((acc + bias) · mult)` of 16 accumulators of channels `c0..`, lanes outside `m` zero.
@@ -878,137 +932,37 @@ unsafe fn requant16(acc: __m512i, epi: &EpiI8, c0: usize, cnt: usize, dst: *mut 
     _mm_mask_storeu_epi8(dst, m, q);
 }
 
-/// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
-pub(crate) fn avx512vnni_pw_i8_acc_8x32(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    assert!(
-        has_avx512_vnni(),
-        "avx512vnni_pw_i8_acc_8x32 needs AVX-512 VNNI"
-    );
-    // SAFETY: features asserted; all pointer ranges validated by the checks above.
-    unsafe {
-        pw_i8_avx512_impl(RowsPtr::matrix(a, b.k), b, m0, m1, |acc, orow, n0| {
-            store_acc(_mm512_castsi512_si256(acc), out, orow, n0, b.n);
-            if n0 + NR < b.n {
-                store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
-            }
-        })
-    }
+gemm_entries! {
+    /// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`; microkernel 8×32.
+    /// The same scheme as [`vnni_pw_i8_6x16`] on registers twice as wide (each holds two packed
+    /// panels), and twice as many of them, so a tile covers 8 rows × 4 panels.
+    avx512vnni_pw_i8_8x32 / avx512vnni_window_i8_8x32: i8, PackedI8, epi: &EpiI8 => i8;
+    group 4, has_avx512_vnni, "AVX-512 VNNI";
+    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_requant16(acc, epi, out, orow, n0, b.n)
+    })
 }
 
-/// Where a tile's A rows are: row `m`, run `j`, element `i` at
-/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` elements. A plain
-/// `[M×K]` matrix is one run of K; the in-place windows of [`WindowRows`] are `kh` runs, one
-/// per kernel row. (int8 tiles read runs in groups of 4 bytes; only a plain matrix may end
-/// in a partial group, which they read byte by byte.)
-#[derive(Clone, Copy)]
-struct RowsPtr<T> {
-    ptr: *const T,
-    row_stride: usize,
-    seg_stride: usize,
-    seg_len: usize,
-    segs: usize,
+gemm_entries! {
+    /// int8 GEMM on AVX-512 VNNI with the f32 epilogue `act((acc + bias) · mult)`, rows
+    /// `[m0,m1)`.
+    avx512vnni_pw_i8_f32_8x32 / avx512vnni_window_i8_f32_8x32: i8, PackedI8, epi: &EpiI8 => f32;
+    group 4, has_avx512_vnni, "AVX-512 VNNI";
+    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_dequant16(acc, epi, out, orow, n0, b.n)
+    })
 }
 
-impl<T> RowsPtr<T> {
-    fn matrix(a: &[T], k: usize) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.as_ptr(),
-            row_stride: k,
-            seg_stride: 0,
-            seg_len: k,
-            segs: 1,
+gemm_entries! {
+    /// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
+    avx512vnni_pw_i8_acc_8x32: i8, PackedI8 => i32;
+    group 4, has_avx512_vnni, "AVX-512 VNNI";
+    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_acc(_mm512_castsi512_si256(acc), out, orow, n0, b.n);
+        if n0 + NR < b.n {
+            store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
         }
-    }
-    /// # Safety
-    /// `a` was validated ([`WindowRows::check`]) for the rows the kernel will read.
-    unsafe fn window(a: &WindowRows<T>) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.data.as_ptr().add(a.start),
-            row_stride: a.row_stride,
-            seg_stride: a.seg_stride,
-            seg_len: a.seg_len,
-            segs: a.segs,
-        }
-    }
-}
-
-/// f32 GEMM reading A in place through [`WindowRows`], on AVX-512 (the tiles of
-/// [`avx512_pw_f32_8x32`]).
-pub(crate) fn avx512_window_f32_8x32(
-    a: &WindowRows<f32>,
-    b: &PackedF32,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    a.check(b.k, 1, m0, m1);
-    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
-    check_packed_f32(b);
-    epi.check(b.n);
-    assert!(has_avx512(), "avx512_window_f32_8x32 needs AVX-512F/DQ");
-    // SAFETY: features asserted; rows [m0,m1) of the window, the packed panels and the
-    // output validated above.
-    unsafe { pw_f32_avx512_impl(RowsPtr::window(a), b, epi, m0, m1, out) }
-}
-
-/// int8 GEMM reading A in place through [`WindowRowsI8`], requantising epilogue, on
-/// AVX-512 VNNI (the tiles of [`avx512vnni_pw_i8_8x32`]).
-pub(crate) fn avx512vnni_window_i8_8x32(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    a.check(b.k, 4, m0, m1);
-    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(
-        has_avx512_vnni(),
-        "avx512vnni_window_i8_8x32 needs AVX-512 VNNI"
-    );
-    // SAFETY: features asserted; rows [m0,m1) of the window and the output validated above.
-    unsafe {
-        pw_i8_avx512_impl(RowsPtr::window(a), b, m0, m1, |acc, orow, n0| {
-            store_requant16(acc, epi, out, orow, n0, b.n)
-        })
-    }
-}
-
-/// [`avx512vnni_window_i8_8x32`] with the f32 epilogue of [`avx512vnni_pw_i8_f32_8x32`].
-pub(crate) fn avx512vnni_window_i8_f32_8x32(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    a.check(b.k, 4, m0, m1);
-    assert_eq!(out.len(), (m1 - m0) * b.n, "out len vs rows [{m0},{m1})");
-    check_packed_i8(b);
-    epi.check(b.n);
-    assert!(
-        has_avx512_vnni(),
-        "avx512vnni_window_i8_f32_8x32 needs AVX-512 VNNI"
-    );
-    // SAFETY: features asserted; rows [m0,m1) of the window and the output validated above.
-    unsafe {
-        pw_i8_avx512_impl(RowsPtr::window(a), b, m0, m1, |acc, orow, n0| {
-            store_dequant16(acc, epi, out, orow, n0, b.n)
-        })
-    }
+    })
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -1071,7 +1025,6 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
     p: usize,
     np: usize,
 ) -> [[__m512i; NZ]; MR] {
-    let rows: [*const i8; MR] = std::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
     let flip = _mm512_set1_epi8(i8::MIN);
@@ -1089,56 +1042,24 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
         *v = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(ws));
     }
     let mut acc = [init; MR];
-    // One group: the weights of the tile's panels for group `$g`, times each row's 4 bytes
-    // (`$a4` with the row index bound to `$r`). A macro, not a closure, so the row reads
-    // inline into the loop.
-    macro_rules! step {
-        ($g:expr, |$r:ident| $a4:expr) => {{
-            let g = $g;
-            let mut w = [_mm512_setzero_si512(); NZ];
-            for (z, v) in w.iter_mut().enumerate() {
-                let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
-                let hi = if 2 * z + 1 < np {
-                    _mm256_loadu_si256(bp.add((2 * z + 1) * panel_len + g * 32) as *const __m256i)
-                } else {
-                    _mm256_setzero_si256()
-                };
-                *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            }
-            for ($r, acc_r) in acc.iter_mut().enumerate() {
-                let av = _mm512_xor_si512(_mm512_set1_epi32($a4), flip);
-                for z in 0..NZ {
-                    acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
-                }
-            }
-        }};
-    }
-    let (seg_groups, tail) = (a.seg_len / 4, a.seg_len % 4);
-    debug_assert!(
-        tail == 0 || a.segs == 1,
-        "only a plain matrix ends in a partial group"
-    );
-    let mut g = 0;
-    for j in 0..a.segs {
-        let off = j * a.seg_stride;
-        for i in 0..seg_groups {
-            step!(g, |r| (rows[r].add(off + 4 * i) as *const i32)
-                .read_unaligned());
-            g += 1;
+    a.for_each_group::<MR>(m, |g, a4| {
+        let mut w = [_mm512_setzero_si512(); NZ];
+        for (z, v) in w.iter_mut().enumerate() {
+            let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
+            let hi = if 2 * z + 1 < np {
+                _mm256_loadu_si256(bp.add((2 * z + 1) * panel_len + g * 32) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
         }
-    }
-    if tail > 0 {
-        // The partial last group reads only the row's bytes: the packed weights are zero
-        // beyond K, so the padding bytes' value does not matter. (Assembled by hand: a
-        // variable-length copy would be a `memcpy` call per row.)
-        step!(g, |r| {
-            let mut v = 0u32;
-            for j in 0..tail {
-                v |= u32::from(*rows[r].add(4 * g + j) as u8) << (8 * j);
+        for (acc_r, &a4) in acc.iter_mut().zip(&a4) {
+            let av = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
+            for z in 0..NZ {
+                acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
             }
-            v as i32
-        });
-    }
+        }
+    });
     acc
 }
 
