@@ -482,10 +482,10 @@ fn simd_tables() -> Vec<Kernels> {
     if auto.names.pw_i8 != nodot.names.pw_i8 {
         // every dot-product GEMM the CPU can run, not only the one `auto` picks
         #[cfg(target_arch = "x86_64")]
-        for (name, pw, acc, window) in x86_64::dot_pw_i8() {
-            if name != auto.names.pw_i8 {
+        for gemms in x86_64::dot_pw_i8() {
+            if gemms.name != auto.names.pw_i8 {
                 let mut t = auto;
-                (t.pw_i8, t.pw_i8_acc, t.window_i8, t.names.pw_i8) = (pw, acc, Some(window), name);
+                gemms.install(&mut t);
                 v.push(t);
             }
         }

@@ -15,7 +15,8 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowF32Fn, WindowI8Fn, WindowRows, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, WindowF32Fn, WindowI8F32Fn, WindowI8Fn,
+    WindowRows, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -33,9 +34,7 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if !has_avx2_fma() {
         return;
     }
-    k.pw_i8 = avx2_pw_i8_6x8;
-    k.pw_i8_acc = avx2_pw_i8_acc_6x8;
-    k.window_i8 = Some(avx2_window_i8_6x8);
+    AVX2_I8.install(k);
     k.add_i8 = avx2_add_i8;
     k.names.pw_i8 = "avx2_pw_i8_6x8";
     k.names.add_i8 = "avx2_add_i8";
@@ -53,16 +52,44 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
         k.names.dw_i8 = name;
     }
     if dot {
-        if let Some(&(name, pw, acc, window)) = dot_pw_i8().first() {
-            (k.pw_i8, k.pw_i8_acc, k.window_i8, k.names.pw_i8) = (pw, acc, Some(window), name);
-        }
-        if has_avx512_vnni() {
-            k.pw_i8_f32 = Some(avx512vnni_pw_i8_f32_8x32);
-            k.window_i8_f32 = Some(avx512vnni_window_i8_f32_8x32);
-            k.names.pw_i8_f32 = "avx512vnni_pw_i8_f32_8x32";
+        if let Some(gemms) = dot_pw_i8().first() {
+            gemms.install(k);
         }
     }
 }
+
+/// One int8 GEMM family: the same tiles with each epilogue (requantising, raw accumulators,
+/// f32), over plain rows and over in-place conv windows.
+#[derive(Clone, Copy)]
+pub(crate) struct I8Gemms {
+    pub name: &'static str,
+    pub name_f32: &'static str,
+    pub pw: PwI8Fn,
+    pub acc: PwI8AccFn,
+    pub pw_f32: PwI8F32Fn,
+    pub window: WindowI8Fn,
+    pub window_f32: WindowI8F32Fn,
+}
+
+impl I8Gemms {
+    /// Makes this family the table's int8 GEMMs.
+    pub(crate) fn install(&self, k: &mut Kernels) {
+        (k.pw_i8, k.pw_i8_acc, k.names.pw_i8) = (self.pw, self.acc, self.name);
+        (k.pw_i8_f32, k.names.pw_i8_f32) = (Some(self.pw_f32), self.name_f32);
+        (k.window_i8, k.window_i8_f32) = (Some(self.window), Some(self.window_f32));
+    }
+}
+
+/// `vpmaddwd` on sign-extended operands: every AVX2 CPU.
+const AVX2_I8: I8Gemms = I8Gemms {
+    name: "avx2_pw_i8_6x8",
+    name_f32: "avx2_pw_i8_f32_6x8",
+    pw: avx2_pw_i8_6x8,
+    acc: avx2_pw_i8_acc_6x8,
+    pw_f32: avx2_pw_i8_f32_6x8,
+    window: avx2_window_i8_6x8,
+    window_f32: avx2_window_i8_f32_6x8,
+};
 
 /// The f32 GEMMs this CPU can run (plain and in-place windows), fastest first: the table
 /// takes the first, the tests check them all.
@@ -105,25 +132,31 @@ pub(crate) fn dw_i8_variants() -> Vec<(&'static str, DwI8Fn)> {
     v
 }
 
-/// The dot-product (VNNI) int8 GEMMs this CPU can run (requantising, accumulators, in-place
-/// windows), fastest first: the table takes the first, the tests check them all.
-pub(crate) fn dot_pw_i8() -> Vec<(&'static str, PwI8Fn, PwI8AccFn, WindowI8Fn)> {
-    let mut v: Vec<(&'static str, PwI8Fn, PwI8AccFn, WindowI8Fn)> = Vec::new();
+/// The dot-product (VNNI) int8 GEMM families this CPU can run, fastest first: the table
+/// takes the first, the tests check them all.
+pub(crate) fn dot_pw_i8() -> Vec<I8Gemms> {
+    let mut v = Vec::new();
     if has_avx512_vnni() {
-        v.push((
-            "avx512vnni_pw_i8_8x32",
-            avx512vnni_pw_i8_8x32,
-            avx512vnni_pw_i8_acc_8x32,
-            avx512vnni_window_i8_8x32,
-        ));
+        v.push(I8Gemms {
+            name: "avx512vnni_pw_i8_8x32",
+            name_f32: "avx512vnni_pw_i8_f32_8x32",
+            pw: avx512vnni_pw_i8_8x32,
+            acc: avx512vnni_pw_i8_acc_8x32,
+            pw_f32: avx512vnni_pw_i8_f32_8x32,
+            window: avx512vnni_window_i8_8x32,
+            window_f32: avx512vnni_window_i8_f32_8x32,
+        });
     }
     if has_avx_vnni() {
-        v.push((
-            "vnni_pw_i8_6x16",
-            vnni_pw_i8_6x16,
-            vnni_pw_i8_acc_6x16,
-            vnni_window_i8_6x16,
-        ));
+        v.push(I8Gemms {
+            name: "vnni_pw_i8_6x16",
+            name_f32: "vnni_pw_i8_f32_6x16",
+            pw: vnni_pw_i8_6x16,
+            acc: vnni_pw_i8_acc_6x16,
+            pw_f32: vnni_pw_i8_f32_6x16,
+            window: vnni_window_i8_6x16,
+            window_f32: vnni_window_i8_f32_6x16,
+        });
     }
     v
 }
@@ -384,6 +417,42 @@ unsafe fn requant8(acc: __m256i, epi: &EpiI8, c0: usize) -> __m128i {
     let i = _mm256_cvtps_epi32(v);
     let p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
     _mm_packs_epi16(p16, p16)
+}
+
+/// `act((acc + bias) · mult)` of the 8 accumulators of channels `n0..` of output row `orow`,
+/// stored as f32 (the channels that exist, `< n`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_dequant8(
+    acc: __m256i,
+    epi: &EpiI8,
+    out: &mut [f32],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    let dst = &mut out[orow * n + n0..orow * n + n.min(n0 + NR)];
+    if dst.len() == NR {
+        // SAFETY: channels n0..n0+8 are < n <= bias/mult/slope lengths (EpiI8::check).
+        let v = unsafe {
+            let bias = _mm256_loadu_si256(epi.bias.as_ptr().add(n0) as *const __m256i);
+            let mult = _mm256_loadu_ps(epi.mult.as_ptr().add(n0));
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), mult);
+            act_ps(&epi.act, v, n0)
+        };
+        // SAFETY: `dst` holds exactly 8 floats.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+    } else {
+        let mut t = [0i32; NR];
+        // SAFETY: `t` holds 8 i32.
+        unsafe { _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc) };
+        for (j, (o, &a)) in dst.iter_mut().zip(&t).enumerate() {
+            let c = n0 + j;
+            *o = epi
+                .act
+                .apply(a.wrapping_add(epi.bias[c]) as f32 * epi.mult[c], c);
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -660,6 +729,15 @@ gemm_entries! {
 }
 
 gemm_entries! {
+    /// int8 GEMM with the f32 epilogue `act((acc + bias) · mult)`, rows `[m0,m1)`.
+    avx2_pw_i8_f32_6x8 / avx2_window_i8_f32_6x8: i8, PackedI8, epi: &EpiI8 => f32;
+    group 4, has_avx2_fma, "AVX2+FMA";
+    |a, b, m0, m1, out| pw_i8_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_dequant8(acc, epi, out, orow, n0, b.n)
+    })
+}
+
+gemm_entries! {
     /// int8 GEMM, raw i32 accumulators, rows `[m0,m1)`.
     avx2_pw_i8_acc_6x8: i8, PackedI8 => i32;
     group 4, has_avx2_fma, "AVX2+FMA";
@@ -746,6 +824,15 @@ gemm_entries! {
     group 4, has_avx_vnni, "AVX-VNNI";
     |a, b, m0, m1, out| pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
         store_requant(acc, epi, out, orow, n0, b.n)
+    })
+}
+
+gemm_entries! {
+    /// int8 GEMM on AVX-VNNI with the f32 epilogue `act((acc + bias) · mult)`.
+    vnni_pw_i8_f32_6x16 / vnni_window_i8_f32_6x16: i8, PackedI8, epi: &EpiI8 => f32;
+    group 4, has_avx_vnni, "AVX-VNNI";
+    |a, b, m0, m1, out| pw_i8_vnni_impl(a, b, m0, m1, |acc, orow, n0| {
+        store_dequant8(acc, epi, out, orow, n0, b.n)
     })
 }
 
