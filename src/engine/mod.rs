@@ -31,6 +31,12 @@ use pool::{split, Pool};
 /// run on one thread: handing them over costs more than it saves.
 const MIN_PARALLEL_WORK: usize = 100_000;
 
+/// `FACEGATE_WINOGRAD=off` keeps every dense conv on im2col + GEMM (to compare the two on
+/// one binary); anything else, or unset, lets eligible 3×3 convs use Winograd.
+fn winograd_enabled() -> bool {
+    std::env::var("FACEGATE_WINOGRAD").as_deref() != Ok("off")
+}
+
 /// The number of threads "all cores" means here.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -162,6 +168,14 @@ impl Engine {
                 fused_away[i] = true;
             }
             siblings[lead] = Some(group);
+        }
+        // After fusing (which repacks im2col weights side by side): Winograd where it pays.
+        if winograd_enabled() {
+            for layer in &mut layers {
+                if let Layer::Conv(c) = layer {
+                    c.use_winograd();
+                }
+            }
         }
         let int8 = scales.map(|scales| {
             let n = graph.num_values();
