@@ -120,6 +120,19 @@ fn bench_dense(c: &mut Criterion) {
             },
         ),
         (
+            "conv3x3_320x320x12to24_s1",
+            ConvShape {
+                h: 320,
+                w: 320,
+                cin: 12,
+                cout: 24,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
             "conv3x3_80x80x48to48_s1",
             ConvShape {
                 h: 80,
@@ -137,6 +150,8 @@ fn bench_dense(c: &mut Criterion) {
         g.throughput(Throughput::Elements(s.macs()));
         let x = vf32(s.h * s.w * s.cin, 1);
         let wf = pack_conv_f32(&vf32(s.cout * s.cin * 9, 2), s.cout, s.cin, 3, 3);
+        let ww = pack_wino_from_conv(&wf, s.cin);
+        let mut sw = vec![0.0f32; wino_scratch_len(&s)];
         let bias = vf32(s.cout, 3);
         let xi = vi8(s.h * s.w * s.cin, 4);
         let wi = pack_conv_i8(&vi8(s.cout * s.cin * 9, 5), s.cout, s.cin, 3, 3);
@@ -155,6 +170,16 @@ fn bench_dense(c: &mut Criterion) {
                 BenchmarkId::new("f32", format!("{name}:im2col+{}", kt.names.pw_f32)),
                 |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
             );
+            if wino_supports(&s) {
+                // same MACs counted as im2col's, so the throughputs compare directly
+                g.bench_function(
+                    BenchmarkId::new(
+                        "f32",
+                        format!("{name}:{}+{}", kt.names.wino_f32, kt.names.pw_f32),
+                    ),
+                    |b| b.iter(|| kt.conv_wino_f32(&x, &s, &ww, &epi, 0, s.oh(), &mut sw, &mut of)),
+                );
+            }
             let epi = EpiI8 {
                 bias: &bi,
                 mult: &mult,

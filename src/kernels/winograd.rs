@@ -34,8 +34,8 @@ const IN: usize = 6;
 const POS: usize = IN * IN;
 
 /// Floats of scratch a block of tiles aims to stay within (transformed input + GEMM
-/// results): 192 KiB, well inside a core's L2 and leaving room for the weights.
-const BLOCK_FLOATS: usize = 48 * 1024;
+/// results): 128 KiB, inside a core's L2 with room for the weights.
+const BLOCK_FLOATS: usize = 32 * 1024;
 
 /// `G` of F(4,3): the 3-tap filter to 6 points.
 const G: [[f64; 3]; IN] = [
@@ -200,13 +200,18 @@ pub(crate) fn wino_f32_impl(
         bias: &w.zero,
         act: Act::None,
     };
-    // tile t of the band: output origin (y0 + 4·(t / tiles_w), 4·(t % tiles_w))
-    let origin = |t: usize| (y0 + TILE * (t / tiles_w), TILE * (t % tiles_w));
+    let mut pads = Pads::new();
     let mut t0 = 0;
     while t0 < tiles {
         let nt = (tiles - t0).min(tb);
         for t in 0..nt {
-            input_tile(input, s, origin(t0 + t), &mut v[..POS * nt * cin], t, nt);
+            // tile t of the band: output origin (y0 + 4·(t / tiles_w), 4·(t % tiles_w))
+            let (oy, ox) = (
+                y0 + TILE * ((t0 + t) / tiles_w),
+                TILE * ((t0 + t) % tiles_w),
+            );
+            let vb = &mut v[..POS * nt * cin];
+            input_tile(input, s, oy, ox, vb, t * cin, nt * cin, &mut pads);
         }
         for p in 0..POS {
             gemm(
@@ -219,53 +224,94 @@ pub(crate) fn wino_f32_impl(
             );
         }
         for t in 0..nt {
-            let (oy, ox) = origin(t0 + t);
-            let rows = (y1 - oy).min(TILE);
-            let cols = (ow - ox).min(TILE);
-            let at = |r: usize, c: usize| ((oy + r - y0) * ow + ox + c) * cout;
-            output_tile(&m[..POS * nt * cout], cout, t, nt, epi, rows, cols, at, out);
+            let (oy, ox) = (
+                y0 + TILE * ((t0 + t) / tiles_w),
+                TILE * ((t0 + t) % tiles_w),
+            );
+            let dst = OutTile {
+                at: ((oy - y0) * ow + ox) * cout,
+                row_stride: ow * cout,
+                rows: (y1 - oy).min(TILE),
+                cols: (ow - ox).min(TILE),
+            };
+            let mb = &m[..POS * nt * cout];
+            output_tile(mb, cout, t * cout, nt * cout, epi, &dst, out, &mut pads);
         }
         t0 += nt;
     }
 }
 
-/// Calls `f(c0, width)` over `[0, n)` in blocks of 16, then 8, 4 and 1 channels: every block
-/// has a width known at compile time, so its loops vectorise without tails.
+/// Transforms the 6×6 input tile whose output origin is `(oy, ox)` into the block's `V`
+/// (`[36][nt][cin]`): position `p`, channel `c` at `v[p·stride + at + c]`.
+///
+/// Channels go in blocks of 16, then 8, 4 and 1: every block has a width known at compile
+/// time, so its loops vectorise without tails. (Plain loops, not a closure per block: a
+/// closure is compiled on its own, without the caller's `#[target_feature]`s.)
 #[inline(always)]
-fn channel_blocks(n: usize, mut f: impl FnMut(usize, usize)) {
+#[allow(clippy::too_many_arguments)]
+fn input_tile(
+    input: &[f32],
+    s: &ConvShape,
+    oy: usize,
+    ox: usize,
+    v: &mut [f32],
+    at: usize,
+    stride: usize,
+    pads: &mut Pads,
+) {
+    let n = s.cin;
     let mut c0 = 0;
-    for width in [16, 8, 4] {
-        while n - c0 >= width {
-            f(c0, width);
-            c0 += width;
-        }
+    while n - c0 >= 16 {
+        input_block::<16>(input, s, oy, ox, c0, v, at, stride, &mut pads.l16);
+        c0 += 16;
+    }
+    if n - c0 >= 8 {
+        input_block::<8>(input, s, oy, ox, c0, v, at, stride, &mut pads.l8);
+        c0 += 8;
+    }
+    if n - c0 >= 4 {
+        input_block::<4>(input, s, oy, ox, c0, v, at, stride, &mut pads.l4);
+        c0 += 4;
     }
     while c0 < n {
-        f(c0, 1);
+        input_block::<1>(input, s, oy, ox, c0, v, at, stride, &mut pads.l1);
         c0 += 1;
     }
 }
 
-/// Transforms the 6×6 input tile whose output origin is `(oy, ox)` into tile `t` of the
-/// block's `V` (`[36][nt][cin]`).
+/// Channels `[c0, c0+L)` of the 6 pixels of input row `oy + i - pad` from column
+/// `ox - pad`, zero outside the image (the padding).
 #[inline(always)]
-fn input_tile(
+fn load_row<const L: usize>(
     input: &[f32],
     s: &ConvShape,
-    (oy, ox): (usize, usize),
-    v: &mut [f32],
-    t: usize,
-    nt: usize,
-) {
-    channel_blocks(s.cin, |c0, width| match width {
-        16 => input_block::<16>(input, s, oy, ox, c0, v, t, nt),
-        8 => input_block::<8>(input, s, oy, ox, c0, v, t, nt),
-        4 => input_block::<4>(input, s, oy, ox, c0, v, t, nt),
-        _ => input_block::<1>(input, s, oy, ox, c0, v, t, nt),
-    });
+    iy: Option<usize>,
+    ox: usize,
+    c0: usize,
+) -> [Lanes<L>; IN] {
+    let mut d = [Lanes::ZERO; IN];
+    let Some(iy) = iy else {
+        return d;
+    };
+    let cin = s.cin;
+    let row = &input[iy * s.w * cin..(iy + 1) * s.w * cin];
+    if ox >= s.pad && ox - s.pad + IN <= s.w {
+        // the whole row inside: one bounds check for the 6 pixels
+        let px = &row[(ox - s.pad) * cin..(ox - s.pad + IN) * cin];
+        for (j, dj) in d.iter_mut().enumerate() {
+            *dj = Lanes::load(&px[j * cin + c0..]);
+        }
+        return d;
+    }
+    for (j, dj) in d.iter_mut().enumerate() {
+        if let Some(ix) = (ox + j).checked_sub(s.pad).filter(|&x| x < s.w) {
+            *dj = Lanes::load(&row[ix * cin + c0..]);
+        }
+    }
+    d
 }
 
-/// `Bᵀ d B` on channels `[c0, c0+L)` of one tile (zero outside the image: the padding).
+/// `Bᵀ d B` on channels `[c0, c0+L)` of one tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn input_block<const L: usize>(
@@ -275,36 +321,105 @@ fn input_block<const L: usize>(
     ox: usize,
     c0: usize,
     v: &mut [f32],
-    t: usize,
-    nt: usize,
+    at: usize,
+    stride: usize,
+    pad: &mut Pad<L>,
 ) {
-    let cin = s.cin;
-    let mut d = [[[0.0f32; L]; IN]; IN];
-    for (i, drow) in d.iter_mut().enumerate() {
-        let Some(iy) = (oy + i).checked_sub(s.pad).filter(|&y| y < s.h) else {
-            continue;
-        };
-        for (j, dij) in drow.iter_mut().enumerate() {
-            let Some(ix) = (ox + j).checked_sub(s.pad).filter(|&x| x < s.w) else {
-                continue;
-            };
-            let b = (iy * s.w + ix) * cin + c0;
-            dij.copy_from_slice(&input[b..b + L]);
-        }
+    // d B row by row, then Bᵀ (d B) column by column. (Arrays go by reference: copying
+    // one whole makes the compiler move it in chunks that straddle the stores that wrote
+    // it, and every load then stalls.)
+    let Pad { t6: tmp, r6: r, .. } = pad;
+    for (i, ti) in tmp.iter_mut().enumerate() {
+        let iy = (oy + i).checked_sub(s.pad).filter(|&y| y < s.h);
+        let d = load_row::<L>(input, s, iy, ox, c0);
+        bt6([&d[0], &d[1], &d[2], &d[3], &d[4], &d[5]], ti);
     }
-    // Bᵀ d column by column, then (Bᵀ d) B row by row
-    let mut tmp = [[[0.0f32; L]; IN]; IN];
     for j in 0..IN {
-        let col = bt6(std::array::from_fn(|i| d[i][j]));
-        for i in 0..IN {
-            tmp[i][j] = col[i];
+        let col = [
+            &tmp[0][j], &tmp[1][j], &tmp[2][j], &tmp[3][j], &tmp[4][j], &tmp[5][j],
+        ];
+        bt6(col, r);
+        for (i, ri) in r.iter().enumerate() {
+            let b = (i * IN + j) * stride + at + c0;
+            v[b..b + L].copy_from_slice(&ri.0);
         }
     }
-    for (i, trow) in tmp.iter().enumerate() {
-        let r = bt6(*trow);
-        for (j, rj) in r.iter().enumerate() {
-            let b = ((i * IN + j) * nt + t) * cin + c0;
-            v[b..b + L].copy_from_slice(rj);
+}
+
+/// The channels `[c0, c0+L)` of one point of a tile, in a transform's intermediates.
+///
+/// Aligned to 64 bytes, so that two `L < 16` vectors are never adjacent in memory: the
+/// compiler would otherwise join loads of neighbouring vectors into one 512-bit load that
+/// straddles the two smaller stores that wrote them, and each such load stalls (store
+/// forwarding fails) — measured at a third of the transforms' time.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes<const L: usize>([f32; L]);
+
+impl<const L: usize> Lanes<L> {
+    const ZERO: Self = Lanes([0.0; L]);
+
+    /// The first `L` floats of `src`.
+    #[inline(always)]
+    fn load(src: &[f32]) -> Self {
+        Lanes(src[..L].try_into().expect("L floats"))
+    }
+}
+
+impl<const L: usize> std::ops::Index<usize> for Lanes<L> {
+    type Output = f32;
+    #[inline(always)]
+    fn index(&self, l: usize) -> &f32 {
+        &self.0[l]
+    }
+}
+
+impl<const L: usize> std::ops::IndexMut<usize> for Lanes<L> {
+    #[inline(always)]
+    fn index_mut(&mut self, l: usize) -> &mut f32 {
+        &mut self.0[l]
+    }
+}
+
+/// A transform's intermediates for `L`-channel blocks, made once per kernel call (zeroing
+/// them per tile cost as much as a transform).
+struct Pad<const L: usize> {
+    t6: [[Lanes<L>; IN]; IN],
+    t4: [[Lanes<L>; IN]; TILE],
+    c6: [Lanes<L>; IN],
+    r6: [Lanes<L>; IN],
+    r4: [Lanes<L>; TILE],
+}
+
+impl<const L: usize> Pad<L> {
+    #[inline(always)]
+    fn new() -> Self {
+        Pad {
+            t6: [[Lanes::ZERO; IN]; IN],
+            t4: [[Lanes::ZERO; IN]; TILE],
+            c6: [Lanes::ZERO; IN],
+            r6: [Lanes::ZERO; IN],
+            r4: [Lanes::ZERO; TILE],
+        }
+    }
+}
+
+/// One [`Pad`] per block width.
+struct Pads {
+    l16: Pad<16>,
+    l8: Pad<8>,
+    l4: Pad<4>,
+    l1: Pad<1>,
+}
+
+impl Pads {
+    #[inline(always)]
+    fn new() -> Self {
+        Pads {
+            l16: Pad::new(),
+            l8: Pad::new(),
+            l4: Pad::new(),
+            l1: Pad::new(),
         }
     }
 }
@@ -313,8 +428,7 @@ fn input_block<const L: usize>(
 /// (0,4,-4,-1,1,0), (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1); computed with shared
 /// partial sums.
 #[inline(always)]
-fn bt6<const L: usize>(x: [[f32; L]; IN]) -> [[f32; L]; IN] {
-    let mut r = [[0.0f32; L]; IN];
+fn bt6<const L: usize>(x: [&Lanes<L>; IN], r: &mut [Lanes<L>; IN]) {
     for l in 0..L {
         let [d0, d1, d2, d3, d4, d5] = [x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]];
         let a = d4 - 4.0 * d2;
@@ -328,14 +442,12 @@ fn bt6<const L: usize>(x: [[f32; L]; IN]) -> [[f32; L]; IN] {
         r[4][l] = c - e;
         r[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
     }
-    r
 }
 
 /// `Aᵀ x` for 6 points to 4, lane-wise. Rows of Aᵀ: (1,1,1,1,1,0), (0,1,-1,2,-2,0),
 /// (0,1,1,4,4,0), (0,1,-1,8,-8,1).
 #[inline(always)]
-fn at6<const L: usize>(x: [[f32; L]; IN]) -> [[f32; L]; TILE] {
-    let mut r = [[0.0f32; L]; TILE];
+fn at6<const L: usize>(x: [&Lanes<L>; IN], r: &mut [Lanes<L>; TILE]) {
     for l in 0..L {
         let [m0, m1, m2, m3, m4, m5] = [x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]];
         let a = m1 + m2;
@@ -347,70 +459,95 @@ fn at6<const L: usize>(x: [[f32; L]; IN]) -> [[f32; L]; TILE] {
         r[2][l] = a + 4.0 * c;
         r[3][l] = b + 8.0 * e + m5;
     }
-    r
 }
 
-/// Transforms tile `t` of the block's GEMM results `M` (`[36][nt][cout]`) back to its
-/// `rows × cols` output pixels (the rest of a partial tile is dropped), bias and activation
-/// included; pixel `(r, c)` of the tile goes to `out[at(r, c)..]`.
+/// Where an output tile goes: pixel `(r, c)` of the tile at `out[at + r·row_stride +
+/// c·cout..]`, for `r < rows`, `c < cols` (the rest of a partial tile is dropped).
+struct OutTile {
+    at: usize,
+    row_stride: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Transforms one tile of the block's GEMM results `M` (`[36][nt][cout]`: position `p`,
+/// channel `c` at `m[p·stride + at + c]`) back to output pixels, bias and activation
+/// included; channel blocks as in [`input_tile`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn output_tile(
     m: &[f32],
     cout: usize,
-    t: usize,
-    nt: usize,
+    at: usize,
+    stride: usize,
     epi: &EpiF32,
-    rows: usize,
-    cols: usize,
-    at: impl Fn(usize, usize) -> usize,
+    dst: &OutTile,
     out: &mut [f32],
+    pads: &mut Pads,
 ) {
-    let src = |p: usize, c0: usize| (p * nt + t) * cout + c0;
-    channel_blocks(cout, |c0, width| match width {
-        16 => output_block::<16>(m, &src, epi, rows, cols, &at, c0, out),
-        8 => output_block::<8>(m, &src, epi, rows, cols, &at, c0, out),
-        4 => output_block::<4>(m, &src, epi, rows, cols, &at, c0, out),
-        _ => output_block::<1>(m, &src, epi, rows, cols, &at, c0, out),
-    });
+    let mut c0 = 0;
+    while cout - c0 >= 16 {
+        output_block::<16>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l16);
+        c0 += 16;
+    }
+    if cout - c0 >= 8 {
+        output_block::<8>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l8);
+        c0 += 8;
+    }
+    if cout - c0 >= 4 {
+        output_block::<4>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l4);
+        c0 += 4;
+    }
+    while c0 < cout {
+        output_block::<1>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l1);
+        c0 += 1;
+    }
 }
 
-/// `Aᵀ M A` + bias + activation on channels `[c0, c0+L)` of one tile; position `p` of the
-/// tile is at `m[src(p, c0)..]`.
+/// `Aᵀ M A` + bias + activation on channels `[c0, c0+L)` of one tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn output_block<const L: usize>(
     m: &[f32],
-    src: &impl Fn(usize, usize) -> usize,
+    at: usize,
+    stride: usize,
     epi: &EpiF32,
-    rows: usize,
-    cols: usize,
-    at: &impl Fn(usize, usize) -> usize,
+    dst: &OutTile,
+    cout: usize,
     c0: usize,
     out: &mut [f32],
+    pad: &mut Pad<L>,
 ) {
-    let load = |p: usize| -> [f32; L] {
-        let b = src(p, c0);
-        m[b..b + L].try_into().expect("L floats")
-    };
-    // Aᵀ M column by column, then (Aᵀ M) A row by row
-    let mut tmp = [[[0.0f32; L]; IN]; TILE];
+    // Aᵀ M column by column, then (Aᵀ M) A row by row (by reference, as in `input_block`)
+    let Pad {
+        t4: tmp,
+        c6: col,
+        r4,
+        ..
+    } = pad;
     for j in 0..IN {
-        let col = at6(std::array::from_fn(|i| load(i * IN + j)));
+        for (i, ci) in col.iter_mut().enumerate() {
+            let b = (i * IN + j) * stride + at + c0;
+            ci.0 = m[b..b + L].try_into().expect("L floats");
+        }
+        at6([&col[0], &col[1], &col[2], &col[3], &col[4], &col[5]], r4);
         for i in 0..TILE {
-            tmp[i][j] = col[i];
+            tmp[i][j].0 = r4[i].0;
         }
     }
     let bias: [f32; L] = epi.bias[c0..c0 + L].try_into().expect("L floats");
-    for (r, trow) in tmp.iter().enumerate().take(rows) {
-        let y = at6(*trow);
-        for (c, yc) in y.iter().enumerate().take(cols) {
-            let mut px = *yc;
+    for (r, trow) in tmp.iter().enumerate().take(dst.rows) {
+        let y = &mut *r4;
+        at6(
+            [&trow[0], &trow[1], &trow[2], &trow[3], &trow[4], &trow[5]],
+            y,
+        );
+        for (c, yc) in y.iter().enumerate().take(dst.cols) {
+            let mut px = yc.0;
             for l in 0..L {
                 px[l] += bias[l];
             }
             activate(&epi.act, c0, &mut px);
-            let b = at(r, c) + c0;
+            let b = dst.at + r * dst.row_stride + c * cout + c0;
             out[b..b + L].copy_from_slice(&px);
         }
     }
