@@ -279,6 +279,10 @@ impl ConvLayer {
         }
     }
 
+    pub fn is_winograd(&self) -> bool {
+        matches!(self.weights, ConvWeights::Winograd(_))
+    }
+
     /// Switches an f32 3×3 stride-1 dense conv to Winograd F(4,3) where that is faster
     /// than im2col + GEMM: enough input and output channels that the 36 GEMMs stay
     /// efficient and the transforms are paid back.

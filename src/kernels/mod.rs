@@ -40,6 +40,7 @@ pub(crate) mod x86_64;
 
 pub use winograd::{
     pack_wino_f32, pack_wino_from_conv, wino_scratch_len, wino_supports, PackedWino,
+    TILE as WINO_TILE,
 };
 
 /// Width (output channels) of one packed weight panel, for every ISA.
