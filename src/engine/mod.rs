@@ -178,7 +178,7 @@ impl Engine {
         }
         // After fusing (which repacks im2col weights side by side): Winograd where it pays.
         if winograd_enabled() {
-            for layer in &mut layers {
+            for (layer, _) in layers.iter_mut().zip(&fused_away).filter(|(_, &f)| !f) {
                 if let Layer::Conv(c) = layer {
                     c.use_winograd();
                 }
