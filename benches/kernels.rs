@@ -160,6 +160,8 @@ fn bench_dense(c: &mut Criterion) {
         g.throughput(Throughput::Elements(s.macs()));
         let x = vf32(s.h * s.w * s.cin, 1);
         let wf = pack_conv_f32(&vf32(s.cout * s.cin * 9, 2), s.cout, s.cin, 3, 3);
+        let ww = pack_wino_from_conv(&wf, s.cin);
+        let mut sw = vec![0.0f32; wino_scratch_len(&s)];
         let bias = vf32(s.cout, 3);
         let xi = vi8(s.h * s.w * s.cin, 4);
         let wraw = vi8(s.cout * s.cin * 9, 5);
@@ -191,6 +193,16 @@ fn bench_dense(c: &mut Criterion) {
                 g.bench_function(
                     BenchmarkId::new("f32", format!("{name}:window+{}", kt.names.pw_f32)),
                     |b| b.iter(|| kt.conv_f32(&x, &s, &wf, &epi, 0, s.oh(), &mut sf, &mut of)),
+                );
+            }
+            if wino_supports(&s) {
+                // same MACs counted as im2col's, so the throughputs compare directly
+                g.bench_function(
+                    BenchmarkId::new(
+                        "f32",
+                        format!("{name}:{}+{}", kt.names.wino_f32, kt.names.pw_f32),
+                    ),
+                    |b| b.iter(|| kt.conv_wino_f32(&x, &s, &ww, &epi, 0, s.oh(), &mut sw, &mut of)),
                 );
             }
             let epi = EpiI8 {

@@ -7,13 +7,17 @@ use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
     self, generic, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw, pack_pw_f32,
-    pack_pw_i8, sat_i8, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8,
+    pack_pw_i8, pack_wino_from_conv, sat_i8, wino_scratch_len, ConvShape, EpiF32, EpiI8, Kernels,
+    PackedDwF32, PackedDwI8, PackedF32, PackedI8, PackedWino,
 };
 
 /// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
 /// a per-thread scratch of this many rows).
 pub(crate) const PW_F32_BLOCK: usize = 64;
+
+/// Fewest input and output channels for which Winograd beats im2col (measured with
+/// `facegate bench --profile`, see [`ConvLayer::use_winograd`]).
+const WINO_MIN_CHANNELS: usize = 8;
 
 /// How a convolution is computed.
 pub(crate) enum ConvWeights {
@@ -21,6 +25,9 @@ pub(crate) enum ConvWeights {
     Pointwise(PackedF32),
     /// Any other dense convolution: im2col of one output row at a time + the GEMM.
     Dense(PackedF32),
+    /// A dense 3×3 stride-1 convolution by Winograd F(4,3) (chosen by
+    /// [`ConvLayer::use_winograd`] where it is faster than im2col).
+    Winograd(PackedWino),
     /// One filter per channel.
     Depthwise(PackedDwF32),
     /// The same three on int8 weights (an int8 model file).
@@ -34,15 +41,12 @@ impl ConvWeights {
         match self {
             ConvWeights::Pointwise(_) => "pw",
             ConvWeights::Dense(_) => "conv",
+            ConvWeights::Winograd(_) => "wino",
             ConvWeights::Depthwise(_) => "dw",
             ConvWeights::PointwiseI8(_) => "pw_i8",
             ConvWeights::DenseI8(_) => "conv_i8",
             ConvWeights::DepthwiseI8(_) => "dw_i8",
         }
-    }
-    /// Needs an im2col scratch.
-    pub fn is_dense(&self) -> bool {
-        matches!(self, ConvWeights::Dense(_) | ConvWeights::DenseI8(_))
     }
     pub fn is_depthwise(&self) -> bool {
         matches!(
@@ -276,6 +280,37 @@ impl ConvLayer {
         }
     }
 
+    /// Elements of scratch (per thread) [`ConvLayer::run`] / [`ConvLayer::run_i8`] need for
+    /// this input: an im2col row, or the Winograd tile blocks.
+    pub fn scratch_len(&self, input: Shape) -> usize {
+        let s = self.shape(input);
+        match &self.weights {
+            ConvWeights::Dense(_) | ConvWeights::DenseI8(_) => s.im2col_len(),
+            ConvWeights::Winograd(_) => wino_scratch_len(&s),
+            _ => 0,
+        }
+    }
+
+    pub fn is_winograd(&self) -> bool {
+        matches!(self.weights, ConvWeights::Winograd(_))
+    }
+
+    /// Switches an f32 3×3 stride-1 dense conv to Winograd F(4,3) where that is faster
+    /// than im2col + GEMM: enough input and output channels that the 36 GEMMs stay
+    /// efficient and the transforms are paid back.
+    pub fn use_winograd(&mut self) {
+        let ConvWeights::Dense(w) = &self.weights else {
+            return;
+        };
+        let s = self.shape([8, 8, self.cin]);
+        if kernels::wino_supports(&s)
+            && self.cin >= WINO_MIN_CHANNELS
+            && self.cout >= WINO_MIN_CHANNELS
+        {
+            self.weights = ConvWeights::Winograd(pack_wino_from_conv(w, self.cin));
+        }
+    }
+
     /// Computes output rows `[r0, r1)` — pixels for a pointwise conv, image rows otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
@@ -297,6 +332,9 @@ impl ConvLayer {
             ConvWeights::Pointwise(w) => (k.pw_f32)(x, w, &epi, r0, r1, out),
             ConvWeights::Dense(w) => {
                 k.conv_f32(x, &self.shape(input), w, &epi, r0, r1, scratch, out)
+            }
+            ConvWeights::Winograd(w) => {
+                k.conv_wino_f32(x, &self.shape(input), w, &epi, r0, r1, scratch, out)
             }
             ConvWeights::Depthwise(w) => (k.dw_f32)(x, &self.shape(input), w, &epi, r0, r1, out),
             _ => unreachable!("int8 weights run through run_i8"),

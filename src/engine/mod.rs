@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision};
 use crate::graph::{Graph, Op, ValueId};
-use crate::kernels::{generic, kernels, Kernels};
+use crate::kernels::{self, generic, kernels, Kernels};
 use layers::{apply_act, upsample2x, Layer};
 use plan::Plan;
 use pool::{split, Pool};
@@ -30,6 +30,19 @@ use pool::{split, Pool};
 /// Layers with less work than this (multiply-accumulates, or elements for the cheap ops)
 /// run on one thread: handing them over costs more than it saves.
 const MIN_PARALLEL_WORK: usize = 100_000;
+
+/// `FACEGATE_WINOGRAD=off` keeps every dense conv on im2col + GEMM (to compare the two on
+/// one binary); anything else, or unset, lets eligible 3×3 convs use Winograd.
+fn winograd_enabled() -> bool {
+    std::env::var("FACEGATE_WINOGRAD").as_deref() != Ok("off")
+}
+
+/// Share `chunk` of `chunks` of `rows` rows, split in whole units of `unit` rows (the last
+/// unit may be short).
+fn split_rows(rows: usize, unit: usize, chunk: usize, chunks: usize) -> (usize, usize) {
+    let (u0, u1) = split(rows.div_ceil(unit), chunk, chunks);
+    ((u0 * unit).min(rows), (u1 * unit).min(rows))
+}
 
 /// The number of threads "all cores" means here.
 pub fn default_threads() -> usize {
@@ -162,6 +175,14 @@ impl Engine {
                 fused_away[i] = true;
             }
             siblings[lead] = Some(group);
+        }
+        // After fusing (which repacks im2col weights side by side): Winograd where it pays.
+        if winograd_enabled() {
+            for (layer, _) in layers.iter_mut().zip(&fused_away).filter(|(_, &f)| !f) {
+                if let Layer::Conv(c) = layer {
+                    c.use_winograd();
+                }
+            }
         }
         let int8 = scales.map(|scales| {
             let n = graph.num_values();
@@ -364,6 +385,15 @@ impl Engine {
         }
     }
 
+    /// Rows a thread's share of op `i` should be a multiple of: a Winograd conv computes
+    /// whole tiles of 4 rows, and a band ending mid-tile wastes the rest of that tile.
+    fn row_unit(&self, i: usize) -> usize {
+        match &self.layers[i] {
+            Layer::Conv(c) if c.is_winograd() => kernels::WINO_TILE,
+            _ => 1,
+        }
+    }
+
     /// (rows, work) of op `i`: how its output is split over threads (pixels for a pointwise
     /// conv, image rows otherwise) and how much work it is.
     fn rows_and_work(&self, plan: &Plan, i: usize) -> (usize, usize) {
@@ -414,10 +444,11 @@ impl Engine {
                 let scratch_len = plan.scratch_len;
                 let scr = SyncPtr(self.scratch.as_mut_ptr());
                 let (rows, work) = self.rows_and_work(plan, i);
+                let unit = self.row_unit(i);
                 let row_len = out_len / rows.max(1);
                 debug_assert_eq!(row_len * rows, out_len);
                 let job = |chunk: usize, chunks: usize, slot: usize| {
-                    let (r0, r1) = split(rows, chunk, chunks);
+                    let (r0, r1) = split_rows(rows, unit, chunk, chunks);
                     if r0 == r1 {
                         return;
                     }
@@ -465,7 +496,8 @@ impl Engine {
                 if self.pool.threads() == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
                     job(0, 1, 0);
                 } else {
-                    let chunks = (self.pool.threads() * pool::CHUNKS_PER_THREAD).min(rows);
+                    let chunks =
+                        (self.pool.threads() * pool::CHUNKS_PER_THREAD).min(rows.div_ceil(unit));
                     self.pool.run(chunks, &job);
                 }
             }
@@ -535,10 +567,11 @@ impl Engine {
                 let acc_len = q.acc_len;
                 let accp = SyncPtr(q.acc.as_mut_ptr());
                 let (rows, work) = self.rows_and_work(plan, i);
+                let unit = self.row_unit(i);
                 let row_len = out_len / rows.max(1);
                 debug_assert_eq!(row_len * rows, out_len);
                 let job = |chunk: usize, chunks: usize, slot: usize| {
-                    let (r0, r1) = split(rows, chunk, chunks);
+                    let (r0, r1) = split_rows(rows, unit, chunk, chunks);
                     if r0 == r1 {
                         return;
                     }
@@ -607,7 +640,7 @@ impl Engine {
                 if threads == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
                     job(0, 1, 0);
                 } else {
-                    let chunks = (threads * pool::CHUNKS_PER_THREAD).min(rows);
+                    let chunks = (threads * pool::CHUNKS_PER_THREAD).min(rows.div_ceil(unit));
                     self.pool.run(chunks, &job);
                 }
             }

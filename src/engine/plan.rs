@@ -16,7 +16,7 @@ pub(crate) struct Plan {
     pub buffer_of: Vec<usize>,
     /// Length (elements) of every buffer.
     pub buffer_lens: Vec<usize>,
-    /// Elements of im2col scratch one thread needs.
+    /// Elements of scratch (im2col rows, Winograd tiles) one thread needs.
     pub scratch_len: usize,
 }
 
@@ -48,9 +48,7 @@ impl Plan {
                             got: format!("{}x{} (input {width}x{height} too small)", x[1], x[0]),
                         });
                     }
-                    if conv.weights.is_dense() {
-                        scratch_len = scratch_len.max(cs.im2col_len());
-                    }
+                    scratch_len = scratch_len.max(conv.scratch_len(x));
                     [cs.oh(), cs.ow(), c]
                 }
                 (Op::Add { a, b, .. }, _) => {

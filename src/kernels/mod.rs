@@ -34,8 +34,14 @@ pub(crate) mod aarch64;
 pub(crate) mod generic;
 #[cfg(test)]
 mod tests;
+pub(crate) mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
+
+pub use winograd::{
+    pack_wino_f32, pack_wino_from_conv, wino_scratch_len, wino_supports, PackedWino,
+    TILE as WINO_TILE,
+};
 
 /// Width (output channels) of one packed weight panel, for every ISA.
 pub const NR: usize = 8;
@@ -569,6 +575,19 @@ pub type DwI8Fn = fn(
     y1: usize,
     out: &mut [i8],
 );
+/// Dense 3×3 stride-1 conv by Winograd F(4,3) (see `winograd`) over output rows `[y0,y1)`,
+/// its 36 GEMMs through `gemm`; `scratch` holds [`wino_scratch_len`] floats.
+pub type WinoF32Fn = fn(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedWino,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+);
 /// `out = a + b` (same length).
 pub type AddF32Fn = fn(a: &[f32], b: &[f32], out: &mut [f32]);
 /// `out = sat(round(a*sa + b*sb))`, `sa = a_scale/out_scale`, `sb = b_scale/out_scale`.
@@ -631,6 +650,7 @@ pub struct Kernels {
     pub window_i8_f32: Option<WindowI8F32Fn>,
     pub dw_f32: DwF32Fn,
     pub dw_i8: DwI8Fn,
+    pub wino_f32: WinoF32Fn,
     pub add_f32: AddF32Fn,
     pub add_i8: AddI8Fn,
     pub up2_add_f32: Up2AddF32Fn,
@@ -648,6 +668,7 @@ pub struct KernelNames {
     pub pw_i8: &'static str,
     pub dw_f32: &'static str,
     pub dw_i8: &'static str,
+    pub wino_f32: &'static str,
     pub add_f32: &'static str,
     pub add_i8: &'static str,
     pub up2_add_f32: &'static str,
@@ -671,6 +692,7 @@ impl Kernels {
             window_i8_f32: None,
             dw_f32: generic::dw_f32,
             dw_i8: generic::dw_i8,
+            wino_f32: winograd::wino_f32,
             add_f32: generic::add_f32,
             add_i8: generic::add_i8,
             up2_add_f32: generic::up2_add_f32,
@@ -683,6 +705,7 @@ impl Kernels {
                 pw_i8: "generic_pw_i8_1x8",
                 dw_f32: "generic_dw_f32",
                 dw_i8: "generic_dw_i8",
+                wino_f32: "generic_wino_f32_4x3",
                 add_f32: "generic_add_f32",
                 add_i8: "generic_add_i8",
                 up2_add_f32: "generic_up2_add_f32",
@@ -715,8 +738,8 @@ impl Kernels {
         // in-place windows (the same GEMM tiles) for interior pixels, im2col at the borders
         let window = |has: bool| if has { "window|" } else { "" };
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
-            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(self.window_f32.is_some()), n.pw_f32, window(self.window_i8.is_some()), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv3x3s1_f32={}+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(self.window_f32.is_some()), n.pw_f32, n.wino_f32, n.pw_f32, window(self.window_i8.is_some()), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
 
@@ -737,6 +760,23 @@ impl Kernels {
     ) {
         let window = self.window_f32;
         generic::conv_f32_with(self.pw_f32, window, input, s, w, epi, y0, y1, scratch, out)
+    }
+
+    /// Dense 3×3 stride-1 conv by Winograd F(4,3), as [`Kernels::conv_f32`] but with
+    /// [`wino_scratch_len`] floats of scratch. `w` from [`pack_wino_f32`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_wino_f32(
+        &self,
+        input: &[f32],
+        s: &ConvShape,
+        w: &PackedWino,
+        epi: &EpiF32,
+        y0: usize,
+        y1: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        (self.wino_f32)(self.pw_f32, input, s, w, epi, y0, y1, scratch, out)
     }
 
     /// int8 dense conv with f32 output through `gemm` (a [`Kernels::pw_i8_f32`]), as

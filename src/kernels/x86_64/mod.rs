@@ -13,10 +13,11 @@
 use core::arch::x86_64::*;
 
 use super::generic;
+use super::winograd::{self, PackedWino};
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
     PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, WindowF32Fn, WindowI8F32Fn, WindowI8Fn,
-    WindowRows, NR,
+    WindowRows, WinoF32Fn, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -46,6 +47,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
     if let Some(&(name, dw)) = dw_f32_variants().first() {
         k.dw_f32 = dw;
         k.names.dw_f32 = name;
+    }
+    if let Some(&(name, wino)) = wino_f32_variants().first() {
+        k.wino_f32 = wino;
+        k.names.wino_f32 = name;
     }
     if let Some(&(name, dw)) = dw_i8_variants().first() {
         k.dw_i8 = dw;
@@ -116,6 +121,19 @@ pub(crate) fn dw_f32_variants() -> Vec<(&'static str, DwF32Fn)> {
     }
     if has_avx2_fma() {
         v.push(("avx2_dw3x3_f32|avx2_dwkxk_f32", avx2_dw_f32));
+    }
+    v
+}
+
+/// The Winograd convs this CPU can run, fastest first: the portable transforms compiled for
+/// wider vectors (the GEMMs are the table's).
+pub(crate) fn wino_f32_variants() -> Vec<(&'static str, WinoF32Fn)> {
+    let mut v: Vec<(&'static str, WinoF32Fn)> = Vec::new();
+    if has_avx512() {
+        v.push(("avx512_wino_f32_4x3", avx512_wino_f32));
+    }
+    if has_avx2_fma() {
+        v.push(("avx2_wino_f32_4x3", avx2_wino_f32));
     }
     v
 }
@@ -554,6 +572,78 @@ unsafe fn tile_f32<const MR: usize, const NP: usize>(
             }
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Winograd F(4,3): the portable kernel, its transforms vectorised for AVX2 / AVX-512.
+// ------------------------------------------------------------------------------------------
+
+/// [`winograd::wino_f32`] with its transforms on 256-bit vectors.
+#[allow(clippy::too_many_arguments)]
+fn avx2_wino_f32(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedWino,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(has_avx2_fma(), "avx2_wino_f32_4x3 needs AVX2+FMA");
+    // SAFETY: the features are present (asserted); the kernel checks its slices itself.
+    unsafe { wino_avx2(gemm, input, s, w, epi, y0, y1, scratch, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wino_avx2(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedWino,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    winograd::wino_f32_impl(gemm, input, s, w, epi, y0, y1, scratch, out)
+}
+
+/// [`winograd::wino_f32`] with its transforms on 512-bit vectors.
+#[allow(clippy::too_many_arguments)]
+fn avx512_wino_f32(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedWino,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(has_avx512(), "avx512_wino_f32_4x3 needs AVX-512F/DQ");
+    // SAFETY: the features are present (asserted); the kernel checks its slices itself.
+    unsafe { wino_avx512(gemm, input, s, w, epi, y0, y1, scratch, out) }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wino_avx512(
+    gemm: PwF32Fn,
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedWino,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    winograd::wino_f32_impl(gemm, input, s, w, epi, y0, y1, scratch, out)
 }
 
 // ------------------------------------------------------------------------------------------
