@@ -32,6 +32,13 @@
 //!   added greedily in that order while each addition still helps, within a budget of the
 //!   network's multiply-accumulates ([`FLOAT_BUDGET`]) and [`MAX_FLOAT_LAYERS`] layers. The
 //!   chosen layers are recorded in the model file (`float_layers`).
+//! - Bias correction ([`bias`]): before the float-layer search, the mean shift that rounding
+//!   adds to every output channel is measured on the calibration images (a subset of at most
+//!   [`BIAS_IMAGES`]) and subtracted from the biases, layer by layer; it is kept only if the
+//!   held-back images agree better with f32 afterwards. The float-layer trials reuse the
+//!   measured fix.
+
+pub mod bias;
 
 use std::path::{Path, PathBuf};
 
@@ -199,7 +206,12 @@ pub const MAX_FLOAT_LAYERS: usize = 8;
 
 /// Bumped whenever calibration makes a different model from the same inputs (caches of
 /// int8 models, e.g. the tests', key on it).
-pub const RECIPE: u32 = 3;
+pub const RECIPE: u32 = 4;
+
+/// At most this many calibration images (evenly spread over them, mosaics included) measure
+/// the bias correction: a channel's mean over thousands of positions per image settles
+/// long before, and every wave of the correction re-runs the int8 network on them.
+pub const BIAS_IMAGES: usize = 64;
 
 /// Rounds of [`equalize`] over all layer pairs (a chain converges in a few).
 const CLE_ROUNDS: usize = 4;
@@ -777,6 +789,25 @@ pub struct Report {
     pub float_layers: Vec<String>,
     /// The written model's held-back fidelity (with its float layers).
     pub fidelity: Fidelity,
+    /// Bias correction of each variant's best method, in the order tried.
+    pub bias: Vec<BiasReport>,
+    /// Whether the written model's biases are corrected.
+    pub bias_corrected: bool,
+}
+
+/// What bias correction did to one int8 model (all-int8, before the float-layer search).
+pub struct BiasReport {
+    /// The method's label (as in [`Report::methods`]).
+    pub label: String,
+    /// Held-back fidelity without and with the correction.
+    pub before: Fidelity,
+    pub after: Fidelity,
+    /// Whether the correction was kept (it agreed better with f32 on the held-back images).
+    pub kept: bool,
+    /// Largest correction of a channel relative to its layer's calibrated range.
+    pub largest_relative: f64,
+    /// Calibration images it was measured on.
+    pub images: usize,
 }
 
 /// Progress events of [`calibrate`]: a stage name with its number of steps, then one tick
@@ -913,7 +944,9 @@ pub fn calibrate_with(
     // through the float-layer search; the better final model is written (equalisation
     // can help all-int8 yet leave less for the float layers to win back).
     let per_variant = methods.len();
-    let mut best: Option<(usize, Searched)> = None;
+    let bias_inputs = spread(cal, BIAS_IMAGES);
+    let mut bias_reports = Vec::new();
+    let mut best: Option<(usize, bool, Searched)> = None;
     for (vi, f32_model) in variants.iter().enumerate() {
         let range = vi * per_variant..(vi + 1) * per_variant;
         let Some(c) = range
@@ -923,11 +956,36 @@ pub fn calibrate_with(
             return Err(Error::Msg("no calibration method given".into()));
         };
         let (_, act_scales, model) = &candidates[c];
+        progress.stage("bias correction", bias::steps(graph, bias_inputs.len()));
+        let (corrected, fix) = bias::correct(f32_model, model, &bias_inputs, threads, &mut || {
+            progress.tick()
+        })?;
+        progress.stage("measuring bias correction", held.len());
+        let after = evaluate(f32_model, &[&corrected], held, threads, &mut || {
+            progress.tick()
+        })?
+        .pop()
+        .expect("one model");
+        // Kept only where the held-back images say it helps.
+        let kept = after.selection_merit() > fid[c].selection_merit();
+        bias_reports.push(BiasReport {
+            label: labels[c].clone(),
+            before: fid[c].clone(),
+            after: after.clone(),
+            kept,
+            largest_relative: fix.largest_relative(act_scales),
+            images: bias_inputs.len(),
+        });
+        let (start, start_fid, fix) = match kept {
+            true => (corrected, after, Some(fix)),
+            false => (model.clone(), fid[c].clone(), None),
+        };
         let found = float_search(
             f32_model,
             act_scales,
-            model.clone(),
-            fid[c].clone(),
+            fix.as_ref(),
+            start,
+            start_fid,
             held,
             float_budget,
             threads,
@@ -935,12 +993,13 @@ pub fn calibrate_with(
         )?;
         if best
             .as_ref()
-            .is_none_or(|b| found.1.selection_merit() > b.1 .1.selection_merit())
+            .is_none_or(|b| found.1.selection_merit() > b.2 .1.selection_merit())
         {
-            best = Some((c, found));
+            best = Some((c, kept, found));
         }
     }
-    let (chosen, (model, fidelity, float_trials, float_layers)) = best.expect("a variant");
+    let (chosen, bias_corrected, (model, fidelity, float_trials, float_layers)) =
+        best.expect("a variant");
     Ok((
         model,
         Report {
@@ -952,8 +1011,20 @@ pub fn calibrate_with(
             float_trials,
             float_layers,
             fidelity,
+            bias: bias_reports,
+            bias_corrected,
         },
     ))
+}
+
+/// At most `n` of `inputs`, evenly spread over them.
+fn spread(inputs: &[RgbImage], n: usize) -> Vec<RgbImage> {
+    if inputs.len() <= n {
+        return inputs.to_vec();
+    }
+    (0..n)
+        .map(|i| inputs[i * inputs.len() / n].clone())
+        .collect()
 }
 
 /// Result of [`float_search`]: the model, its held-back fidelity, the single-layer trials
@@ -961,11 +1032,13 @@ pub fn calibrate_with(
 type Searched = (ModelFile, Fidelity, Vec<(String, f64, f64)>, Vec<String>);
 
 /// The float-layer search (see the module notes) on the int8 model `model` of the f32
-/// `file` with activation scales `act_scales` and held-back fidelity `fidelity`.
+/// `file` with activation scales `act_scales`, bias correction `fix` (if kept) and held-back
+/// fidelity `fidelity`.
 #[allow(clippy::too_many_arguments)]
 fn float_search(
     file: &ModelFile,
     act_scales: &[f32],
+    fix: Option<&bias::BiasFix>,
     mut model: ModelFile,
     mut fidelity: Fidelity,
     held: &[RgbImage],
@@ -974,6 +1047,13 @@ fn float_search(
     progress: &mut dyn Progress,
 ) -> Result<Searched> {
     let graph = file.config.graph();
+    let mixed = |layers: &[String]| -> Result<ModelFile> {
+        let m = file.quantize_int8_mixed(act_scales, layers)?;
+        match fix {
+            Some(f) => f.apply(&m),
+            None => Ok(m),
+        }
+    };
     let mut float_trials = Vec::new();
     let mut float_layers: Vec<String> = Vec::new();
     if float_budget > 0.0 {
@@ -1002,7 +1082,7 @@ fn float_search(
         for batch in candidates.chunks(TRIAL_BATCH) {
             let trial = batch
                 .iter()
-                .map(|(n, _)| file.quantize_int8_mixed(act_scales, std::slice::from_ref(n)))
+                .map(|(n, _)| mixed(std::slice::from_ref(n)))
                 .collect::<Result<Vec<_>>>()?;
             let f = evaluate_with(
                 file,
@@ -1031,7 +1111,7 @@ fn float_search(
             }
             let mut with = float_layers.clone();
             with.push(n.clone());
-            let m = file.quantize_int8_mixed(act_scales, &with)?;
+            let m = mixed(&with)?;
             let f = evaluate(file, &[&m], held, threads, &mut || progress.tick())?
                 .pop()
                 .expect("one model");

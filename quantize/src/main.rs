@@ -141,6 +141,19 @@ fn int8(
             median
         );
     }
+    for b in &report.bias {
+        eprintln!(
+            "bias correction of {} (mean shift per output channel, measured layer by layer on {} calibration images; largest {:.2} % of a layer's range): {}, held-back selection merit {:.3} -> {:.3}; {} -> {}",
+            b.label,
+            b.images,
+            100.0 * b.largest_relative,
+            if b.kept { "kept" } else { "not kept (no better on held-back images)" },
+            b.before.selection_merit(),
+            b.after.selection_merit(),
+            b.before.summary(),
+            b.after.summary()
+        );
+    }
     let m = &report.methods[report.chosen].0;
     if args.float_budget > 0.0 {
         eprintln!(
@@ -176,7 +189,14 @@ fn int8(
     } else {
         8.min(table.len())
     };
-    eprintln!("chosen: {m}; per-layer SQNR (int8 engine vs f32, held-back images), worst first:");
+    eprintln!(
+        "chosen: {m}{}; per-layer SQNR (int8 engine vs f32, held-back images), worst first:",
+        if report.bias_corrected {
+            ", bias-corrected"
+        } else {
+            ""
+        }
+    );
     for (v, what, db) in table.iter().take(shown) {
         eprintln!("  value {v:>3} {what:<40} {db:>6.1} dB");
     }

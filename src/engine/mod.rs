@@ -125,6 +125,8 @@ pub struct Engine {
     siblings: Vec<Option<fuse::Siblings>>,
     /// Per op: a sibling computed by its group's lead, so skipped.
     fused_away: Vec<bool>,
+    /// The last op a run computes ([`Engine::run_through`]; `usize::MAX`: all).
+    last_op: usize,
 }
 
 impl Engine {
@@ -244,6 +246,7 @@ impl Engine {
             int8,
             siblings,
             fused_away,
+            last_op: usize::MAX,
         })
     }
 
@@ -415,6 +418,24 @@ impl Engine {
         }
     }
 
+    /// [`Engine::run`] of ops `0..=last_op` only (and of the fused sibling groups they
+    /// belong to, whose lead computes them all): the values of later ops are left as they
+    /// were. Calibration that only needs the front of the network (bias correction's early
+    /// layers) saves the rest.
+    pub fn run_through(&mut self, last_op: usize) -> Result<()> {
+        let stop = self
+            .siblings
+            .iter()
+            .flatten()
+            .filter(|g| g.members.iter().any(|&(m, _, _)| m <= last_op))
+            .map(|g| g.lead())
+            .fold(last_op, usize::max);
+        self.last_op = stop;
+        let r = self.run();
+        self.last_op = usize::MAX;
+        r
+    }
+
     /// Runs the network on the input written through [`Engine::input_mut`].
     pub fn run(&mut self) -> Result<()> {
         if self.int8.is_some() {
@@ -426,6 +447,9 @@ impl Engine {
             .ok_or_else(|| Error::Msg("Engine::run before input_mut".into()))?;
         let k = self.kernels;
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
+            if i > self.last_op {
+                break;
+            }
             if self.fused_away[i] {
                 continue;
             }
@@ -534,6 +558,9 @@ impl Engine {
             );
         }
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
+            if i > self.last_op {
+                break;
+            }
             if self.fused_away[i] {
                 continue;
             }
