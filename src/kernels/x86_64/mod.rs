@@ -15,7 +15,7 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, WindowRows, WindowRowsI8, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8Fn, RowsPtr, WindowRows, WindowRowsI8, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -900,43 +900,6 @@ pub(crate) fn avx512vnni_pw_i8_acc_8x32(
                 store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
             }
         })
-    }
-}
-
-/// Where a tile's A rows are: row `m`, run `j`, element `i` at
-/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` elements. A plain
-/// `[M×K]` matrix is one run of K; the in-place windows of [`WindowRows`] are `kh` runs, one
-/// per kernel row. (int8 tiles read runs in groups of 4 bytes; only a plain matrix may end
-/// in a partial group, which they read byte by byte.)
-#[derive(Clone, Copy)]
-struct RowsPtr<T> {
-    ptr: *const T,
-    row_stride: usize,
-    seg_stride: usize,
-    seg_len: usize,
-    segs: usize,
-}
-
-impl<T> RowsPtr<T> {
-    fn matrix(a: &[T], k: usize) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.as_ptr(),
-            row_stride: k,
-            seg_stride: 0,
-            seg_len: k,
-            segs: 1,
-        }
-    }
-    /// # Safety
-    /// `a` was validated ([`WindowRows::check`]) for the rows the kernel will read.
-    unsafe fn window(a: &WindowRows<T>) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.data.as_ptr().add(a.start),
-            row_stride: a.row_stride,
-            seg_stride: a.seg_stride,
-            seg_len: a.seg_len,
-            segs: a.segs,
-        }
     }
 }
 
