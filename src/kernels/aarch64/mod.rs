@@ -354,7 +354,7 @@ pub(crate) fn neon_pw_f32_8x8(
     check_packed_f32(b);
     epi.check(b.n);
     // SAFETY: NEON is architectural on aarch64; pointer ranges validated by the checks above.
-    unsafe { pw_f32_impl(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
+    unsafe { pw_f32_impl::<false>(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
 }
 
 /// f32 GEMM reading A in place through [`WindowRows`] (a dense conv's interior pixels), the
@@ -372,11 +372,11 @@ pub(crate) fn neon_window_f32_8x8(
     epi.check(b.n);
     // SAFETY: NEON architectural; rows [m0,m1) of the window, the panels and the output
     // validated above.
-    unsafe { pw_f32_impl(RowsPtr::window(a), b, epi, m0, m1, out) }
+    unsafe { pw_f32_impl::<true>(RowsPtr::window(a), b, epi, m0, m1, out) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn pw_f32_impl(
+unsafe fn pw_f32_impl<const W: bool>(
     a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
@@ -390,7 +390,7 @@ unsafe fn pw_f32_impl(
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {
-                    tile_f32::<$mr>(a, b, epi, m, m - m0, p, out)
+                    tile_f32::<$mr, W>(a, b, epi, m, m - m0, p, out)
                 };
             }
             match mr {
@@ -413,7 +413,7 @@ unsafe fn pw_f32_impl(
 #[target_feature(enable = "neon")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32<const MR: usize>(
+unsafe fn tile_f32<const MR: usize, const W: bool>(
     a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
@@ -427,8 +427,11 @@ unsafe fn tile_f32<const MR: usize>(
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
     let mut kk = 0;
-    for j in 0..a.segs {
-        let off = j * a.seg_stride;
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
         let mut i = 0;
         while i + 4 <= a.seg_len {
             let mut av = [vdupq_n_f32(0.0); MR];
@@ -525,7 +528,7 @@ pub(crate) fn neon_pw_i8_4x8(
     check_pw_i8(a, b, Some(epi), m0, m1, out.len());
     // SAFETY: NEON architectural; all ranges validated above.
     unsafe {
-        pw_i8_impl(
+        pw_i8_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -547,7 +550,7 @@ pub(crate) fn neon_pw_i8_f32_4x8(
     check_pw_i8(a, b, Some(epi), m0, m1, out.len());
     // SAFETY: NEON architectural; all ranges validated above.
     unsafe {
-        pw_i8_impl(
+        pw_i8_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -561,7 +564,7 @@ pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, o
     check_pw_i8(a, b, None, m0, m1, out.len());
     // SAFETY: NEON architectural; all ranges validated above.
     unsafe {
-        pw_i8_impl(
+        pw_i8_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -584,7 +587,7 @@ pub(crate) fn neon_window_i8_4x8(
     check_window_i8(a, b, epi, m0, m1, out.len());
     // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
     unsafe {
-        pw_i8_impl(
+        pw_i8_impl::<true>(
             RowsPtr::window(a),
             b,
             m0,
@@ -606,7 +609,7 @@ pub(crate) fn neon_window_i8_f32_4x8(
     check_window_i8(a, b, epi, m0, m1, out.len());
     // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
     unsafe {
-        pw_i8_impl(
+        pw_i8_impl::<true>(
             RowsPtr::window(a),
             b,
             m0,
@@ -618,14 +621,20 @@ pub(crate) fn neon_window_i8_f32_4x8(
 
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn pw_i8_impl(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
+unsafe fn pw_i8_impl<const W: bool>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    sink: Sink,
+) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(4);
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {{
-                    let acc = tile_i8::<$mr>(a, b, m, p);
+                    let acc = tile_i8::<$mr, W>(a, b, m, p);
                     store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
@@ -728,7 +737,7 @@ unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
 /// folded with `addp` at the end. Groups pair up within each run of A (a window's kernel row);
 /// a run's odd group and a plain matrix's partial last group go alone.
 #[inline(always)]
-unsafe fn tile_i8<const MR: usize>(
+unsafe fn tile_i8<const MR: usize, const W: bool>(
     a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
@@ -757,8 +766,11 @@ unsafe fn tile_i8<const MR: usize>(
         "only a plain matrix ends in a partial group"
     );
     let mut g = 0;
-    for j in 0..a.segs {
-        let off = j * a.seg_stride;
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
         let mut i = 0;
         while i + 2 <= full {
             let b00 = vld1q_s8(bp.add(g * 32));
@@ -831,7 +843,7 @@ pub(crate) fn neon_dot_pw_i8_8x8(
     );
     // SAFETY: dotprod asserted at run time; all ranges validated above.
     unsafe {
-        pw_i8_dot_impl(
+        pw_i8_dot_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -857,7 +869,7 @@ pub(crate) fn neon_dot_pw_i8_f32_8x8(
     );
     // SAFETY: dotprod asserted at run time; all ranges validated above.
     unsafe {
-        pw_i8_dot_impl(
+        pw_i8_dot_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -881,7 +893,7 @@ pub(crate) fn neon_dot_pw_i8_acc_8x8(
     );
     // SAFETY: dotprod asserted at run time; all ranges validated above.
     unsafe {
-        pw_i8_dot_impl(
+        pw_i8_dot_impl::<false>(
             RowsPtr::matrix(a, b.k),
             b,
             m0,
@@ -909,7 +921,7 @@ pub(crate) fn neon_dot_window_i8_8x8(
     // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
     // validated above.
     unsafe {
-        pw_i8_dot_impl(
+        pw_i8_dot_impl::<true>(
             RowsPtr::window(a),
             b,
             m0,
@@ -936,7 +948,7 @@ pub(crate) fn neon_dot_window_i8_f32_8x8(
     // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
     // validated above.
     unsafe {
-        pw_i8_dot_impl(
+        pw_i8_dot_impl::<true>(
             RowsPtr::window(a),
             b,
             m0,
@@ -948,14 +960,20 @@ pub(crate) fn neon_dot_window_i8_f32_8x8(
 
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn pw_i8_dot_impl(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
+unsafe fn pw_i8_dot_impl<const W: bool>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    sink: Sink,
+) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(8);
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {{
-                    let acc = tile_i8_dot::<$mr>(a, b, m, p);
+                    let acc = tile_i8_dot::<$mr, W>(a, b, m, p);
                     store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
@@ -980,7 +998,7 @@ unsafe fn pw_i8_dot_impl(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sin
 /// partial last group goes zero-padded.
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn tile_i8_dot<const MR: usize>(
+unsafe fn tile_i8_dot<const MR: usize, const W: bool>(
     a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
@@ -1005,8 +1023,11 @@ unsafe fn tile_i8_dot<const MR: usize>(
         "only a plain matrix ends in a partial group"
     );
     let mut g = 0;
-    for j in 0..a.segs {
-        let off = j * a.seg_stride;
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
         let mut i = 0;
         while i + 4 <= full {
             let av: [int8x16_t; MR] = core::array::from_fn(|r| vld1q_s8(rows[r].add(off + 4 * i)));
