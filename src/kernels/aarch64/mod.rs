@@ -14,6 +14,12 @@
 //! - dotprod: `sdot v.4s, w.16b, a.4b[lane]`: one instruction = 4 channels × 4 k, with the 4
 //!   activation bytes picked by lane from a 16-byte load of A (4 groups).
 //!
+//! Dense convs read interior windows in place: the tiles take A through [`RowsPtr`] (row
+//! pointers and kernel-row runs), so one tile serves the plain GEMM and the window GEMM
+//! (`neon_window_*`, `neon_dot_window_*`); im2col remains only at the borders. The int8
+//! GEMMs also have a fused dequantising epilogue (`*_pw_i8_f32_*`, f32 out) for the network's
+//! outputs and the f32 readers of mixed-precision models.
+//!
 //! Depthwise int8 pairs taps the same way (`smull` + `smlal`, then widening adds); 3×3 rows
 //! run interior pixels with the 9 weight vectors and the epilogue held in registers.
 //!
@@ -25,7 +31,8 @@ use core::arch::asm;
 
 use super::generic;
 use super::{
-    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, NR,
+    Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, RowsPtr,
+    WindowRows, WindowRowsI8, NR,
 };
 
 fn has_dotprod() -> bool {
@@ -46,11 +53,37 @@ pub(crate) fn install(k: &mut Kernels, allow_dot: bool) {
     k.names.dw_f32 = "neon_dw3x3_f32|neon_dwkxk_f32";
     k.names.dw_i8 = "neon_dw3x3_i8|neon_dwkxk_i8";
     k.names.add_i8 = "neon_add_i8";
+    k.quantize_i8 = neon_quantize_i8;
+    k.names.quantize_i8 = "neon_quantize_i8";
+    k.pw_i8_f32 = Some(neon_pw_i8_f32_4x8);
+    k.names.pw_i8_f32 = "neon_pw_i8_f32_4x8";
+    k.window_f32 = Some(neon_window_f32_8x8);
+    k.window_i8 = Some(neon_window_i8_4x8);
+    k.window_i8_f32 = Some(neon_window_i8_f32_4x8);
     if allow_dot && has_dotprod() {
         k.pw_i8 = neon_dot_pw_i8_8x8;
         k.pw_i8_acc = neon_dot_pw_i8_acc_8x8;
         k.names.pw_i8 = "neon_dot_pw_i8_8x8";
+        k.pw_i8_f32 = Some(neon_dot_pw_i8_f32_8x8);
+        k.names.pw_i8_f32 = "neon_dot_pw_i8_f32_8x8";
+        k.window_i8 = Some(neon_dot_window_i8_8x8);
+        k.window_i8_f32 = Some(neon_dot_window_i8_f32_8x8);
     }
+}
+
+/// The checks every window entry makes once: rows `[m0,m1)` of `a` inside its data, runs of
+/// whole `group`s, K and the output length matching the weights.
+fn check_window<T>(
+    a: &WindowRows<T>,
+    k: usize,
+    n: usize,
+    group: usize,
+    m0: usize,
+    m1: usize,
+    out_len: usize,
+) {
+    a.check(k, group, m0, m1);
+    assert_eq!(out_len, (m1 - m0) * n, "out len vs rows [{m0},{m1})");
 }
 
 fn check_packed_f32(b: &PackedF32) {
@@ -150,6 +183,8 @@ unsafe fn store_acc8(acc: [int32x4_t; 2], orow: &mut [i32], n0: usize) {
 #[derive(Clone, Copy)]
 enum Sink<'a> {
     I8(&'a EpiI8<'a>, *mut i8),
+    /// Dequantised, not rounded: `act((acc + bias) · mult)` (the f32-output int8 GEMMs).
+    F32(&'a EpiI8<'a>, *mut f32),
     Acc(*mut i32),
 }
 
@@ -173,6 +208,36 @@ unsafe fn store_tile<const MR: usize>(
                 store_acc8(acc[r], row, n0);
             }
         }
+        Sink::F32(epi, out) if n0 + NR > n => {
+            for r in 0..MR {
+                let mut t = [0i32; NR];
+                vst1q_s32(t.as_mut_ptr(), acc[r][0]);
+                vst1q_s32(t.as_mut_ptr().add(4), acc[r][1]);
+                let row = out.add((orow + r) * n);
+                for j in 0..n - n0 {
+                    let real = t[j].wrapping_add(epi.bias[n0 + j]) as f32 * epi.mult[n0 + j];
+                    *row.add(n0 + j) = epi.act.apply(real, n0 + j);
+                }
+            }
+        }
+        Sink::F32(epi, out) => {
+            let op = out.add(orow * n + n0);
+            let (bias, mult) = tile_epi(epi, n0);
+            match epi.act {
+                Act::None => dequant_rows::<MR, 0>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu => dequant_rows::<MR, 1>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
+                Act::Relu6(hi) => {
+                    dequant_rows::<MR, 2>(acc, bias, mult, [vdupq_n_f32(hi); 2], op, n)
+                }
+                Act::PRelu(al) => {
+                    let al = [
+                        vld1q_f32(al.as_ptr().add(n0)),
+                        vld1q_f32(al.as_ptr().add(n0 + 4)),
+                    ];
+                    dequant_rows::<MR, 3>(acc, bias, mult, al, op, n)
+                }
+            }
+        }
         Sink::I8(epi, out) if n0 + NR > n => {
             for r in 0..MR {
                 let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
@@ -181,14 +246,7 @@ unsafe fn store_tile<const MR: usize>(
         }
         Sink::I8(epi, out) => {
             let op = out.add(orow * n + n0);
-            let bias = [
-                vld1q_s32(epi.bias.as_ptr().add(n0)),
-                vld1q_s32(epi.bias.as_ptr().add(n0 + 4)),
-            ];
-            let mult = [
-                vld1q_f32(epi.mult.as_ptr().add(n0)),
-                vld1q_f32(epi.mult.as_ptr().add(n0 + 4)),
-            ];
+            let (bias, mult) = tile_epi(epi, n0);
             match epi.act {
                 Act::None => requant_rows::<MR, 0>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
                 Act::Relu => requant_rows::<MR, 1>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
@@ -207,6 +265,57 @@ unsafe fn store_tile<const MR: usize>(
     }
 }
 
+/// Bias and multiplier of the full panel at channel `n0` (caller: `n0 + 8 <= n`).
+#[inline(always)]
+unsafe fn tile_epi(epi: &EpiI8, n0: usize) -> ([int32x4_t; 2], [float32x4_t; 2]) {
+    (
+        [
+            vld1q_s32(epi.bias.as_ptr().add(n0)),
+            vld1q_s32(epi.bias.as_ptr().add(n0 + 4)),
+        ],
+        [
+            vld1q_f32(epi.mult.as_ptr().add(n0)),
+            vld1q_f32(epi.mult.as_ptr().add(n0 + 4)),
+        ],
+    )
+}
+
+/// `act((acc + bias) · mult)` of a dequantised activation, `ACT` as [`requant_rows`].
+#[inline(always)]
+unsafe fn dequant_act<const ACT: u8>(
+    acc: int32x4_t,
+    bias: int32x4_t,
+    mult: float32x4_t,
+    p: float32x4_t,
+) -> float32x4_t {
+    let zero = vdupq_n_f32(0.0);
+    let v = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc, bias)), mult);
+    match ACT {
+        0 => v,
+        1 => vmaxq_f32(v, zero),
+        2 => vminq_f32(vmaxq_f32(v, zero), p),
+        _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, p), v),
+    }
+}
+
+/// [`store_tile`]'s vector path for the f32 sink: MR rows of 8 channels at `op`.
+#[inline(always)]
+unsafe fn dequant_rows<const MR: usize, const ACT: u8>(
+    acc: &[[int32x4_t; 2]; MR],
+    bias: [int32x4_t; 2],
+    mult: [float32x4_t; 2],
+    p: [float32x4_t; 2],
+    op: *mut f32,
+    n: usize,
+) {
+    for r in 0..MR {
+        for h in 0..2 {
+            let v = dequant_act::<ACT>(acc[r][h], bias[h], mult[h], p[h]);
+            vst1q_f32(op.add(r * n + 4 * h), v);
+        }
+    }
+}
+
 /// [`store_tile`]'s vector path; `ACT`: 0 none, 1 ReLU, 2 ReLU6 (bound in `p`), 3 PReLU
 /// (slopes in `p`). Same arithmetic as [`requant4`].
 #[inline(always)]
@@ -218,18 +327,10 @@ unsafe fn requant_rows<const MR: usize, const ACT: u8>(
     op: *mut i8,
     n: usize,
 ) {
-    let zero = vdupq_n_f32(0.0);
     for r in 0..MR {
         let mut q = [vdupq_n_s32(0); 2];
         for h in 0..2 {
-            let v = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc[r][h], bias[h])), mult[h]);
-            let v = match ACT {
-                0 => v,
-                1 => vmaxq_f32(v, zero),
-                2 => vminq_f32(vmaxq_f32(v, zero), p[h]),
-                _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, p[h]), v),
-            };
-            q[h] = vcvtaq_s32_f32(v);
+            q[h] = vcvtaq_s32_f32(dequant_act::<ACT>(acc[r][h], bias[h], mult[h], p[h]));
         }
         vst1_s8(op.add(r * n), narrow8(q[0], q[1]));
     }
@@ -252,12 +353,30 @@ pub(crate) fn neon_pw_f32_8x8(
     check_packed_f32(b);
     epi.check(b.n);
     // SAFETY: NEON is architectural on aarch64; pointer ranges validated by the checks above.
-    unsafe { pw_f32_impl(a, b, epi, m0, m1, out) }
+    unsafe { pw_f32_impl::<false>(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
+}
+
+/// f32 GEMM reading A in place through [`WindowRows`] (a dense conv's interior pixels), the
+/// tiles of [`neon_pw_f32_8x8`].
+pub(crate) fn neon_window_f32_8x8(
+    a: &WindowRows<f32>,
+    b: &PackedF32,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    check_window(a, b.k, b.n, 1, m0, m1, out.len());
+    check_packed_f32(b);
+    epi.check(b.n);
+    // SAFETY: NEON architectural; rows [m0,m1) of the window, the panels and the output
+    // validated above.
+    unsafe { pw_f32_impl::<true>(RowsPtr::window(a), b, epi, m0, m1, out) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn pw_f32_impl(
-    a: &[f32],
+unsafe fn pw_f32_impl<const W: bool>(
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m0: usize,
@@ -270,7 +389,7 @@ unsafe fn pw_f32_impl(
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {
-                    tile_f32::<$mr>(a, b, epi, m, m - m0, p, out)
+                    tile_f32::<$mr, W>(a, b, epi, m, m - m0, p, out)
                 };
             }
             match mr {
@@ -288,11 +407,13 @@ unsafe fn pw_f32_impl(
     }
 }
 
+/// Rows `m..m+MR` × the 8 channels of panel `p`, epilogue included. Each run of A goes 4
+/// elements at a time (`fmla` by lane), then one by one.
 #[target_feature(enable = "neon")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32<const MR: usize>(
-    a: &[f32],
+unsafe fn tile_f32<const MR: usize, const W: bool>(
+    a: RowsPtr<f32>,
     b: &PackedF32,
     epi: &EpiF32,
     m: usize,
@@ -301,40 +422,49 @@ unsafe fn tile_f32<const MR: usize>(
     out: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    let ap = a.as_ptr().add(m * k);
+    let rows: [*const f32; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
     let mut kk = 0;
-    while kk + 4 <= k {
-        let mut av = [vdupq_n_f32(0.0); MR];
-        for r in 0..MR {
-            av[r] = vld1q_f32(ap.add(r * k + kk));
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
+        let mut i = 0;
+        while i + 4 <= a.seg_len {
+            let mut av = [vdupq_n_f32(0.0); MR];
+            for r in 0..MR {
+                av[r] = vld1q_f32(rows[r].add(off + i));
+            }
+            macro_rules! step {
+                ($l:literal) => {
+                    let b0 = vld1q_f32(bp.add((kk + $l) * NR));
+                    let b1 = vld1q_f32(bp.add((kk + $l) * NR + 4));
+                    for r in 0..MR {
+                        acc[r][0] = vfmaq_laneq_f32::<$l>(acc[r][0], b0, av[r]);
+                        acc[r][1] = vfmaq_laneq_f32::<$l>(acc[r][1], b1, av[r]);
+                    }
+                };
+            }
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
+            kk += 4;
+            i += 4;
         }
-        macro_rules! step {
-            ($l:literal) => {
-                let b0 = vld1q_f32(bp.add((kk + $l) * NR));
-                let b1 = vld1q_f32(bp.add((kk + $l) * NR + 4));
-                for r in 0..MR {
-                    acc[r][0] = vfmaq_laneq_f32::<$l>(acc[r][0], b0, av[r]);
-                    acc[r][1] = vfmaq_laneq_f32::<$l>(acc[r][1], b1, av[r]);
-                }
-            };
+        while i < a.seg_len {
+            let b0 = vld1q_f32(bp.add(kk * NR));
+            let b1 = vld1q_f32(bp.add(kk * NR + 4));
+            for r in 0..MR {
+                let x = *rows[r].add(off + i);
+                acc[r][0] = vfmaq_n_f32(acc[r][0], b0, x);
+                acc[r][1] = vfmaq_n_f32(acc[r][1], b1, x);
+            }
+            kk += 1;
+            i += 1;
         }
-        step!(0);
-        step!(1);
-        step!(2);
-        step!(3);
-        kk += 4;
-    }
-    while kk < k {
-        let b0 = vld1q_f32(bp.add(kk * NR));
-        let b1 = vld1q_f32(bp.add(kk * NR + 4));
-        for r in 0..MR {
-            let x = *ap.add(r * k + kk);
-            acc[r][0] = vfmaq_n_f32(acc[r][0], b0, x);
-            acc[r][1] = vfmaq_n_f32(acc[r][1], b1, x);
-        }
-        kk += 1;
     }
     for r in 0..MR {
         let op = out.as_mut_ptr().add((orow + r) * n);
@@ -370,6 +500,22 @@ unsafe fn load_a4(row: *const i8, g: usize, k: usize) -> i32 {
     }
 }
 
+/// The checks of a plain-matrix int8 GEMM entry, once per call.
+fn check_pw_i8(a: &[i8], b: &PackedI8, epi: Option<&EpiI8>, m0: usize, m1: usize, out: usize) {
+    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out);
+    check_packed_i8(b);
+    if let Some(epi) = epi {
+        epi.check(b.n);
+    }
+}
+
+/// The checks of an in-place-window int8 GEMM entry, once per call.
+fn check_window_i8(a: &WindowRowsI8, b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: usize) {
+    check_window(a, b.k, b.n, 4, m0, m1, out);
+    check_packed_i8(b);
+    epi.check(b.n);
+}
+
 pub(crate) fn neon_pw_i8_4x8(
     a: &[i8],
     b: &PackedI8,
@@ -378,30 +524,116 @@ pub(crate) fn neon_pw_i8_4x8(
     m1: usize,
     out: &mut [i8],
 ) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
+    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe { pw_i8_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
+    unsafe {
+        pw_i8_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::I8(epi, out.as_mut_ptr()),
+        )
+    }
+}
+
+/// int8 GEMM with the dequantising epilogue (f32 out, not rounded).
+pub(crate) fn neon_pw_i8_f32_4x8(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
+    // SAFETY: NEON architectural; all ranges validated above.
+    unsafe {
+        pw_i8_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::F32(epi, out.as_mut_ptr()),
+        )
+    }
 }
 
 pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
+    check_pw_i8(a, b, None, m0, m1, out.len());
     // SAFETY: NEON architectural; all ranges validated above.
-    unsafe { pw_i8_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
+    unsafe {
+        pw_i8_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::Acc(out.as_mut_ptr()),
+        )
+    }
+}
+
+/// int8 GEMM reading A in place through [`WindowRowsI8`] (a dense conv's interior pixels),
+/// the tiles of [`neon_pw_i8_4x8`].
+pub(crate) fn neon_window_i8_4x8(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    check_window_i8(a, b, epi, m0, m1, out.len());
+    // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
+    unsafe {
+        pw_i8_impl::<true>(
+            RowsPtr::window(a),
+            b,
+            m0,
+            m1,
+            Sink::I8(epi, out.as_mut_ptr()),
+        )
+    }
+}
+
+/// [`neon_window_i8_4x8`] with the f32 epilogue of [`neon_pw_i8_f32_4x8`].
+pub(crate) fn neon_window_i8_f32_4x8(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    check_window_i8(a, b, epi, m0, m1, out.len());
+    // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
+    unsafe {
+        pw_i8_impl::<true>(
+            RowsPtr::window(a),
+            b,
+            m0,
+            m1,
+            Sink::F32(epi, out.as_mut_ptr()),
+        )
+    }
 }
 
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn pw_i8_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
+unsafe fn pw_i8_impl<const W: bool>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    sink: Sink,
+) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(4);
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {{
-                    let acc = tile_i8::<$mr>(a, b, m, p);
+                    let acc = tile_i8::<$mr, W>(a, b, m, p);
                     store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
@@ -501,49 +733,72 @@ unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
 
 /// MR rows × 8 channels of panel `p`: two groups (64 products per row) per step with
 /// [`mac2_lo`]/[`mac2_hi`]; accumulator `acc[r][q]` holds channel pairs `(2q, 2q+1)` × k pairs,
-/// folded with `addp` at the end.
+/// folded with `addp` at the end. Groups pair up within each run of A (a window's kernel row);
+/// a run's odd group and a plain matrix's partial last group go alone.
 #[inline(always)]
-unsafe fn tile_i8<const MR: usize>(
-    a: &[i8],
+unsafe fn tile_i8<const MR: usize, const W: bool>(
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
     p: usize,
 ) -> [[int32x4_t; 2]; MR] {
-    let k = b.k;
-    let groups = b.groups();
-    let ap = a.as_ptr().add(m * k);
-    let bp = b.data.as_ptr().add(p * groups * NR * 4);
+    let rows: [*const i8; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
+    let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
     let mut acc = [[vdupq_n_s32(0); 4]; MR];
-    let mut g = 0;
-    // Both groups fully inside K: plain 4-byte loads of A.
-    while 4 * g + 8 <= k {
-        let b00 = vld1q_s8(bp.add(g * 32));
-        let b01 = vld1q_s8(bp.add(g * 32 + 16));
-        let b10 = vld1q_s8(bp.add(g * 32 + 32));
-        let b11 = vld1q_s8(bp.add(g * 32 + 48));
-        for r in 0..MR {
-            let row = ap.add(r * k + 4 * g);
-            let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
-            let a1 = vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
-            acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
-            acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
-            acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
-            acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
-        }
-        g += 2;
+    // One group alone: `$av(r)` the 4 bytes of row r broadcast.
+    macro_rules! single {
+        ($g:expr, |$r:ident| $av:expr) => {{
+            let b0 = vld1q_s8(bp.add($g * 32));
+            let b1 = vld1q_s8(bp.add($g * 32 + 16));
+            for $r in 0..MR {
+                let av = $av;
+                acc[$r][0] = mac1::<false>(acc[$r][0], av, b0);
+                acc[$r][1] = mac1::<true>(acc[$r][1], av, b0);
+                acc[$r][2] = mac1::<false>(acc[$r][2], av, b1);
+                acc[$r][3] = mac1::<true>(acc[$r][3], av, b1);
+            }
+        }};
     }
-    // At most two groups left, the last possibly partial (zero-padded loads).
-    while g < groups {
-        let b0 = vld1q_s8(bp.add(g * 32));
-        let b1 = vld1q_s8(bp.add(g * 32 + 16));
-        for r in 0..MR {
-            let av = dup_a4(ap.add(r * k), g, k);
-            acc[r][0] = mac1::<false>(acc[r][0], av, b0);
-            acc[r][1] = mac1::<true>(acc[r][1], av, b0);
-            acc[r][2] = mac1::<false>(acc[r][2], av, b1);
-            acc[r][3] = mac1::<true>(acc[r][3], av, b1);
+    let (full, tail) = (a.seg_len / 4, a.seg_len % 4);
+    debug_assert!(
+        tail == 0 || a.segs == 1,
+        "only a plain matrix ends in a partial group"
+    );
+    let mut g = 0;
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
+        let mut i = 0;
+        while i + 2 <= full {
+            let b00 = vld1q_s8(bp.add(g * 32));
+            let b01 = vld1q_s8(bp.add(g * 32 + 16));
+            let b10 = vld1q_s8(bp.add(g * 32 + 32));
+            let b11 = vld1q_s8(bp.add(g * 32 + 48));
+            for r in 0..MR {
+                let row = rows[r].add(off + 4 * i);
+                let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
+                let a1 =
+                    vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
+                acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
+                acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
+                acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
+                acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
+            }
+            g += 2;
+            i += 2;
         }
-        g += 1;
+        if i < full {
+            single!(g, |r| vreinterpretq_s8_s32(vdupq_n_s32(
+                (rows[r].add(off + 4 * i) as *const i32).read_unaligned()
+            )));
+            g += 1;
+        }
+    }
+    if tail > 0 {
+        // the partial last group of a plain matrix (one run): zero-padded loads
+        single!(g, |r| dup_a4(rows[r], full, a.seg_len));
     }
     let mut res = [[vdupq_n_s32(0); 2]; MR];
     for r in 0..MR {
@@ -580,15 +835,47 @@ pub(crate) fn neon_dot_pw_i8_8x8(
     m1: usize,
     out: &mut [i8],
 ) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
-    epi.check(b.n);
+    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
     assert!(
         has_dotprod(),
         "neon_dot_pw_i8_8x8 needs the dotprod extension"
     );
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr())) }
+    unsafe {
+        pw_i8_dot_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::I8(epi, out.as_mut_ptr()),
+        )
+    }
+}
+
+/// [`neon_dot_pw_i8_8x8`] with the dequantising epilogue (f32 out, not rounded).
+pub(crate) fn neon_dot_pw_i8_f32_8x8(
+    a: &[i8],
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
+    assert!(
+        has_dotprod(),
+        "neon_dot_pw_i8_f32_8x8 needs the dotprod extension"
+    );
+    // SAFETY: dotprod asserted at run time; all ranges validated above.
+    unsafe {
+        pw_i8_dot_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::F32(epi, out.as_mut_ptr()),
+        )
+    }
 }
 
 pub(crate) fn neon_dot_pw_i8_acc_8x8(
@@ -598,26 +885,94 @@ pub(crate) fn neon_dot_pw_i8_acc_8x8(
     m1: usize,
     out: &mut [i32],
 ) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_i8(b);
+    check_pw_i8(a, b, None, m0, m1, out.len());
     assert!(
         has_dotprod(),
         "neon_dot_pw_i8_acc_8x8 needs the dotprod extension"
     );
     // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe { pw_i8_dot_impl(a, b, m0, m1, Sink::Acc(out.as_mut_ptr())) }
+    unsafe {
+        pw_i8_dot_impl::<false>(
+            RowsPtr::matrix(a, b.k),
+            b,
+            m0,
+            m1,
+            Sink::Acc(out.as_mut_ptr()),
+        )
+    }
+}
+
+/// int8 GEMM reading A in place through [`WindowRowsI8`], the tiles of
+/// [`neon_dot_pw_i8_8x8`].
+pub(crate) fn neon_dot_window_i8_8x8(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+) {
+    check_window_i8(a, b, epi, m0, m1, out.len());
+    assert!(
+        has_dotprod(),
+        "neon_dot_window_i8_8x8 needs the dotprod extension"
+    );
+    // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
+    // validated above.
+    unsafe {
+        pw_i8_dot_impl::<true>(
+            RowsPtr::window(a),
+            b,
+            m0,
+            m1,
+            Sink::I8(epi, out.as_mut_ptr()),
+        )
+    }
+}
+
+/// [`neon_dot_window_i8_8x8`] with the f32 epilogue of [`neon_dot_pw_i8_f32_8x8`].
+pub(crate) fn neon_dot_window_i8_f32_8x8(
+    a: &WindowRowsI8,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+) {
+    check_window_i8(a, b, epi, m0, m1, out.len());
+    assert!(
+        has_dotprod(),
+        "neon_dot_window_i8_f32_8x8 needs the dotprod extension"
+    );
+    // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
+    // validated above.
+    unsafe {
+        pw_i8_dot_impl::<true>(
+            RowsPtr::window(a),
+            b,
+            m0,
+            m1,
+            Sink::F32(epi, out.as_mut_ptr()),
+        )
+    }
 }
 
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn pw_i8_dot_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
+unsafe fn pw_i8_dot_impl<const W: bool>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    m0: usize,
+    m1: usize,
+    sink: Sink,
+) {
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(8);
         for p in 0..b.panels() {
             macro_rules! t {
                 ($mr:literal) => {{
-                    let acc = tile_i8_dot::<$mr>(a, b, m, p);
+                    let acc = tile_i8_dot::<$mr, W>(a, b, m, p);
                     store_tile::<$mr>(sink, &acc, m - m0, p * NR, b.n);
                 }};
             }
@@ -636,50 +991,76 @@ unsafe fn pw_i8_dot_impl(a: &[i8], b: &PackedI8, m0: usize, m1: usize, sink: Sin
     }
 }
 
+/// MR rows × 8 channels of panel `p` with `sdot` by lane: within each run of A, 4 groups per
+/// step from one 16-byte load per row, then 2 (an 8-byte load: a run never reads past its own
+/// end, since the last run of the last row may end the input), then 1; a plain matrix's
+/// partial last group goes zero-padded.
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn tile_i8_dot<const MR: usize>(
-    a: &[i8],
+unsafe fn tile_i8_dot<const MR: usize, const W: bool>(
+    a: RowsPtr<i8>,
     b: &PackedI8,
     m: usize,
     p: usize,
 ) -> [[int32x4_t; 2]; MR] {
-    let k = b.k;
-    let ap = a.as_ptr().add(m * k);
+    let rows: [*const i8; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
     let mut acc = [[vdupq_n_s32(0); 2]; MR];
-    let mut g = 0;
-    // 4 groups (16 bytes of each A row) per step, picked by lane.
-    while 4 * g + 16 <= k {
-        let mut av = [vdupq_n_s8(0); MR];
-        for r in 0..MR {
-            av[r] = vld1q_s8(ap.add(r * k + 4 * g));
-        }
-        macro_rules! step {
-            ($l:literal) => {
-                let b0 = vld1q_s8(bp.add((g + $l) * 32));
-                let b1 = vld1q_s8(bp.add((g + $l) * 32 + 16));
-                for r in 0..MR {
-                    acc[r][0] = sdot_lane::<$l>(acc[r][0], b0, av[r]);
-                    acc[r][1] = sdot_lane::<$l>(acc[r][1], b1, av[r]);
-                }
-            };
-        }
-        step!(0);
-        step!(1);
-        step!(2);
-        step!(3);
-        g += 4;
+    macro_rules! step {
+        ($g:expr, $l:literal, $av:expr) => {
+            let b0 = vld1q_s8(bp.add(($g + $l) * 32));
+            let b1 = vld1q_s8(bp.add(($g + $l) * 32 + 16));
+            for r in 0..MR {
+                acc[r][0] = sdot_lane::<$l>(acc[r][0], b0, $av[r]);
+                acc[r][1] = sdot_lane::<$l>(acc[r][1], b1, $av[r]);
+            }
+        };
     }
-    while g < b.groups() {
-        let b0 = vld1q_s8(bp.add(g * 32));
-        let b1 = vld1q_s8(bp.add(g * 32 + 16));
-        for r in 0..MR {
-            let av = vreinterpretq_s8_s32(vdupq_n_s32(load_a4(ap.add(r * k), g, k)));
-            acc[r][0] = sdot_lane::<0>(acc[r][0], b0, av);
-            acc[r][1] = sdot_lane::<0>(acc[r][1], b1, av);
+    let (full, tail) = (a.seg_len / 4, a.seg_len % 4);
+    debug_assert!(
+        tail == 0 || a.segs == 1,
+        "only a plain matrix ends in a partial group"
+    );
+    let mut g = 0;
+    // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
+    // compiler then drops (keeping the plain GEMMs' inner loops as they were).
+    let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
+    for j in 0..segs {
+        let off = j * seg_stride;
+        let mut i = 0;
+        while i + 4 <= full {
+            let av: [int8x16_t; MR] = core::array::from_fn(|r| vld1q_s8(rows[r].add(off + 4 * i)));
+            step!(g, 0, av);
+            step!(g, 1, av);
+            step!(g, 2, av);
+            step!(g, 3, av);
+            g += 4;
+            i += 4;
         }
-        g += 1;
+        if i + 2 <= full {
+            let av: [int8x16_t; MR] = core::array::from_fn(|r| {
+                vcombine_s8(vld1_s8(rows[r].add(off + 4 * i)), vdup_n_s8(0))
+            });
+            step!(g, 0, av);
+            step!(g, 1, av);
+            g += 2;
+            i += 2;
+        }
+        if i < full {
+            let av: [int8x16_t; MR] = core::array::from_fn(|r| {
+                vreinterpretq_s8_s32(vdupq_n_s32(
+                    (rows[r].add(off + 4 * i) as *const i32).read_unaligned(),
+                ))
+            });
+            step!(g, 0, av);
+            g += 1;
+        }
+    }
+    if tail > 0 {
+        let av: [int8x16_t; MR] = core::array::from_fn(|r| {
+            vreinterpretq_s8_s32(vdupq_n_s32(load_a4(rows[r], full, a.seg_len)))
+        });
+        step!(g, 0, av);
     }
     // A fresh array, not `acc` itself: returned directly, `acc` would live in the return slot
     // in memory and every `sdot` update would be stored there.
@@ -1230,5 +1611,41 @@ unsafe fn add_i8_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
     }
     for j in i..n {
         out[j] = super::sat_i8(a[j] as f32 * sa + b[j] as f32 * sb);
+    }
+}
+
+/// `out = sat(round(x · inv_scale))`, 16 lanes at a time: `fcvtas` rounds half away from zero
+/// like `f32::round` and saturates to i32, the narrows saturate, and the clamp makes -128
+/// -127 (a NaN becomes 0, as `as i8` does in the generic kernel).
+pub(crate) fn neon_quantize_i8(x: &[f32], inv_scale: f32, out: &mut [i8]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "quantize: lens {} {}",
+        x.len(),
+        out.len()
+    );
+    // SAFETY: NEON architectural; indices < len by the loop bounds.
+    unsafe { quantize_i8_impl(x, inv_scale, out) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn quantize_i8_impl(x: &[f32], inv_scale: f32, out: &mut [i8]) {
+    let n = x.len();
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let q = |i: usize| vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(xp.add(i)), inv_scale));
+    let mut i = 0;
+    while i + 16 <= n {
+        let lo = narrow8(q(i), q(i + 4));
+        let hi = narrow8(q(i + 8), q(i + 12));
+        vst1q_s8(op.add(i), vcombine_s8(lo, hi));
+        i += 16;
+    }
+    while i + 8 <= n {
+        vst1_s8(op.add(i), narrow8(q(i), q(i + 4)));
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = super::sat_i8(x[j] * inv_scale);
     }
 }

@@ -16,8 +16,8 @@ use super::generic;
 use super::winograd::{self, PackedWino};
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, WindowF32Fn, WindowI8F32Fn, WindowI8Fn,
-    WindowRows, WinoF32Fn, NR,
+    PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, RowsPtr, WindowF32Fn, WindowI8F32Fn,
+    WindowI8Fn, WindowRows, WinoF32Fn, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -219,44 +219,6 @@ impl CheckLayout for PackedI8 {
 // Epilogues
 // ------------------------------------------------------------------------------------------
 
-/// Activation on 8 lanes of channels `c0..c0+8` (caller guarantees `c0+8 <= N` for PReLU).
-/// Where a tile's A rows are: row `m`, run `j`, element `i` at
-/// `ptr + m·row_stride + j·seg_stride + i`, `segs` runs of `seg_len` elements. A plain
-/// `[M×K]` matrix is one run of K; the in-place windows of [`WindowRows`] are `kh` runs, one
-/// per kernel row. (int8 tiles read runs in groups of 4 bytes; only a plain matrix may end
-/// in a partial group, which they read byte by byte.)
-#[derive(Clone, Copy)]
-struct RowsPtr<T> {
-    ptr: *const T,
-    row_stride: usize,
-    seg_stride: usize,
-    seg_len: usize,
-    segs: usize,
-}
-
-impl<T> RowsPtr<T> {
-    fn matrix(a: &[T], k: usize) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.as_ptr(),
-            row_stride: k,
-            seg_stride: 0,
-            seg_len: k,
-            segs: 1,
-        }
-    }
-    /// # Safety
-    /// `a` was validated ([`WindowRows::check`]) for the rows the kernel will read.
-    unsafe fn window(a: &WindowRows<T>) -> RowsPtr<T> {
-        RowsPtr {
-            ptr: a.data.as_ptr().add(a.start),
-            row_stride: a.row_stride,
-            seg_stride: a.seg_stride,
-            seg_len: a.seg_len,
-            segs: a.segs,
-        }
-    }
-}
-
 impl RowsPtr<i8> {
     /// Walks K in groups of 4 bytes for rows `m..m+MR`: `f(g, a)` with `a[r]` the 4 bytes of
     /// group `g` of row `m+r` as one i32 (the `vpmaddwd`/`vpdpbusd` operand shape).
@@ -397,6 +359,7 @@ macro_rules! gemm_entries {
     };
 }
 
+/// Activation on 8 lanes of channels `c0..c0+8` (caller guarantees `c0+8 <= N` for PReLU).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn act_ps(act: &Act, v: __m256, c0: usize) -> __m256 {
