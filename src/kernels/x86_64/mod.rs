@@ -216,7 +216,7 @@ impl CheckLayout for PackedI8 {
 }
 
 // ------------------------------------------------------------------------------------------
-// Epilogues
+// Reading A: plain rows or in-place conv windows, and the entry points built on them
 // ------------------------------------------------------------------------------------------
 
 impl RowsPtr<i8> {
@@ -358,6 +358,10 @@ macro_rules! gemm_entries {
         }
     };
 }
+
+// ------------------------------------------------------------------------------------------
+// Epilogues
+// ------------------------------------------------------------------------------------------
 
 /// Activation on 8 lanes of channels `c0..c0+8` (caller guarantees `c0+8 <= N` for PReLU).
 #[target_feature(enable = "avx2,fma")]
