@@ -80,18 +80,27 @@ fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) 
 }
 
 fn bench_dw(c: &mut Criterion) {
-    let s = ConvShape::dw(56, 56, 128, 3, 1, 1);
-    let mut g = c.benchmark_group("dw3x3_56x56x128_s1");
+    // mobilefacenet's 56×56 and 14×14 stages and SCRFD-500M's 320×320×16 and 160×160×40.
+    for (h, ch) in [(56, 128), (14, 256), (320, 16), (160, 40)] {
+        bench_dw_shape(c, h, ch);
+    }
+}
+
+fn bench_dw_shape(c: &mut Criterion, h: usize, ch: usize) {
+    let s = ConvShape::dw(h, h, ch, 3, 1, 1);
+    let mut g = c.benchmark_group(format!("dw3x3_{h}x{h}x{ch}_s1"));
     g.throughput(Throughput::Elements((s.oh() * s.ow() * s.cin * 9) as u64));
-    let x = vf32(56 * 56 * 128, 1);
-    let wf = pack_dw(&vf32(128 * 9, 2), 128, 3);
-    let bias = vf32(128, 3);
-    let xi = vi8(56 * 56 * 128, 4);
-    let wi = pack_dw(&vi8(128 * 9, 5), 128, 3);
-    let bi = vec![10i32; 128];
-    let mult = vec![0.01f32; 128];
-    let mut of = vec![0.0f32; s.oh() * s.ow() * 128];
-    let mut oi = vec![0i8; s.oh() * s.ow() * 128];
+    let x = vf32(h * h * ch, 1);
+    let wf = pack_dw(&vf32(ch * 9, 2), ch, 3);
+    let bias = vf32(ch, 3);
+    let xi = vi8(h * h * ch, 4);
+    // without `tap_pairs` the int8 kernels run per pixel; with them, flat rows where they can
+    let wi = vi8(ch * 9, 5);
+    let (rows, flat) = (pack_dw(&wi, ch, 3), pack_dw_i8(&wi, ch, 3));
+    let bi = vec![10i32; ch];
+    let mult = vec![0.01f32; ch];
+    let mut of = vec![0.0f32; s.oh() * s.ow() * ch];
+    let mut oi = vec![0i8; s.oh() * s.ow() * ch];
     for (name, kt) in tables() {
         let epi = EpiF32 {
             bias: &bias,
@@ -106,10 +115,12 @@ fn bench_dw(c: &mut Criterion) {
             mult: &mult,
             act: Act::Relu,
         };
-        g.bench_function(
-            BenchmarkId::new("i8", format!("{name}:{}", kt.names.dw_i8)),
-            |b| b.iter(|| (kt.dw_i8)(&xi, &s, &wi, &epi, 0, s.oh(), &mut oi)),
-        );
+        for (packing, wi) in [("per-pixel", &rows), ("flat", &flat)] {
+            g.bench_function(
+                BenchmarkId::new("i8", format!("{name}:{}:{packing}", kt.names.dw_i8)),
+                |b| b.iter(|| (kt.dw_i8)(&xi, &s, wi, &epi, 0, s.oh(), &mut oi)),
+            );
+        }
     }
     g.finish();
 }

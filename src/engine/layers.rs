@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
-    self, generic, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw, pack_pw_f32,
-    pack_pw_i8, pack_wino_from_conv, sat_i8, wino_scratch_len, ConvShape, EpiF32, EpiI8, Kernels,
-    PackedDwF32, PackedDwI8, PackedF32, PackedI8, PackedWino,
+    self, generic, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw, pack_dw_i8,
+    pack_pw_f32, pack_pw_i8, pack_wino_from_conv, sat_i8, wino_scratch_len, ConvShape, EpiF32,
+    EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PackedWino,
 };
 
 /// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
@@ -180,7 +180,7 @@ impl Layer {
                         };
                         ConvWeights::DenseI8(pack(w, cout, cin, k, k))
                     } else if *groups == cin && *groups == cout {
-                        ConvWeights::DepthwiseI8(pack_dw(w, cout, k))
+                        ConvWeights::DepthwiseI8(pack_dw_i8(w, cout, k))
                     } else {
                         return Err(Error::Msg(format!(
                             "conv {name}: grouped convolution ({groups} groups, {cin}->{cout}) is not supported by the fast engine"

@@ -193,7 +193,16 @@ pub struct PackedDw<T> {
     pub k: usize,
     pub c: usize,
     pub data: Vec<T>,
+    /// int8 3×3 only (filled by [`pack_dw_i8`], else empty): the taps in pairs
+    /// `(0,1) (2,3) (4,5) (6,7) (8,–)`, widened to i16 and interleaved per channel, each pair's
+    /// row `[w_a[j % C], w_b[j % C]]` for `j < C + DW_PAIR_PAD`. A kernel that walks a row's
+    /// pixels and channels as one flat run reads the weights of any 32 consecutive lanes,
+    /// starting at any channel, as one contiguous load.
+    pub tap_pairs: Vec<i16>,
 }
+
+/// How far [`PackedDw::tap_pairs`] rows run past `C` (one 32-lane vector).
+pub const DW_PAIR_PAD: usize = 32;
 pub type PackedDwF32 = PackedDw<f32>;
 pub type PackedDwI8 = PackedDw<i8>;
 
@@ -334,7 +343,31 @@ pub fn pack_dw<T: Copy + Default>(w: &[T], c: usize, k: usize) -> PackedDw<T> {
             data[t * c + cc] = w[cc * k * k + t];
         }
     }
-    PackedDw { k, c, data }
+    PackedDw {
+        k,
+        c,
+        data,
+        tap_pairs: Vec::new(),
+    }
+}
+
+/// [`pack_dw`] for int8 weights, with [`PackedDw::tap_pairs`] for 3×3 filters.
+pub fn pack_dw_i8(w: &[i8], c: usize, k: usize) -> PackedDwI8 {
+    let mut p = pack_dw(w, c, k);
+    if k == 3 {
+        let run = c + DW_PAIR_PAD;
+        p.tap_pairs = vec![0; 5 * run * 2];
+        for q in 0..5 {
+            for j in 0..run {
+                let at = (q * run + j) * 2;
+                p.tap_pairs[at] = p.data[2 * q * c + j % c] as i16;
+                if 2 * q + 1 < 9 {
+                    p.tap_pairs[at + 1] = p.data[(2 * q + 1) * c + j % c] as i16;
+                }
+            }
+        }
+    }
+    p
 }
 
 /// f16 weights (the `half` crate): converted to f32 at packing time, f32 arithmetic after.

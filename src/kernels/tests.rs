@@ -230,9 +230,10 @@ fn conv_cases() -> Vec<ConvCase> {
         },
         dw: false,
     });
-    // depthwise
+    // depthwise; 16, 40 and 48 channels: the flat int8 kernel's (`dw3_i8_flat`) fixed,
+    // periodic and plain epilogues; 64: whole 32-channel groups (`dw3_i8_row32`)
     for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (33, 5), (6, 16)] {
-        for &c in &[1usize, 3, 5, 17, 33, 130] {
+        for &c in &[1usize, 3, 5, 16, 17, 33, 40, 48, 64, 130] {
             for &(k, stride, pad) in &[(3usize, 1usize, 1usize), (3, 2, 1), (3, 1, 0), (5, 2, 2)] {
                 if h + 2 * pad < k || w + 2 * pad < k {
                     continue;
@@ -296,7 +297,7 @@ fn run_i8(kt: &Kernels, c: &ConvCase, x: &[i8], w_oihw: &[i8], epi: &EpiI8) -> V
     let mut out = vec![0i8; oh * ow * s.cout];
     let split = oh / 2;
     if c.dw {
-        let pk = pack_dw(w_oihw, s.cin, s.kh);
+        let pk = pack_dw_i8(w_oihw, s.cin, s.kh);
         let (o1, o2) = out.split_at_mut(split * ow * s.cout);
         (kt.dw_i8)(x, &s, &pk, epi, 0, split, o1);
         (kt.dw_i8)(x, &s, &pk, epi, split, oh, o2);
