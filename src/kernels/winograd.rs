@@ -241,12 +241,42 @@ pub(crate) fn wino_f32_impl(
     }
 }
 
+/// Calls `block::<L>(args)` on `n` channels in blocks of L = 16, then 8, 4 and 1, with `c0`
+/// the block's first channel and `pad` its scratch of width L from `pads`. Every block has a
+/// width known at compile time, so its loops vectorise without tails. (A macro, not a
+/// closure per block: a closure is compiled on its own, without the caller's
+/// `#[target_feature]`s.)
+macro_rules! channel_blocks {
+    ($n:expr, $pads:expr, |$c0:ident, $pad:ident| $block:ident($($arg:expr),*)) => {{
+        let n = $n;
+        let mut $c0 = 0;
+        while n - $c0 >= 16 {
+            let $pad = &mut $pads.l16;
+            $block::<16>($($arg),*);
+            $c0 += 16;
+        }
+        if n - $c0 >= 8 {
+            let $pad = &mut $pads.l8;
+            $block::<8>($($arg),*);
+            $c0 += 8;
+        }
+        if n - $c0 >= 4 {
+            let $pad = &mut $pads.l4;
+            $block::<4>($($arg),*);
+            $c0 += 4;
+        }
+        while $c0 < n {
+            let $pad = &mut $pads.l1;
+            $block::<1>($($arg),*);
+            $c0 += 1;
+        }
+    }};
+}
+
 /// Transforms the 6×6 input tile whose output origin is `(oy, ox)` into the block's `V`
 /// (`[36][nt][cin]`): position `p`, channel `c` at `v[p·stride + at + c]`.
 ///
-/// Channels go in blocks of 16, then 8, 4 and 1: every block has a width known at compile
-/// time, so its loops vectorise without tails. (Plain loops, not a closure per block: a
-/// closure is compiled on its own, without the caller's `#[target_feature]`s.)
+/// Channels go in blocks of 16, 8, 4 and 1 ([`channel_blocks`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn input_tile(
@@ -259,24 +289,9 @@ fn input_tile(
     stride: usize,
     pads: &mut Pads,
 ) {
-    let n = s.cin;
-    let mut c0 = 0;
-    while n - c0 >= 16 {
-        input_block::<16>(input, s, oy, ox, c0, v, at, stride, &mut pads.l16);
-        c0 += 16;
-    }
-    if n - c0 >= 8 {
-        input_block::<8>(input, s, oy, ox, c0, v, at, stride, &mut pads.l8);
-        c0 += 8;
-    }
-    if n - c0 >= 4 {
-        input_block::<4>(input, s, oy, ox, c0, v, at, stride, &mut pads.l4);
-        c0 += 4;
-    }
-    while c0 < n {
-        input_block::<1>(input, s, oy, ox, c0, v, at, stride, &mut pads.l1);
-        c0 += 1;
-    }
+    channel_blocks!(s.cin, pads, |c0, pad| input_block(
+        input, s, oy, ox, c0, v, at, stride, pad
+    ));
 }
 
 /// Channels `[c0, c0+L)` of the 6 pixels of input row `oy + i - pad` from column
@@ -484,23 +499,9 @@ fn output_tile(
     out: &mut [f32],
     pads: &mut Pads,
 ) {
-    let mut c0 = 0;
-    while cout - c0 >= 16 {
-        output_block::<16>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l16);
-        c0 += 16;
-    }
-    if cout - c0 >= 8 {
-        output_block::<8>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l8);
-        c0 += 8;
-    }
-    if cout - c0 >= 4 {
-        output_block::<4>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l4);
-        c0 += 4;
-    }
-    while c0 < cout {
-        output_block::<1>(m, at, stride, epi, dst, cout, c0, out, &mut pads.l1);
-        c0 += 1;
-    }
+    channel_blocks!(cout, pads, |c0, pad| output_block(
+        m, at, stride, epi, dst, cout, c0, out, pad
+    ));
 }
 
 /// `Aᵀ M A` + bias + activation on channels `[c0, c0+L)` of one tile.
