@@ -430,24 +430,14 @@ mod tests {
     /// dense and depthwise, strided and padded convolutions on odd sizes.
     #[test]
     fn shift_from_tap_sums_matches_direct_convolution() {
-        for (op, shape) in [
-            (conv(3, 4, 3, 2, 1, 1), [7, 9, 3]),
-            (conv(5, 5, 3, 1, 1, 5), [6, 5, 5]),
-            (conv(4, 2, 1, 1, 0, 1), [3, 4, 4]),
-            (conv(2, 3, 3, 2, 0, 1), [8, 7, 2]),
+        // (cin, cout, kernel, stride, pad, groups), input shape
+        for ((cin, cout, k, stride, pad, groups), shape) in [
+            ((3, 4, 3, 2, 1, 1), [7, 9, 3]),
+            ((5, 5, 3, 1, 1, 5), [6, 5, 5]),
+            ((4, 2, 1, 1, 0, 1), [3, 4, 4]),
+            ((2, 3, 3, 2, 0, 1), [8, 7, 2]),
         ] {
-            let Op::Conv {
-                cin,
-                cout,
-                kernel: k,
-                stride,
-                pad,
-                groups,
-                ..
-            } = op
-            else {
-                unreachable!()
-            };
+            let op = conv(cin, cout, k, stride, pad, groups);
             let n = shape.iter().product();
             let (xf, xq) = (noise(n, 1), noise(n, 2));
             let nw = cout * cin / groups * k * k;
