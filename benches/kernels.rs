@@ -80,23 +80,42 @@ fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) 
 }
 
 fn bench_dw(c: &mut Criterion) {
-    let s = ConvShape::dw(56, 56, 128, 3, 1, 1);
-    let mut g = c.benchmark_group("dw3x3_56x56x128_s1");
-    g.throughput(Throughput::Elements((s.oh() * s.ow() * s.cin * 9) as u64));
-    let x = vf32(56 * 56 * 128, 1);
-    let wf = pack_dw(&vf32(128 * 9, 2), 128, 3);
-    let bias = vf32(128, 3);
-    let xi = vi8(56 * 56 * 128, 4);
-    let wi = pack_dw(&vi8(128 * 9, 5), 128, 3);
-    let bi = vec![10i32; 128];
-    let mult = vec![0.01f32; 128];
-    let mut of = vec![0.0f32; s.oh() * s.ow() * 128];
-    let mut oi = vec![0i8; s.oh() * s.ow() * 128];
+    // MobileFaceNet's depthwise layers (and the 56×56×128 one of the earlier runs)
+    for (label, hw, ch, stride) in [
+        ("dw3x3_56x56x128_s1", 56, 128, 1),
+        ("dw3x3_56x56x64_s1", 56, 64, 1),
+        ("dw3x3_56x56x128_s2", 56, 128, 2),
+        ("dw3x3_28x28x128_s1", 28, 128, 1),
+        ("dw3x3_14x14x256_s1", 14, 256, 1),
+        ("dw3x3_7x7x256_s1", 7, 256, 1),
+    ] {
+        bench_dw_shape(c, label, ConvShape::dw(hw, hw, ch, 3, stride, 1));
+    }
+}
+
+fn bench_dw_shape(c: &mut Criterion, label: &str, s: ConvShape) {
+    let (hw, ch) = (s.h * s.w, s.cin);
+    let mut g = c.benchmark_group(label);
+    g.throughput(Throughput::Elements((s.oh() * s.ow() * ch * 9) as u64));
+    let x = vf32(hw * ch, 1);
+    let wf = pack_dw(&vf32(ch * 9, 2), ch, 3);
+    let bias = vf32(ch, 3);
+    let xi = vi8(hw * ch, 4);
+    let wi = pack_dw(&vi8(ch * 9, 5), ch, 3);
+    let bi = vec![10i32; ch];
+    let mult = vec![0.01f32; ch];
+    let mut of = vec![0.0f32; s.oh() * s.ow() * ch];
+    let mut oi = vec![0i8; s.oh() * s.ow() * ch];
+    let epi = EpiF32 {
+        bias: &bias,
+        act: Act::Relu,
+    };
+    for (name, f) in dw_f32_ab() {
+        g.bench_function(BenchmarkId::new("f32ab", name), |b| {
+            b.iter(|| f(&x, &s, &wf, &epi, 0, s.oh(), &mut of))
+        });
+    }
     for (name, kt) in tables() {
-        let epi = EpiF32 {
-            bias: &bias,
-            act: Act::Relu,
-        };
         g.bench_function(
             BenchmarkId::new("f32", format!("{name}:{}", kt.names.dw_f32)),
             |b| b.iter(|| (kt.dw_f32)(&x, &s, &wf, &epi, 0, s.oh(), &mut of)),
