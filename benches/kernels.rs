@@ -110,11 +110,6 @@ fn bench_dw_shape(c: &mut Criterion, label: &str, s: ConvShape) {
         bias: &bias,
         act: Act::Relu,
     };
-    for (name, f) in dw_f32_ab() {
-        g.bench_function(BenchmarkId::new("f32ab", name), |b| {
-            b.iter(|| f(&x, &s, &wf, &epi, 0, s.oh(), &mut of))
-        });
-    }
     for (name, kt) in tables() {
         g.bench_function(
             BenchmarkId::new("f32", format!("{name}:{}", kt.names.dw_f32)),

@@ -37,11 +37,6 @@ mod tests;
 pub(crate) mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
-/// TEMPORARY A/B
-#[cfg(target_arch = "x86_64")]
-pub fn dw_f32_ab() -> Vec<(&'static str, DwF32Fn)> {
-    x86_64::dw_f32_variants()
-}
 
 pub use winograd::{
     pack_wino_f32, pack_wino_from_conv, wino_scratch_len, wino_supports, PackedWino,

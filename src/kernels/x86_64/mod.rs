@@ -117,12 +117,6 @@ pub(crate) fn pw_f32_variants() -> Vec<(&'static str, PwF32Fn, WindowF32Fn)> {
 pub(crate) fn dw_f32_variants() -> Vec<(&'static str, DwF32Fn)> {
     let mut v: Vec<(&'static str, DwF32Fn)> = Vec::new();
     if has_avx512() {
-        v.push(("new_avx512_dw3x3_f32|avx2_dwkxk_f32", avx512_dw_f32_new));
-    }
-    if has_avx2_fma() {
-        v.push(("new_avx2_dw3x3_f32|avx2_dwkxk_f32", avx2_dw_f32_new));
-    }
-    if has_avx512() {
         v.push(("avx512_dw3x3_f32|avx2_dwkxk_f32", avx512_dw_f32));
     }
     if has_avx2_fma() {
@@ -1307,7 +1301,9 @@ struct Win {
     ix0: isize,
 }
 
-/// `WIDE`: AVX-512 is present (asserted by the caller) and the interior rows use it.
+/// 3×3 kernels: every pixel through [`dw3_f32_rows`], on 16 channels per register when
+/// `WIDE` (AVX-512 is present, asserted by the caller); other sizes (the 7×7 GDC head, 5×5)
+/// pixel by pixel, 32 and 8 channels at a time, then one.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
     input: &[f32],
@@ -1318,27 +1314,17 @@ unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
     y1: usize,
     out: &mut [f32],
 ) {
+    if K == 3 {
+        let d = Dw3 { input, s, w, epi };
+        return if WIDE {
+            dw3_f32_avx512(&d, y0, y1, out)
+        } else {
+            dw3_f32_avx2(&d, y0, y1, out)
+        };
+    }
     let (c, k, ow) = (s.cin, s.kh, s.ow());
-    // As in the int8 kernel: interior columns, whole groups of 8 channels, by rows.
-    let (xa, xb) = if K == 3 { s.interior_cols() } else { (0, 0) };
-    let c8 = if xa < xb { c / 8 * 8 } else { 0 };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
-        let rows_inside = ky0 == 0 && ky1 == K;
-        if rows_inside {
-            let orow = out[(oy - y0) * ow * c..].as_mut_ptr();
-            let mut c0 = 0;
-            if WIDE {
-                while c0 + 16 <= c8 {
-                    dw3_f32_row16(input, s, w, epi, oy, xa, xb, c0, orow);
-                    c0 += 16;
-                }
-            }
-            while c0 < c8 {
-                dw3_f32_row8(input, s, w, epi, oy, xa, xb, c0, orow);
-                c0 += 8;
-            }
-        }
         for ox in 0..ow {
             let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
             let win = Win {
@@ -1349,27 +1335,14 @@ unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
                 iy0: (oy * s.stride) as isize - s.pad as isize,
                 ix0: (ox * s.stride) as isize - s.pad as isize,
             };
-            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
             let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = if rows_inside && (xa..xb).contains(&ox) {
-                c8
-            } else {
-                0
-            };
+            let mut c0 = 0;
             while c0 + 32 <= c {
-                if full {
-                    dw_f32_block::<4, K>(input, s, w, epi, win, c0, op);
-                } else {
-                    dw_f32_block::<4, 0>(input, s, w, epi, win, c0, op);
-                }
+                dw_f32_block::<4>(input, s, w, epi, win, c0, op);
                 c0 += 32;
             }
             while c0 + 8 <= c {
-                if full {
-                    dw_f32_block::<1, K>(input, s, w, epi, win, c0, op);
-                } else {
-                    dw_f32_block::<1, 0>(input, s, w, epi, win, c0, op);
-                }
+                dw_f32_block::<1>(input, s, w, epi, win, c0, op);
                 c0 += 8;
             }
             for cc in c0..c {
@@ -1387,119 +1360,11 @@ unsafe fn dw_f32_impl<const K: usize, const WIDE: bool>(
     }
 }
 
-/// Channels `[c0, c0+8)` of output columns `[xa, xb)` of output row `oy`, where the whole
-/// 3×3 window is inside the image; `orow` points at the start of that output row. The nine
-/// weight vectors stay in registers for the row; one partial sum per kernel row keeps the
-/// dependent chains short.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw3_f32_row8(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    oy: usize,
-    xa: usize,
-    xb: usize,
-    c0: usize,
-    orow: *mut f32,
-) {
-    let c = s.cin;
-    let wp = w.data.as_ptr().add(c0);
-    let wv: [__m256; 9] = core::array::from_fn(|t| _mm256_loadu_ps(wp.add(t * c)));
-    let bias = _mm256_loadu_ps(epi.bias.as_ptr().add(c0));
-    let row = s.w * c;
-    let iy0 = oy * s.stride - s.pad;
-    for ox in xa..xb {
-        let b = input
-            .as_ptr()
-            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
-        let tap = |ky: usize, kx: usize, acc: __m256| {
-            _mm256_fmadd_ps(
-                _mm256_loadu_ps(b.add(ky * row + kx * c)),
-                wv[ky * 3 + kx],
-                acc,
-            )
-        };
-        let r0 = tap(0, 2, tap(0, 1, tap(0, 0, bias)));
-        let r1 = tap(
-            1,
-            2,
-            tap(1, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(row)), wv[3])),
-        );
-        let r2 = tap(
-            2,
-            2,
-            tap(2, 1, _mm256_mul_ps(_mm256_loadu_ps(b.add(2 * row)), wv[6])),
-        );
-        let v = _mm256_add_ps(_mm256_add_ps(r0, r1), r2);
-        _mm256_storeu_ps(orow.add(ox * c + c0), act_ps(&epi.act, v, c0));
-    }
-}
-
-/// [`dw3_f32_row8`] on 16 channels per (512-bit) register.
-#[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw3_f32_row16(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    oy: usize,
-    xa: usize,
-    xb: usize,
-    c0: usize,
-    orow: *mut f32,
-) {
-    let c = s.cin;
-    let wp = w.data.as_ptr().add(c0);
-    let wv: [__m512; 9] = core::array::from_fn(|t| _mm512_loadu_ps(wp.add(t * c)));
-    let bias = _mm512_loadu_ps(epi.bias.as_ptr().add(c0));
-    let zero = _mm512_setzero_ps();
-    let row = s.w * c;
-    let iy0 = oy * s.stride - s.pad;
-    for ox in xa..xb {
-        let b = input
-            .as_ptr()
-            .add((iy0 * s.w + ox * s.stride - s.pad) * c + c0);
-        let tap = |ky: usize, kx: usize, acc: __m512| {
-            _mm512_fmadd_ps(
-                _mm512_loadu_ps(b.add(ky * row + kx * c)),
-                wv[ky * 3 + kx],
-                acc,
-            )
-        };
-        let r0 = tap(0, 2, tap(0, 1, tap(0, 0, bias)));
-        let r1 = tap(
-            1,
-            2,
-            tap(1, 1, _mm512_mul_ps(_mm512_loadu_ps(b.add(row)), wv[3])),
-        );
-        let r2 = tap(
-            2,
-            2,
-            tap(2, 1, _mm512_mul_ps(_mm512_loadu_ps(b.add(2 * row)), wv[6])),
-        );
-        let v = _mm512_add_ps(_mm512_add_ps(r0, r1), r2);
-        let v = match epi.act {
-            Act::None => v,
-            Act::Relu => _mm512_max_ps(v, zero),
-            Act::Relu6(hi) => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(hi)),
-            Act::PRelu(al) => {
-                let al = _mm512_loadu_ps(al.as_ptr().add(c0));
-                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
-                _mm512_mask_mul_ps(v, neg, v, al)
-            }
-        };
-        _mm512_storeu_ps(orow.add(ox * c + c0), v);
-    }
-}
-
-/// `NV` vectors of 8 channels from `c0`; `FK > 0`: the whole FK×FK window is inside.
+/// `NV` vectors of 8 channels from `c0` of the pixel whose window is `win`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
+unsafe fn dw_f32_block<const NV: usize>(
     input: &[f32],
     s: &ConvShape,
     w: &PackedDwF32,
@@ -1509,11 +1374,7 @@ unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
     op: *mut f32,
 ) {
     let (c, k) = (s.cin, s.kh);
-    let (ky0, ky1, kx0, kx1) = if FK > 0 {
-        (0, FK, 0, FK)
-    } else {
-        (win.ky0, win.ky1, win.kx0, win.kx1)
-    };
+    let (ky0, ky1, kx0, kx1) = (win.ky0, win.ky1, win.kx0, win.kx1);
     let ip = input.as_ptr();
     let wp = w.data.as_ptr();
     let mut acc = [_mm256_setzero_ps(); NV];
@@ -1869,53 +1730,6 @@ unsafe fn dw3_f32_avx2(d: &Dw3, y0: usize, y1: usize, out: &mut [f32]) {
 unsafe fn dw3_f32_avx512(d: &Dw3, y0: usize, y1: usize, out: &mut [f32]) {
     dw3_f32_rows::<true>(d, y0, y1, out)
 }
-
-/// TEMPORARY (A/B): the new 3×3 path.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dw_f32_impl_new<const K: usize, const WIDE: bool>(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-) {
-    if K == 3 {
-        let d = Dw3 { input, s, w, epi };
-        if WIDE {
-            dw3_f32_avx512(&d, y0, y1, out)
-        } else {
-            dw3_f32_avx2(&d, y0, y1, out)
-        }
-    } else {
-        dw_f32_impl::<0, false>(input, s, w, epi, y0, y1, out)
-    }
-}
-
-dw_entry!(
-    avx512_dw_f32_new,
-    f32,
-    PackedDwF32,
-    EpiF32,
-    dw_f32_impl_new,
-    true,
-    has_avx512,
-    "x",
-    "new"
-);
-
-dw_entry!(
-    avx2_dw_f32_new,
-    f32,
-    PackedDwF32,
-    EpiF32,
-    dw_f32_impl_new,
-    false,
-    has_avx2_fma,
-    "x",
-    "new"
-);
 
 dw_entry!(
     avx2_dw_i8,
