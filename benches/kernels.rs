@@ -80,20 +80,29 @@ fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) 
 }
 
 fn bench_dw(c: &mut Criterion) {
-    // mobilefacenet's 56×56 and 14×14 stages and SCRFD-500M's 320×320×16 and 160×160×40.
-    for (h, ch) in [(56, 128), (14, 256), (320, 16), (160, 40)] {
-        bench_dw_shape(c, h, ch);
+    // MobileFaceNet's depthwise layers and SCRFD-500M's 16- and 40-channel ones
+    for (label, hw, ch, stride) in [
+        ("dw3x3_56x56x128_s1", 56, 128, 1),
+        ("dw3x3_56x56x64_s1", 56, 64, 1),
+        ("dw3x3_56x56x128_s2", 56, 128, 2),
+        ("dw3x3_28x28x128_s1", 28, 128, 1),
+        ("dw3x3_14x14x256_s1", 14, 256, 1),
+        ("dw3x3_7x7x256_s1", 7, 256, 1),
+        ("dw3x3_320x320x16_s1", 320, 16, 1),
+        ("dw3x3_160x160x40_s1", 160, 40, 1),
+    ] {
+        bench_dw_shape(c, label, ConvShape::dw(hw, hw, ch, 3, stride, 1));
     }
 }
 
-fn bench_dw_shape(c: &mut Criterion, h: usize, ch: usize) {
-    let s = ConvShape::dw(h, h, ch, 3, 1, 1);
-    let mut g = c.benchmark_group(format!("dw3x3_{h}x{h}x{ch}_s1"));
-    g.throughput(Throughput::Elements((s.oh() * s.ow() * s.cin * 9) as u64));
-    let x = vf32(h * h * ch, 1);
+fn bench_dw_shape(c: &mut Criterion, label: &str, s: ConvShape) {
+    let (hw, ch) = (s.h * s.w, s.cin);
+    let mut g = c.benchmark_group(label);
+    g.throughput(Throughput::Elements((s.oh() * s.ow() * ch * 9) as u64));
+    let x = vf32(hw * ch, 1);
     let wf = pack_dw(&vf32(ch * 9, 2), ch, 3);
     let bias = vf32(ch, 3);
-    let xi = vi8(h * h * ch, 4);
+    let xi = vi8(hw * ch, 4);
     // without `tap_pairs` the int8 kernels run per pixel; with them, flat rows where they can
     let wi = vi8(ch * 9, 5);
     let (rows, flat) = (pack_dw(&wi, ch, 3), pack_dw_i8(&wi, ch, 3));
@@ -101,11 +110,11 @@ fn bench_dw_shape(c: &mut Criterion, h: usize, ch: usize) {
     let mult = vec![0.01f32; ch];
     let mut of = vec![0.0f32; s.oh() * s.ow() * ch];
     let mut oi = vec![0i8; s.oh() * s.ow() * ch];
+    let epi = EpiF32 {
+        bias: &bias,
+        act: Act::Relu,
+    };
     for (name, kt) in tables() {
-        let epi = EpiF32 {
-            bias: &bias,
-            act: Act::Relu,
-        };
         g.bench_function(
             BenchmarkId::new("f32", format!("{name}:{}", kt.names.dw_f32)),
             |b| b.iter(|| (kt.dw_f32)(&x, &s, &wf, &epi, 0, s.oh(), &mut of)),

@@ -230,11 +230,31 @@ fn conv_cases() -> Vec<ConvCase> {
         },
         dw: false,
     });
-    // depthwise; 16, 40 and 48 channels: the flat int8 kernel's (`dw3_i8_flat`) fixed,
-    // periodic and plain epilogues; 64: whole 32-channel groups (`dw3_i8_row32`)
-    for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 15), (33, 5), (6, 16)] {
-        for &c in &[1usize, 3, 5, 16, 17, 33, 40, 48, 64, 130] {
-            for &(k, stride, pad) in &[(3usize, 1usize, 1usize), (3, 2, 1), (3, 1, 0), (5, 2, 2)] {
+    // depthwise
+    // heights 1 and 2: the top and bottom border rows coincide or touch; c = 47: whole
+    // 16- and 8-channel registers and a 7-channel tail; strides above 2 and pads above 1
+    // take the 3×3 kernels' per-pixel paths; 16, 40 and 48 channels: the flat int8 kernel's
+    // (`dw3_i8_flat`) fixed, periodic and plain epilogues; 64: whole 32-channel groups
+    // (`dw3_i8_row32`)
+    for &(h, w) in &[
+        (1usize, 1usize),
+        (3, 7),
+        (7, 3),
+        (15, 15),
+        (33, 5),
+        (6, 16),
+        (1, 33),
+        (2, 15),
+    ] {
+        for &c in &[1usize, 3, 5, 16, 17, 33, 40, 47, 48, 64, 130] {
+            for &(k, stride, pad) in &[
+                (3usize, 1usize, 1usize),
+                (3, 2, 1),
+                (3, 1, 0),
+                (3, 3, 1),
+                (3, 1, 2),
+                (5, 2, 2),
+            ] {
                 if h + 2 * pad < k || w + 2 * pad < k {
                     continue;
                 }
