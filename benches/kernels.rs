@@ -30,6 +30,13 @@ fn tables() -> Vec<(&'static str, Kernels)> {
     if nodot.names.pw_i8 != auto.names.pw_i8 {
         v.push(("nodotprod", nodot));
     }
+    // the other int8 tile shapes of the chosen family (f32 kernels unchanged: int8 only)
+    v.extend(
+        Kernels::dot_i8_variants()
+            .into_iter()
+            .skip(1)
+            .map(|k| ("tiles", k)),
+    );
     v
 }
 
@@ -39,6 +46,10 @@ fn bench_pw(c: &mut Criterion) {
     for (label, m, k, n) in [
         ("pw_56x56x64to128", 56 * 56, 64, 128),
         ("pw_320x320x16to16", 320 * 320, 16, 16),
+        // SCRFD-500M's narrow stages: N = 40 and 72 (one panel past a register boundary)
+        ("pw_160x160x16to40", 160 * 160, 16, 40),
+        ("pw_160x160x40to40", 160 * 160, 40, 40),
+        ("pw_80x80x72to72", 80 * 80, 72, 72),
     ] {
         bench_pw_shape(c, label, m, k, n);
     }
