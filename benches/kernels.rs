@@ -30,7 +30,13 @@ fn tables() -> Vec<(&'static str, Kernels)> {
     if nodot.names.pw_i8 != auto.names.pw_i8 {
         v.push(("nodotprod", nodot));
     }
-    // the other int8 tile shapes of the chosen family (f32 kernels unchanged: int8 only)
+    v
+}
+
+/// [`tables`] plus the other tile shapes of the chosen int8 GEMM family, for the int8 GEMM
+/// benches (compared in the same run).
+fn i8_gemm_tables() -> Vec<(&'static str, Kernels)> {
+    let mut v = tables();
     v.extend(
         Kernels::dot_i8_variants()
             .into_iter()
@@ -77,6 +83,8 @@ fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) 
             BenchmarkId::new("f32", format!("{name}:{}", kt.names.pw_f32)),
             |b| b.iter(|| (kt.pw_f32)(&a, &pf, &epi, 0, m, &mut of)),
         );
+    }
+    for (name, kt) in i8_gemm_tables() {
         let epi = EpiI8 {
             bias: &bi,
             mult: &mult,
@@ -216,6 +224,8 @@ fn bench_dense(c: &mut Criterion) {
                     |b| b.iter(|| kt.conv_wino_f32(&x, &s, &ww, &epi, 0, s.oh(), &mut sw, &mut of)),
                 );
             }
+        }
+        for (name, kt) in i8_gemm_tables() {
             let epi = EpiI8 {
                 bias: &bi,
                 mult: &mult,

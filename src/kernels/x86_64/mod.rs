@@ -1116,11 +1116,13 @@ impl Dequant16 {
     }
 }
 
-/// Which tile shapes the AVX-512 VNNI GEMM uses. The 8×32 tile suits wide layers; when N is
-/// 16 it fills only one register per row, so the weights and the tile's set-up are shared by
-/// just 8 rows. `ByN` picks per layer: 16 rows × 16 channels for N <= 16, 8 rows × 48
-/// channels where that takes fewer column passes than 8×32 (N = 40, 72, ...), 8×32 otherwise.
-/// `Wide` and `Small` force one shape, for the tests and benches.
+/// Which tile shapes the AVX-512 VNNI GEMM uses: 8 rows × 32 channels (two registers a row)
+/// or 16 rows × 16 channels (one register a row, the column blocks walked in turn, A's rows
+/// re-read from L1). Measured on Zen 4 (A/B alternating in one process), 16×16 is the
+/// faster from N = 40 up, by 15–40% (16→40, 40→40, 72→72, 64→128, 288→288, the 64→30 conv),
+/// and for N <= 16 at K = 16; with N <= 16 and a longer K (72→16, 152→16, the stem's K = 36
+/// window, 3×3 16→16) 8 rows are 5–10% faster, the 8×32 tile then running one register a
+/// row. `ByN` picks so; `Wide` and `Small` force one shape, for the tests and benches.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tiles {
     Wide,
@@ -1129,13 +1131,12 @@ enum Tiles {
 }
 
 impl Tiles {
-    /// `(registers per row, rows)` of the tiles covering a layer of `panels` 8-channel panels.
-    fn shape(self, panels: usize) -> (usize, usize) {
+    /// `(registers per row, rows)` of the tiles for `b`.
+    fn shape(self, b: &PackedI8) -> (usize, usize) {
         match self {
-            Tiles::Small => (1, 16),
-            Tiles::ByN if panels <= 2 => (1, 16),
-            Tiles::ByN if panels.div_ceil(6) < panels.div_ceil(4) => (3, 8),
-            _ => (2, 8),
+            Tiles::ByN if b.panels() <= 2 && b.k > 16 => (1, 8),
+            Tiles::Small | Tiles::ByN => (1, 16),
+            Tiles::Wide => (2, 8),
         }
     }
 }
@@ -1303,7 +1304,7 @@ unsafe fn pw_i8_avx512_impl<E>(
     mut store: impl FnMut(&E, __m512i, usize, usize),
 ) {
     let panels = b.panels();
-    let (nz_max, mr_max) = tiles.shape(panels);
+    let (nz_max, mr_max) = tiles.shape(b);
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(mr_max);
@@ -1315,22 +1316,26 @@ unsafe fn pw_i8_avx512_impl<E>(
                 ($mr:literal, $nz:literal) => {{
                     // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers), and
                     // the tile's NZ registers cover np panels, none empty.
-                    let acc = unsafe { tile_i8_avx512::<$mr, $nz>(a, b, bias, m, p, np) };
-                    for z in 0..$nz {
-                        let n0 = (p + 2 * z) * NR;
-                        let e = block(n0);
-                        for (r, acc_r) in acc.iter().enumerate() {
-                            store(&e, acc_r[z], m - m0 + r, n0);
-                        }
+                    unsafe {
+                        tile_i8_avx512::<$mr, $nz, E>(
+                            a,
+                            b,
+                            bias,
+                            (m, m - m0),
+                            p,
+                            np,
+                            &mut block,
+                            &mut store,
+                        )
                     }
                 }};
             }
             macro_rules! arms {
                 ($($m:literal)*; $($s:literal)*) => {
                     match (mr, np.div_ceil(2)) {
-                        $( ($m, 3) => t!($m, 3), ($m, 2) => t!($m, 2), )*
+                        $( ($m, 2) => t!($m, 2), )*
                         $( ($s, _) => t!($s, 1), )*
-                        _ => unreachable!("mr <= 8 for 2-3 registers, <= 16 for one"),
+                        _ => unreachable!("mr <= 8 for 2 registers, <= 16 for one"),
                     }
                 };
             }
@@ -1341,19 +1346,25 @@ unsafe fn pw_i8_avx512_impl<E>(
     }
 }
 
-/// Accumulators of rows `m..m+MR` against the `np` (`2·NZ-1` or `2·NZ`) panels from `p`:
-/// register `z` of a row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if
-/// absent). They start at `bias` (when given) minus the `a + 128` correction.
+/// Rows `m..m+MR` against the `np` (`2·NZ-1` or `2·NZ`) panels from `p`, stored as output
+/// rows from `orow` (see [`pw_i8_avx512_impl`] for `block` and `store`). Register `z` of a
+/// row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent); they start
+/// at `bias` (when given) minus the `a + 128` correction. The epilogue runs here, not in the
+/// caller: the tile is not inlined, and returning the accumulators would send them through
+/// the stack.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
     a: RowsPtr<i8>,
     b: &PackedI8,
     bias: Option<&[i32]>,
-    m: usize,
+    (m, orow): (usize, usize),
     p: usize,
     np: usize,
-) -> [[__m512i; NZ]; MR] {
+    block: &mut impl FnMut(usize) -> E,
+    store: &mut impl FnMut(&E, __m512i, usize, usize),
+) {
     debug_assert!(np.div_ceil(2) == NZ, "{np} panels in {NZ} registers");
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
@@ -1388,7 +1399,13 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
             }
         }
     });
-    acc
+    for z in 0..NZ {
+        let n0 = (p + 2 * z) * NR;
+        let e = block(n0);
+        for (r, acc_r) in acc.iter().enumerate() {
+            store(&e, acc_r[z], orow + r, n0);
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
