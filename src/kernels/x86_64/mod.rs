@@ -1117,12 +1117,12 @@ impl Dequant16 {
 }
 
 /// Which tile shapes the AVX-512 VNNI GEMM uses: 8 rows × 32 channels (two registers a row)
-/// or 16 rows × 16 channels (one register a row, the column blocks walked in turn, A's rows
-/// re-read from L1). Measured on Zen 4 (A/B alternating in one process), 16×16 is the
-/// faster from N = 40 up, by 15–40% (16→40, 40→40, 72→72, 64→128, 288→288, the 64→30 conv),
-/// and for N <= 16 at K = 16; with N <= 16 and a longer K (72→16, 152→16, the stem's K = 36
-/// window, 3×3 16→16) 8 rows are 5–10% faster, the 8×32 tile then running one register a
-/// row. `ByN` picks so; `Wide` and `Small` force one shape, for the tests and benches.
+/// or 16 rows × 16 channels (one register a row, the column blocks walked in turn). When N
+/// is 16 the 8×32 tile fills one register a row, so with a short K its 8 rows amortise the
+/// tile's set-up (weights, start values, epilogue constants) poorly. Measured on Zen 4 (the
+/// families alternating in one process), 16×16 is 11% faster for 16→16 (K = 16) and slower
+/// elsewhere: 5–20% for N = 16 with a longer K (72→16, 152→16, 3×3 16→16), 1.2–2× from
+/// N = 40 up. `ByN` picks so; `Wide` and `Small` force one shape, for the tests and benches.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tiles {
     Wide,
@@ -1134,9 +1134,9 @@ impl Tiles {
     /// `(registers per row, rows)` of the tiles for `b`.
     fn shape(self, b: &PackedI8) -> (usize, usize) {
         match self {
-            Tiles::ByN if b.panels() <= 2 && b.k > 16 => (1, 8),
-            Tiles::Small | Tiles::ByN => (1, 16),
-            Tiles::Wide => (2, 8),
+            Tiles::ByN if b.panels() <= 2 && b.k <= 16 => (1, 16),
+            Tiles::Small => (1, 16),
+            Tiles::Wide | Tiles::ByN => (2, 8),
         }
     }
 }
@@ -1365,7 +1365,10 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
     block: &mut impl FnMut(usize) -> E,
     store: &mut impl FnMut(&E, __m512i, usize, usize),
 ) {
-    debug_assert!(np.div_ceil(2) == NZ, "{np} panels in {NZ} registers");
+    debug_assert!(
+        np.div_ceil(2) == NZ && NZ <= 2 && MR <= 16,
+        "{MR}×{np} panels"
+    );
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
     let flip = _mm512_set1_epi8(i8::MIN);
@@ -1399,13 +1402,23 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
             }
         }
     });
-    for z in 0..NZ {
-        let n0 = (p + 2 * z) * NR;
-        let e = block(n0);
-        for (r, acc_r) in acc.iter().enumerate() {
-            store(&e, acc_r[z], orow + r, n0);
-        }
+    // Spelled out so every index into `acc` is a constant: left as loops (not always
+    // unrolled), they would keep `acc` in memory and spill it on every step of the K loop.
+    macro_rules! rows {
+        ($z:literal; $($r:literal)*) => {
+            if $z < NZ {
+                let n0 = (p + 2 * $z) * NR;
+                let e = block(n0);
+                $(
+                    if let Some(acc_r) = acc.get($r) {
+                        store(&e, acc_r[$z], orow + $r, n0);
+                    }
+                )*
+            }
+        };
     }
+    rows!(0; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    rows!(1; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 }
 
 // ------------------------------------------------------------------------------------------
