@@ -33,12 +33,29 @@ fn tables() -> Vec<(&'static str, Kernels)> {
     v
 }
 
+/// [`tables`] plus the other tile shapes of the chosen int8 GEMM family, for the int8 GEMM
+/// benches (compared in the same run).
+fn i8_gemm_tables() -> Vec<(&'static str, Kernels)> {
+    let mut v = tables();
+    v.extend(
+        Kernels::dot_i8_variants()
+            .into_iter()
+            .skip(1)
+            .map(|k| ("tiles", k)),
+    );
+    v
+}
+
 fn bench_pw(c: &mut Criterion) {
     // MobileFaceNet's largest pointwise layer, and SCRFD-500M's first (K = N = 16 at 320×320:
     // the epilogue and memory traffic weigh as much as the products)
     for (label, m, k, n) in [
         ("pw_56x56x64to128", 56 * 56, 64, 128),
         ("pw_320x320x16to16", 320 * 320, 16, 16),
+        // SCRFD-500M's narrow stages: N = 40 and 72 (one panel past a register boundary)
+        ("pw_160x160x16to40", 160 * 160, 16, 40),
+        ("pw_160x160x40to40", 160 * 160, 40, 40),
+        ("pw_80x80x72to72", 80 * 80, 72, 72),
     ] {
         bench_pw_shape(c, label, m, k, n);
     }
@@ -66,6 +83,8 @@ fn bench_pw_shape(c: &mut Criterion, label: &str, m: usize, k: usize, n: usize) 
             BenchmarkId::new("f32", format!("{name}:{}", kt.names.pw_f32)),
             |b| b.iter(|| (kt.pw_f32)(&a, &pf, &epi, 0, m, &mut of)),
         );
+    }
+    for (name, kt) in i8_gemm_tables() {
         let epi = EpiI8 {
             bias: &bi,
             mult: &mult,
@@ -225,6 +244,8 @@ fn bench_dense(c: &mut Criterion) {
                     |b| b.iter(|| kt.conv_wino_f32(&x, &s, &ww, &epi, 0, s.oh(), &mut sw, &mut of)),
                 );
             }
+        }
+        for (name, kt) in i8_gemm_tables() {
             let epi = EpiI8 {
                 bias: &bi,
                 mult: &mult,

@@ -814,6 +814,20 @@ impl Kernels {
         k
     }
 
+    /// The automatic table once per int8 dot-product GEMM family this CPU can run (tile
+    /// shapes), the one it picks first: benches compare them in one run.
+    pub fn dot_i8_variants() -> Vec<Kernels> {
+        #[allow(unused_mut)]
+        let mut v = vec![Kernels::select(Mode::Auto)];
+        #[cfg(target_arch = "x86_64")]
+        for gemms in x86_64::dot_pw_i8().iter().skip(1) {
+            let mut k = v[0];
+            gemms.install(&mut k);
+            v.push(k);
+        }
+        v
+    }
+
     /// `"mode=Auto pw_f32=avx2_pw_f32_6x16 pw_i8=... ..."`.
     pub fn describe(&self) -> String {
         let n = &self.names;

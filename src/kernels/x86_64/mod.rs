@@ -155,15 +155,7 @@ pub(crate) fn dw_i8_variants() -> Vec<(&'static str, DwI8Fn)> {
 pub(crate) fn dot_pw_i8() -> Vec<I8Gemms> {
     let mut v = Vec::new();
     if has_avx512_vnni() {
-        v.push(I8Gemms {
-            name: "avx512vnni_pw_i8_8x32",
-            name_f32: "avx512vnni_pw_i8_f32_8x32",
-            pw: avx512vnni_pw_i8_8x32,
-            acc: avx512vnni_pw_i8_acc_8x32,
-            pw_f32: avx512vnni_pw_i8_f32_8x32,
-            window: avx512vnni_window_i8_8x32,
-            window_f32: avx512vnni_window_i8_f32_8x32,
-        });
+        v.extend([AVX512_I8, AVX512_I8_8X32, AVX512_I8_16X16]);
     }
     if has_avx_vnni() {
         v.push(I8Gemms {
@@ -1019,42 +1011,6 @@ fn has_avx512_vnni() -> bool {
     has_avx512bw() && std::is_x86_feature_detected!("avx512vnni")
 }
 
-/// Requantises the 16 accumulators of channels `n0..` of output row `orow` and stores the
-/// channels that exist (`< n`) with one masked byte store.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
-#[inline]
-unsafe fn store_requant16(
-    acc: __m512i,
-    epi: &EpiI8,
-    out: &mut [i8],
-    orow: usize,
-    n0: usize,
-    n: usize,
-) {
-    let cnt = (n - n0).min(16);
-    // SAFETY: channels n0..n0+cnt are < n: inside the epilogue vectors and the output row.
-    requant16(acc, epi, n0, cnt, out.as_mut_ptr().add(orow * n + n0));
-}
-
-/// Dequantises the 16 accumulators of channels `n0..` of output row `orow` to f32 and stores
-/// the channels that exist (`< n`) with one masked store.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
-#[inline]
-unsafe fn store_dequant16(
-    acc: __m512i,
-    epi: &EpiI8,
-    out: &mut [f32],
-    orow: usize,
-    n0: usize,
-    n: usize,
-) {
-    let cnt = (n - n0).min(16);
-    let m: __mmask16 = ((1u32 << cnt) - 1) as u16;
-    // SAFETY: channels n0..n0+cnt are < n: inside the epilogue and the output row.
-    let v = dequant16(acc, epi, n0, m);
-    _mm512_mask_storeu_ps(out.as_mut_ptr().add(orow * n + n0), m, v);
-}
-
 /// `act((acc + bias) · mult)` of 16 accumulators of channels `c0..`, lanes outside `m` zero.
 ///
 /// # Safety
@@ -1096,114 +1052,356 @@ unsafe fn requant16(acc: __m512i, epi: &EpiI8, c0: usize, cnt: usize, dst: *mut 
     _mm_mask_storeu_epi8(dst, m, q);
 }
 
-gemm_entries! {
-    /// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`; microkernel 8×32.
-    /// The same scheme as [`vnni_pw_i8_6x16`] on registers twice as wide (each holds two packed
-    /// panels), and twice as many of them, so a tile covers 8 rows × 4 panels.
-    avx512vnni_pw_i8_8x32 / avx512vnni_window_i8_8x32: i8, PackedI8, epi: &EpiI8 => i8;
-    group 4, has_avx512_vnni, "AVX-512 VNNI";
-    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-        store_requant16(acc, epi, out, orow, n0, b.n)
-    })
+/// Lanes `0..min(16, n - n0)`: the channels of a 16-channel block from `n0` that exist.
+#[inline(always)]
+fn lanes16(n0: usize, n: usize) -> __mmask16 {
+    ((1u32 << (n - n0).min(16)) - 1) as u16
 }
 
-gemm_entries! {
-    /// int8 GEMM on AVX-512 VNNI with the f32 epilogue `act((acc + bias) · mult)`, rows
-    /// `[m0,m1)`.
-    avx512vnni_pw_i8_f32_8x32 / avx512vnni_window_i8_f32_8x32: i8, PackedI8, epi: &EpiI8 => f32;
-    group 4, has_avx512_vnni, "AVX-512 VNNI";
-    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-        store_dequant16(acc, epi, out, orow, n0, b.n)
-    })
+/// The f32 epilogue of one 16-channel block of the GEMM tiles, `act(acc · mult)` (the tiles
+/// start their accumulators at the bias), with its per-channel constants loaded once per
+/// tile rather than once per row: small-K layers are epilogue-bound. The activation's clamps
+/// are merged with the requantising clamp to ±127 (`lo`/`hi`), so a row costs a convert, a
+/// multiply and two bounds (plus a masked multiply for PReLU).
+#[derive(Clone, Copy)]
+struct Dequant16 {
+    mult: __m512,
+    lo: __m512,
+    hi: __m512,
+    /// PReLU's slopes.
+    alpha: Option<__m512>,
+    m: __mmask16,
 }
 
-gemm_entries! {
-    /// int8 GEMM on AVX-512 VNNI, raw i32 accumulators, rows `[m0,m1)`.
-    avx512vnni_pw_i8_acc_8x32: i8, PackedI8 => i32;
-    group 4, has_avx512_vnni, "AVX-512 VNNI";
-    |a, b, m0, m1, out| pw_i8_avx512_impl(a, b, m0, m1, |acc, orow, n0| {
-        store_acc(_mm512_castsi512_si256(acc), out, orow, n0, b.n);
-        if n0 + NR < b.n {
-            store_acc(_mm512_extracti64x4_epi64::<1>(acc), out, orow, n0 + NR, b.n);
+impl Dequant16 {
+    /// The constants of channels `n0..` of `epi`; `sat`: also clamp to ±127 (int8 output).
+    ///
+    /// # Safety
+    /// `epi` has `n` channels (checked by the entry point).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn new(epi: &EpiI8, n0: usize, n: usize, sat: bool) -> Self {
+        let m = lanes16(n0, n);
+        let lim = if sat { 127.0 } else { f32::INFINITY };
+        let (lo, hi, alpha) = match epi.act {
+            Act::None => (-lim, lim, None),
+            Act::Relu => (0.0, lim, None),
+            Act::Relu6(h) => (0.0, h.clamp(-lim, lim), None),
+            Act::PRelu(al) => (
+                -lim,
+                lim,
+                Some(_mm512_maskz_loadu_ps(m, al.as_ptr().add(n0))),
+            ),
+        };
+        Dequant16 {
+            mult: _mm512_maskz_loadu_ps(m, epi.mult.as_ptr().add(n0)),
+            lo: _mm512_set1_ps(lo),
+            hi: _mm512_set1_ps(hi),
+            alpha,
+            m,
         }
-    })
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn apply(&self, acc: __m512i) -> __m512 {
+        let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), self.mult);
+        if let Some(al) = self.alpha {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            v = _mm512_mask_mul_ps(v, neg, v, al);
+        }
+        _mm512_min_ps(_mm512_max_ps(v, self.lo), self.hi)
+    }
+
+    /// Stores the block's channels of one row as f32.
+    ///
+    /// # Safety
+    /// `dst` has room for the block's channels.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn store_f32(&self, acc: __m512i, dst: *mut f32) {
+        _mm512_mask_storeu_ps(dst, self.m, self.apply(acc));
+    }
+
+    /// Stores the block's channels of one row requantised (built with `sat`, so the values
+    /// are within ±127 before the conversion).
+    ///
+    /// # Safety
+    /// `dst` has room for the block's channels.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn store_i8(&self, acc: __m512i, dst: *mut i8) {
+        let q = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(self.apply(acc)));
+        _mm_mask_storeu_epi8(dst, self.m, q);
+    }
 }
 
+/// Which tile shapes the AVX-512 VNNI GEMM uses: 8 rows × 32 channels (two registers a row)
+/// or 16 rows × 16 channels (one register a row, the column blocks walked in turn). When N
+/// is 16 the 8×32 tile fills one register a row, so with a short K its 8 rows amortise the
+/// tile's set-up (weights, start values, epilogue constants) poorly. Measured on Zen 4 (the
+/// families alternating in one process), 16×16 is 11% faster for 16→16 (K = 16) and slower
+/// elsewhere: 5–20% for N = 16 with a longer K (72→16, 152→16, 3×3 16→16), 1.2–2× from
+/// N = 40 up. `ByN` picks so; `Wide` and `Small` force one shape, for the tests and benches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tiles {
+    Wide,
+    Small,
+    ByN,
+}
+
+impl Tiles {
+    /// `(registers per row, rows)` of the tiles for `b`.
+    fn shape(self, b: &PackedI8) -> (usize, usize) {
+        match self {
+            Tiles::ByN if b.panels() <= 2 && b.k <= 16 => (1, 16),
+            Tiles::Small => (1, 16),
+            Tiles::Wide | Tiles::ByN => (2, 8),
+        }
+    }
+}
+
+/// Declares one AVX-512 VNNI GEMM family (the three epilogues, plain and window entries, and
+/// its [`I8Gemms`] constant) over the tile choice `$tiles`.
+macro_rules! avx512_family {
+    (
+        $(#[$doc:meta])*
+        $gemms:ident, $tiles:expr;
+        $pw:ident / $window:ident, $pw_f32:ident / $window_f32:ident, $acc:ident
+    ) => {
+        gemm_entries! {
+            $(#[$doc])*
+            $pw / $window: i8, PackedI8, epi: &EpiI8 => i8;
+            group 4, has_avx512_vnni, "AVX-512 VNNI";
+            |a, b, m0, m1, out| avx512_requant(a, b, epi, m0, m1, out, $tiles)
+        }
+        gemm_entries! {
+            #[doc = concat!("[`", stringify!($pw), "`] with the f32 epilogue ",
+                "`act((acc + bias) · mult)`.")]
+            $pw_f32 / $window_f32: i8, PackedI8, epi: &EpiI8 => f32;
+            group 4, has_avx512_vnni, "AVX-512 VNNI";
+            |a, b, m0, m1, out| avx512_dequant(a, b, epi, m0, m1, out, $tiles)
+        }
+        gemm_entries! {
+            #[doc = concat!("[`", stringify!($pw), "`] with raw i32 accumulators.")]
+            $acc: i8, PackedI8 => i32;
+            group 4, has_avx512_vnni, "AVX-512 VNNI";
+            |a, b, m0, m1, out| avx512_acc(a, b, m0, m1, out, $tiles)
+        }
+        const $gemms: I8Gemms = I8Gemms {
+            name: stringify!($pw),
+            name_f32: stringify!($pw_f32),
+            pw: $pw,
+            acc: $acc,
+            pw_f32: $pw_f32,
+            window: $window,
+            window_f32: $window_f32,
+        };
+    };
+}
+
+avx512_family! {
+    /// int8 GEMM with requantising epilogue on AVX-512 VNNI, rows `[m0,m1)`, the tile shape
+    /// picked by N ([`Tiles::ByN`]). The same scheme as [`vnni_pw_i8_6x16`] on registers twice
+    /// as wide (each holds two packed panels), and twice as many of them.
+    AVX512_I8, Tiles::ByN;
+    avx512vnni_pw_i8_auto / avx512vnni_window_i8_auto,
+    avx512vnni_pw_i8_f32_auto / avx512vnni_window_i8_f32_auto,
+    avx512vnni_pw_i8_acc_auto
+}
+
+avx512_family! {
+    /// [`avx512vnni_pw_i8_auto`] with 8×32 tiles only.
+    AVX512_I8_8X32, Tiles::Wide;
+    avx512vnni_pw_i8_8x32 / avx512vnni_window_i8_8x32,
+    avx512vnni_pw_i8_f32_8x32 / avx512vnni_window_i8_f32_8x32,
+    avx512vnni_pw_i8_acc_8x32
+}
+
+avx512_family! {
+    /// [`avx512vnni_pw_i8_auto`] with 16×16 tiles only.
+    AVX512_I8_16X16, Tiles::Small;
+    avx512vnni_pw_i8_16x16 / avx512vnni_window_i8_16x16,
+    avx512vnni_pw_i8_f32_16x16 / avx512vnni_window_i8_f32_16x16,
+    avx512vnni_pw_i8_acc_16x16
+}
+
+/// The requantising epilogue over [`pw_i8_avx512_impl`] (one copy shared by the families).
+///
+/// # Safety
+/// The entry point's checks hold.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-unsafe fn pw_i8_avx512_impl(
+#[inline(never)]
+unsafe fn avx512_requant(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [i8],
+    tiles: Tiles,
+) {
+    let (n, dst) = (b.n, out.as_mut_ptr());
+    pw_i8_avx512_impl(
+        a,
+        b,
+        Some(epi.bias),
+        (m0, m1),
+        tiles,
+        |n0| Dequant16::new(epi, n0, n, true),
+        // SAFETY: row `orow` of the output and the block's channels exist.
+        |e, acc, orow, n0| unsafe { e.store_i8(acc, dst.add(orow * n + n0)) },
+    );
+}
+
+/// The f32 epilogue over [`pw_i8_avx512_impl`].
+///
+/// # Safety
+/// The entry point's checks hold.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(never)]
+unsafe fn avx512_dequant(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    epi: &EpiI8,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+    tiles: Tiles,
+) {
+    let (n, dst) = (b.n, out.as_mut_ptr());
+    pw_i8_avx512_impl(
+        a,
+        b,
+        Some(epi.bias),
+        (m0, m1),
+        tiles,
+        |n0| Dequant16::new(epi, n0, n, false),
+        // SAFETY: row `orow` of the output and the block's channels exist.
+        |e, acc, orow, n0| unsafe { e.store_f32(acc, dst.add(orow * n + n0)) },
+    );
+}
+
+/// The raw-accumulator epilogue over [`pw_i8_avx512_impl`]: one masked store per register.
+///
+/// # Safety
+/// The entry point's checks hold.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(never)]
+unsafe fn avx512_acc(
     a: RowsPtr<i8>,
     b: &PackedI8,
     m0: usize,
     m1: usize,
-    mut store: impl FnMut(__m512i, usize, usize),
+    out: &mut [i32],
+    tiles: Tiles,
+) {
+    let (n, dst) = (b.n, out.as_mut_ptr());
+    pw_i8_avx512_impl(
+        a,
+        b,
+        None,
+        (m0, m1),
+        tiles,
+        |n0| lanes16(n0, n),
+        // SAFETY: row `orow` of the output and the block's channels exist.
+        |&m, acc, orow, n0| unsafe { _mm512_mask_storeu_epi32(dst.add(orow * n + n0), m, acc) },
+    );
+}
+
+/// Walks rows `[m0,m1)` in tiles of the shapes `tiles` picks. For each 16-channel block of a
+/// tile, `block(n0)` prepares the epilogue once, then `store(&e, acc, orow, n0)` writes each
+/// row's accumulators (`orow` counted from `m0`). `bias`: start the accumulators at it.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn pw_i8_avx512_impl<E>(
+    a: RowsPtr<i8>,
+    b: &PackedI8,
+    bias: Option<&[i32]>,
+    (m0, m1): (usize, usize),
+    tiles: Tiles,
+    mut block: impl FnMut(usize) -> E,
+    mut store: impl FnMut(&E, __m512i, usize, usize),
 ) {
     let panels = b.panels();
+    let (nz_max, mr_max) = tiles.shape(b);
     let mut m = m0;
     while m < m1 {
-        let mr = (m1 - m).min(8);
+        let mr = (m1 - m).min(mr_max);
         let mut p = 0;
         while p < panels {
-            let left = panels - p;
-            let np = if left >= 4 {
-                4
-            } else if left >= 2 {
-                2
-            } else {
-                1
-            };
+            // whole registers while they last, then the fewest that cover the rest
+            let np = (panels - p).min(2 * nz_max);
             macro_rules! t {
                 ($mr:literal, $nz:literal) => {{
-                    // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers).
-                    let acc = unsafe { tile_i8_avx512::<$mr, $nz>(a, b, m, p, np) };
-                    for r in 0..$mr {
-                        for z in 0..np.div_ceil(2) {
-                            store(acc[r][z], m - m0 + r, (p + 2 * z) * NR);
-                        }
+                    // SAFETY: rows m..m+mr and panels p..p+np exist (checked by callers), and
+                    // the tile's NZ registers cover np panels, none empty.
+                    unsafe {
+                        tile_i8_avx512::<$mr, $nz, E>(
+                            a,
+                            b,
+                            bias,
+                            (m, m - m0),
+                            p,
+                            np,
+                            &mut block,
+                            &mut store,
+                        )
                     }
                 }};
             }
             macro_rules! arms {
-                ($($m:literal)*) => {
-                    match (mr, np) {
-                        $( ($m, 4) => t!($m, 2), ($m, _) => t!($m, 1), )*
-                        _ => unreachable!("mr <= 8"),
+                ($($m:literal)*; $($s:literal)*) => {
+                    match (mr, np.div_ceil(2)) {
+                        $( ($m, 2) => t!($m, 2), )*
+                        $( ($s, _) => t!($s, 1), )*
+                        _ => unreachable!("mr <= 8 for 2 registers, <= 16 for one"),
                     }
                 };
             }
-            arms!(1 2 3 4 5 6 7 8);
+            arms!(1 2 3 4 5 6 7 8; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
             p += np;
         }
         m += mr;
     }
 }
 
-/// Accumulators of rows `m..m+MR` against the `np` (<= 2·NZ) panels from `p`: register `z`
-/// of a row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent).
+/// Rows `m..m+MR` against the `np` (`2·NZ-1` or `2·NZ`) panels from `p`, stored as output
+/// rows from `orow` (see [`pw_i8_avx512_impl`] for `block` and `store`). Register `z` of a
+/// row holds panels `p+2z` (low half) and `p+2z+1` (high half; zero if absent); they start
+/// at `bias` (when given) minus the `a + 128` correction. The epilogue runs here, not in the
+/// caller: the tile is not inlined, and returning the accumulators would send them through
+/// the stack.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
     a: RowsPtr<i8>,
     b: &PackedI8,
-    m: usize,
+    bias: Option<&[i32]>,
+    (m, orow): (usize, usize),
     p: usize,
     np: usize,
-) -> [[__m512i; NZ]; MR] {
+    block: &mut impl FnMut(usize) -> E,
+    store: &mut impl FnMut(&E, __m512i, usize, usize),
+) {
+    debug_assert!(
+        np.div_ceil(2) == NZ && NZ <= 2 && MR <= 16,
+        "{MR}×{np} panels"
+    );
     let panel_len = b.groups() * NR * 4;
     let bp = b.data.as_ptr().add(p * panel_len);
     let flip = _mm512_set1_epi8(i8::MIN);
-    // lanes of the panels that exist: all 16, or the low 8 when the high panel is absent
-    let mask = |z: usize| -> __mmask16 {
-        if 2 * z + 1 < np {
-            0xFFFF
-        } else {
-            0x00FF
-        }
-    };
     let mut init = [_mm512_setzero_si512(); NZ];
     for (z, v) in init.iter_mut().enumerate() {
-        let ws = _mm512_maskz_loadu_epi32(mask(z), b.wsum.as_ptr().add((p + 2 * z) * NR));
-        *v = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(ws));
+        let n0 = (p + 2 * z) * NR;
+        let lanes = lanes16(n0, b.n);
+        let ws = _mm512_maskz_loadu_epi32(lanes, b.wsum.as_ptr().add(n0));
+        let start = match bias {
+            Some(bias) => _mm512_maskz_loadu_epi32(lanes, bias.as_ptr().add(n0)),
+            None => _mm512_setzero_si512(),
+        };
+        *v = _mm512_sub_epi32(start, _mm512_slli_epi32::<7>(ws));
     }
     let mut acc = [init; MR];
     a.for_each_group::<MR>(m, |g, a4| {
@@ -1224,7 +1422,23 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize>(
             }
         }
     });
-    acc
+    // Spelled out so every index into `acc` is a constant: left as loops (not always
+    // unrolled), they would keep `acc` in memory and spill it on every step of the K loop.
+    macro_rules! rows {
+        ($z:literal; $($r:literal)*) => {
+            if $z < NZ {
+                let n0 = (p + 2 * $z) * NR;
+                let e = block(n0);
+                $(
+                    if let Some(acc_r) = acc.get($r) {
+                        store(&e, acc_r[$z], orow + $r, n0);
+                    }
+                )*
+            }
+        };
+    }
+    rows!(0; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    rows!(1; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 }
 
 // ------------------------------------------------------------------------------------------
