@@ -8,8 +8,9 @@
 //! - The table of kernels ([`Kernels`]) is chosen once at start-up ([`kernels`], a
 //!   `OnceLock`): start from the portable `generic` table, then the ISA module of the running
 //!   CPU replaces the entries it implements after run-time feature detection. One binary runs
-//!   on a Pi 4 (ARMv8.0) and uses `sdot` on a Pi 5. `FACEGATE_KERNELS=generic|nodotprod|auto`
-//!   forces a path so they can be compared on one machine.
+//!   on a Pi 4 (ARMv8.0) and uses `sdot` and, for f16 model files, f16 arithmetic
+//!   ([`F16Kernels`]) on a Pi 5. `FACEGATE_KERNELS=generic|nodotprod|auto` forces a path so
+//!   they can be compared on one machine (`nodotprod`: no ARMv8.2 extension at all).
 //! - Every kernel is single-threaded over a range (GEMM rows `[m0,m1)` or output rows
 //!   `[y0,y1)`) and writes only that range of the output, so the caller splits work across
 //!   threads with `chunks_mut`.
