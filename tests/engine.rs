@@ -167,3 +167,45 @@ fn f16_file_round_trips() {
         }
     }
 }
+
+/// The f16 model on the kernels the CPU selects for it: f16 arithmetic where the CPU has
+/// it (aarch64 FEAT_FP16, e.g. under `QEMU_CPU=max`), else its weights widened to f32.
+/// Embeddings of 20 LFW crops against the f32 model's on the same fast engine; the
+/// fidelity criterion is a cosine of at least 0.9995 (MobileFaceNet-512).
+#[test]
+fn mobilefacenet_f16_kernels_against_f32() {
+    let crops = read_f32(&refs().join("rec/crops.f32"));
+    let path = model("mobilefacenet_512");
+    let f32_model = MobileFaceNet::load_with(&path, &LoadOptions::fast(2)).unwrap();
+    let f16_model = MobileFaceNet::load_with(
+        &path,
+        &LoadOptions {
+            precision: Some(Precision::F16),
+            ..LoadOptions::fast(2)
+        },
+    )
+    .unwrap();
+    eprintln!("kernels: {}", facegate::kernels::kernels().describe());
+    let plane = 112 * 112;
+    let (mut worst, mut sum, mut n) = (1f32, 0f32, 0);
+    let (mut e32, mut e16) = (Vec::new(), Vec::new());
+    for crop in crops.chunks_exact(3 * plane).take(20) {
+        // NCHW crop to the NHWC the pipeline feeds
+        let fill = &mut |d: &mut [f32]| {
+            for (i, px) in d.chunks_exact_mut(3).enumerate() {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = crop[c * plane + i];
+                }
+            }
+        };
+        f32_model.forward_nhwc(fill, &mut e32).unwrap();
+        f16_model.forward_nhwc(fill, &mut e16).unwrap();
+        let c = cosine(&e32, &e16);
+        (worst, sum, n) = (worst.min(c), sum + c, n + 1);
+    }
+    eprintln!(
+        "mobilefacenet_512 f16 vs f32, {n} crops: worst cosine {worst:.7}, mean {:.7}",
+        sum / n as f32
+    );
+    assert!(worst >= 0.9995, "f16 vs f32: {worst}");
+}

@@ -13,7 +13,7 @@
 
 use super::layers::{ConvLayer, ConvWeights, Layer, QuantConv};
 use crate::graph::{Act, Graph, Op, ValueId};
-use crate::kernels::{pack_pw_f32, pack_pw_i8, unpack_pw_f32, unpack_pw_i8};
+use crate::kernels::{pack_pw, pack_pw_i8, unpack_pw, unpack_pw_i8};
 
 /// One group of sibling convolutions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,23 +37,24 @@ pub(crate) fn find(graph: &Graph, layers: &[Layer], keep: &[ValueId]) -> Vec<Sib
     for op in &graph.ops {
         op.inputs().into_iter().for_each(|v| read[v] = true);
     }
-    // (input, kernel, stride, pad, int8) -> op indices
-    type Key = (ValueId, usize, usize, usize, bool);
+    // (input, kernel, stride, pad, weights kind) -> op indices
+    type Key = (ValueId, usize, usize, usize, &'static str);
     let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
     for (i, (op, layer)) in graph.ops.iter().zip(layers).enumerate() {
         let (Op::Conv { input, act, .. }, Layer::Conv(c)) = (op, layer) else {
             continue;
         };
-        let int8 = match c.weights {
-            ConvWeights::Dense(_) => false,
-            ConvWeights::DenseI8(_) => true,
+        let kind = match c.weights {
+            ConvWeights::Dense(_) | ConvWeights::DenseF16(_) | ConvWeights::DenseI8(_) => {
+                c.weights.kind()
+            }
             _ => continue,
         };
         let v = i + 1;
         if *act != Act::None || read[v] || !keep.contains(&v) {
             continue;
         }
-        let key = (*input, c.kernel, c.stride, c.pad, int8);
+        let key = (*input, c.kernel, c.stride, c.pad, kind);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, ops)) => ops.push(i),
             None => groups.push((key, vec![i])),
@@ -87,11 +88,21 @@ pub(crate) fn fuse(members: &[&ConvLayer]) -> ConvLayer {
             let all: Vec<f32> = members
                 .iter()
                 .flat_map(|c| match &c.weights {
-                    ConvWeights::Dense(w) => unpack_pw_f32(w),
+                    ConvWeights::Dense(w) => unpack_pw(w),
                     _ => unreachable!("siblings share their kind"),
                 })
                 .collect();
-            ConvWeights::Dense(pack_pw_f32(&all, total, w.k))
+            ConvWeights::Dense(pack_pw(&all, total, w.k))
+        }
+        ConvWeights::DenseF16(w) => {
+            let all: Vec<half::f16> = members
+                .iter()
+                .flat_map(|c| match &c.weights {
+                    ConvWeights::DenseF16(w) => unpack_pw(w),
+                    _ => unreachable!("siblings share their kind"),
+                })
+                .collect();
+            ConvWeights::DenseF16(pack_pw(&all, total, w.k))
         }
         ConvWeights::DenseI8(w) => {
             let all: Vec<i8> = members

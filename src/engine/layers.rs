@@ -6,9 +6,10 @@ use crate::error::{Error, Result};
 use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
-    self, generic, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw, pack_dw_i8,
-    pack_pw_f32, pack_pw_i8, pack_wino_from_conv, sat_i8, wino_scratch_len, ConvShape, EpiF32,
-    EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PackedWino,
+    self, generic, pack_conv_f16, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw,
+    pack_dw_i8, pack_pw_f16, pack_pw_f32, pack_pw_i8, pack_wino_from_conv, sat_i8,
+    wino_scratch_len, ConvShape, EpiF32, EpiI8, F16Kernels, Kernels, PackedDwF16, PackedDwF32,
+    PackedDwI8, PackedF16, PackedF32, PackedI8, PackedWino,
 };
 
 /// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
@@ -34,6 +35,11 @@ pub(crate) enum ConvWeights {
     PointwiseI8(PackedI8),
     DenseI8(PackedI8),
     DepthwiseI8(PackedDwI8),
+    /// The same three on f16 weights run with f16 arithmetic (an f16 model file on a CPU
+    /// with [`F16Kernels`]; depthwise 3×3 only).
+    PointwiseF16(PackedF16),
+    DenseF16(PackedF16),
+    DepthwiseF16(PackedDwF16),
 }
 
 impl ConvWeights {
@@ -46,18 +52,21 @@ impl ConvWeights {
             ConvWeights::PointwiseI8(_) => "pw_i8",
             ConvWeights::DenseI8(_) => "conv_i8",
             ConvWeights::DepthwiseI8(_) => "dw_i8",
+            ConvWeights::PointwiseF16(_) => "pw_f16",
+            ConvWeights::DenseF16(_) => "conv_f16",
+            ConvWeights::DepthwiseF16(_) => "dw_f16",
         }
     }
     pub fn is_depthwise(&self) -> bool {
         matches!(
             self,
-            ConvWeights::Depthwise(_) | ConvWeights::DepthwiseI8(_)
+            ConvWeights::Depthwise(_) | ConvWeights::DepthwiseI8(_) | ConvWeights::DepthwiseF16(_)
         )
     }
     pub fn is_pointwise(&self) -> bool {
         matches!(
             self,
-            ConvWeights::Pointwise(_) | ConvWeights::PointwiseI8(_)
+            ConvWeights::Pointwise(_) | ConvWeights::PointwiseI8(_) | ConvWeights::PointwiseF16(_)
         )
     }
 }
@@ -219,6 +228,20 @@ impl Layer {
                         q: Some(q),
                     })));
                 }
+                if let Some(weights) = f16_weights(file, name, kernels, cin, cout, k, op)? {
+                    return Ok(Layer::Conv(Box::new(ConvLayer {
+                        cin,
+                        cout,
+                        kernel: k,
+                        stride: *stride,
+                        pad: *pad,
+                        weights,
+                        bias,
+                        alpha,
+                        act: *act,
+                        q: None,
+                    })));
+                }
                 let w = file.tensor_f32(&format!("{name}.weight"))?;
                 let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
                     ConvWeights::Pointwise(pack_pw_f32(&w, cout, cin))
@@ -250,6 +273,43 @@ impl Layer {
             Op::AvgPool2x { .. } => Layer::AvgPool2x,
         })
     }
+}
+
+/// The weights of conv `op` packed as f16 for the f16 kernels, where the file stores them as
+/// f16 and `kernels` has f16 arithmetic; `None` otherwise (they are then widened to f32).
+/// Depthwise convs other than 3×3 also stay f32: the f16 kernels have only the 3×3 filter.
+fn f16_weights(
+    file: &ModelFile,
+    name: &str,
+    kernels: &Kernels,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    op: &Op,
+) -> Result<Option<ConvWeights>> {
+    let Op::Conv {
+        stride,
+        pad,
+        groups,
+        ..
+    } = op
+    else {
+        return Ok(None);
+    };
+    let key = format!("{name}.weight");
+    let w = match (&kernels.f16, file.tensors.get(&key).map(|t| &t.values)) {
+        (Some(_), Some(TensorValues::F16(w))) => w,
+        _ => return Ok(None),
+    };
+    Ok(if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
+        Some(ConvWeights::PointwiseF16(pack_pw_f16(w, cout, cin)))
+    } else if *groups == 1 {
+        Some(ConvWeights::DenseF16(pack_conv_f16(w, cout, cin, k, k)))
+    } else if *groups == cin && *groups == cout && k == 3 {
+        Some(ConvWeights::DepthwiseF16(pack_dw(w, cout, k)))
+    } else {
+        None
+    })
 }
 
 /// The value a named convolution produces.
@@ -285,7 +345,9 @@ impl ConvLayer {
     pub fn scratch_len(&self, input: Shape) -> usize {
         let s = self.shape(input);
         match &self.weights {
-            ConvWeights::Dense(_) | ConvWeights::DenseI8(_) => s.im2col_len(),
+            ConvWeights::Dense(_) | ConvWeights::DenseI8(_) | ConvWeights::DenseF16(_) => {
+                s.im2col_len()
+            }
             ConvWeights::Winograd(_) => wino_scratch_len(&s),
             _ => 0,
         }
@@ -298,17 +360,23 @@ impl ConvLayer {
     /// Switches an f32 3×3 stride-1 dense conv to Winograd F(4,3) where that is faster
     /// than im2col + GEMM: enough input and output channels that the 36 GEMMs stay
     /// efficient and the transforms are paid back.
+    ///
+    /// f16 weights too, widened: Winograd's 4× fewer multiplications beat the 2× of f16
+    /// arithmetic, and its transforms would lose more precision in f16.
     pub fn use_winograd(&mut self) {
-        let ConvWeights::Dense(w) = &self.weights else {
-            return;
-        };
         let s = self.shape([8, 8, self.cin]);
-        if kernels::wino_supports(&s)
+        if !(kernels::wino_supports(&s)
             && self.cin >= WINO_MIN_CHANNELS
-            && self.cout >= WINO_MIN_CHANNELS
+            && self.cout >= WINO_MIN_CHANNELS)
         {
-            self.weights = ConvWeights::Winograd(pack_wino_from_conv(w, self.cin));
+            return;
         }
+        let packed = match &self.weights {
+            ConvWeights::Dense(w) => pack_wino_from_conv(w, self.cin),
+            ConvWeights::DenseF16(w) => pack_wino_from_conv(&w.widen(), self.cin),
+            _ => return,
+        };
+        self.weights = ConvWeights::Winograd(packed);
     }
 
     /// Computes output rows `[r0, r1)` — pixels for a pointwise conv, image rows otherwise.
@@ -337,6 +405,21 @@ impl ConvLayer {
                 k.conv_wino_f32(x, &self.shape(input), w, &epi, r0, r1, scratch, out)
             }
             ConvWeights::Depthwise(w) => (k.dw_f32)(x, &self.shape(input), w, &epi, r0, r1, out),
+            ConvWeights::PointwiseF16(w) => (f16_of(k).pw)(x, w, &epi, r0, r1, out),
+            ConvWeights::DenseF16(w) => Kernels::conv_f16(
+                f16_of(k),
+                x,
+                &self.shape(input),
+                w,
+                &epi,
+                r0,
+                r1,
+                scratch,
+                out,
+            ),
+            ConvWeights::DepthwiseF16(w) => {
+                (f16_of(k).dw3x3)(x, &self.shape(input), w, &epi, r0, r1, out)
+            }
             _ => unreachable!("int8 weights run through run_i8"),
         }
         if let Some((lo, hi)) = clamp {
@@ -493,6 +576,13 @@ impl ConvLayer {
             _ => unreachable!("checked by has_f32_output"),
         }
     }
+}
+
+/// The f16 kernels of the table that packed f16 weights (the same table runs them).
+fn f16_of(k: &Kernels) -> &F16Kernels {
+    k.f16
+        .as_ref()
+        .expect("f16 weights are packed only for a table with f16 kernels")
 }
 
 /// `act` applied in place on int8 values of scale `s` (for additions).

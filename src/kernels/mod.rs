@@ -8,8 +8,9 @@
 //! - The table of kernels ([`Kernels`]) is chosen once at start-up ([`kernels`], a
 //!   `OnceLock`): start from the portable `generic` table, then the ISA module of the running
 //!   CPU replaces the entries it implements after run-time feature detection. One binary runs
-//!   on a Pi 4 (ARMv8.0) and uses `sdot` on a Pi 5. `FACEGATE_KERNELS=generic|nodotprod|auto`
-//!   forces a path so they can be compared on one machine.
+//!   on a Pi 4 (ARMv8.0) and uses `sdot` and, for f16 model files, f16 arithmetic
+//!   ([`F16Kernels`]) on a Pi 5. `FACEGATE_KERNELS=generic|nodotprod|auto` forces a path so
+//!   they can be compared on one machine (`nodotprod`: no ARMv8.2 extension at all).
 //! - Every kernel is single-threaded over a range (GEMM rows `[m0,m1)` or output rows
 //!   `[y0,y1)`) and writes only that range of the output, so the caller splits work across
 //!   threads with `chunks_mut`.
@@ -143,20 +144,35 @@ pub fn sat_i8(x: f32) -> i8 {
 // Packed weights
 // ------------------------------------------------------------------------------------------
 
-/// GEMM weights `[K × N]` packed for f32 (pointwise and im2col'd dense convs).
+/// GEMM weights `[K × N]` packed in panels (pointwise and im2col'd dense convs), f32 or f16.
 ///
-/// Layout: `ceil(N/8)` panels of 8 output channels; panel `p` holds `K` rows of 8 floats:
-/// `data[(p*K + k)*8 + j] = w[n = 8p + j][k]`; channels `n >= N` are zero.
+/// Layout: `ceil(N/8)` panels of 8 output channels; panel `p` holds `K` rows of 8 values:
+/// `data[(p*K + k)*8 + j] = w[n = 8p + j][k]`; channels `n >= N` are zero. One f16 row is
+/// then exactly one 128-bit vector (`.8h`), one f32 row two.
 #[derive(Clone, Debug)]
-pub struct PackedF32 {
+pub struct PackedPanels<T> {
     pub k: usize,
     pub n: usize,
-    pub data: Vec<f32>,
+    pub data: Vec<T>,
 }
+pub type PackedF32 = PackedPanels<f32>;
+/// f16 weights kept as f16, for the kernels with f16 arithmetic ([`F16Kernels`]).
+pub type PackedF16 = PackedPanels<half::f16>;
 
-impl PackedF32 {
+impl<T> PackedPanels<T> {
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)
+    }
+}
+
+impl PackedF16 {
+    /// The same weights widened to f32 (exact), for the f32 kernels (Winograd).
+    pub fn widen(&self) -> PackedF32 {
+        PackedF32 {
+            k: self.k,
+            n: self.n,
+            data: self.data.iter().map(|x| x.to_f32()).collect(),
+        }
     }
 }
 
@@ -205,9 +221,20 @@ pub struct PackedDw<T> {
 pub const DW_PAIR_PAD: usize = 32;
 pub type PackedDwF32 = PackedDw<f32>;
 pub type PackedDwI8 = PackedDw<i8>;
+pub type PackedDwF16 = PackedDw<half::f16>;
 
 /// Pack pointwise weights given as `[N][K]` row-major (ONNX/PyTorch `[Cout][Cin][1][1]`).
 pub fn pack_pw_f32(w: &[f32], n: usize, k: usize) -> PackedF32 {
+    pack_pw(w, n, k)
+}
+
+/// [`pack_pw_f32`] keeping f16 weights as f16.
+pub fn pack_pw_f16(w: &[half::f16], n: usize, k: usize) -> PackedF16 {
+    pack_pw(w, n, k)
+}
+
+/// Pack `[N][K]` row-major weights of any element type into panels.
+pub fn pack_pw<T: Copy + Default>(w: &[T], n: usize, k: usize) -> PackedPanels<T> {
     assert_eq!(
         w.len(),
         n * k,
@@ -215,14 +242,14 @@ pub fn pack_pw_f32(w: &[f32], n: usize, k: usize) -> PackedF32 {
         w.len()
     );
     let panels = n.div_ceil(NR);
-    let mut data = vec![0.0f32; panels * k * NR];
+    let mut data = vec![T::default(); panels * k * NR];
     for nn in 0..n {
         let (p, j) = (nn / NR, nn % NR);
         for kk in 0..k {
             data[(p * k + kk) * NR + j] = w[nn * k + kk];
         }
     }
-    PackedF32 { k, n, data }
+    PackedPanels { k, n, data }
 }
 
 /// Pack int8 pointwise weights given as `[N][K]` row-major.
@@ -254,10 +281,10 @@ pub fn pack_pw_i8(w: &[i8], n: usize, k: usize) -> PackedI8 {
     }
 }
 
-/// The `[N][K]` row-major weights a [`PackedF32`] was packed from (to repack, e.g. to fuse
+/// The `[N][K]` row-major weights a [`PackedPanels`] was packed from (to repack, e.g. to fuse
 /// convolutions side by side).
-pub fn unpack_pw_f32(b: &PackedF32) -> Vec<f32> {
-    let mut w = vec![0.0f32; b.n * b.k];
+pub fn unpack_pw<T: Copy + Default>(b: &PackedPanels<T>) -> Vec<T> {
+    let mut w = vec![T::default(); b.n * b.k];
     for nn in 0..b.n {
         let (p, j) = (nn / NR, nn % NR);
         for kk in 0..b.k {
@@ -304,7 +331,12 @@ fn oihw_to_ohwi<T: Copy>(w: &[T], cout: usize, cin: usize, kh: usize, kw: usize)
 
 /// Pack dense conv weights (OIHW) for [`Kernels::conv_f32`]: `K = kh*kw*cin`, order (ky,kx,ci).
 pub fn pack_conv_f32(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedF32 {
-    pack_pw_f32(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
+    pack_pw(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
+}
+
+/// [`pack_conv_f32`] keeping f16 weights as f16 (for [`Kernels::conv_f16`]).
+pub fn pack_conv_f16(w: &[half::f16], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedF16 {
+    pack_pw(&oihw_to_ohwi(w, cout, cin, kh, kw), cout, kh * kw * cin)
 }
 
 /// Pack int8 dense conv weights (OIHW) for [`Kernels::conv_i8`]: `K = kh*kw*cin`, order
@@ -368,20 +400,6 @@ pub fn pack_dw_i8(w: &[i8], c: usize, k: usize) -> PackedDwI8 {
         }
     }
     p
-}
-
-/// f16 weights (the `half` crate): converted to f32 at packing time, f32 arithmetic after.
-pub fn f16_to_f32(w: &[half::f16]) -> Vec<f32> {
-    w.iter().map(|x| x.to_f32()).collect()
-}
-pub fn pack_pw_f16(w: &[half::f16], n: usize, k: usize) -> PackedF32 {
-    pack_pw_f32(&f16_to_f32(w), n, k)
-}
-pub fn pack_conv_f16(w: &[half::f16], cout: usize, cin: usize, kh: usize, kw: usize) -> PackedF32 {
-    pack_conv_f32(&f16_to_f32(w), cout, cin, kh, kw)
-}
-pub fn pack_dw_f16(w: &[half::f16], c: usize, k: usize) -> PackedDwF32 {
-    pack_dw(&f16_to_f32(w), c, k)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -616,18 +634,26 @@ impl<T> RowsPtr<T> {
 // ------------------------------------------------------------------------------------------
 
 /// GEMM with fused epilogue: `a` is `[M × K]` (row-major, `K = packed.k`), computes rows
-/// `[m0,m1)` into `out`, which is `[(m1-m0) × N]`.
-pub type PwF32Fn =
-    fn(a: &[f32], b: &PackedF32, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
+/// `[m0,m1)` into `out`, which is `[(m1-m0) × N]`; f32 activations, weights of type `T`.
+pub type PwPanelsFn<T> =
+    fn(a: &[f32], b: &PackedPanels<T>, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
+/// [`PwPanelsFn`] whose A operand is read in place through a [`WindowRows`] (a conv's
+/// im2col rows over interior pixels, never materialised), rows `[m0,m1)` into `out`.
+pub type WindowPanelsFn<T> = fn(
+    a: &WindowRows<f32>,
+    b: &PackedPanels<T>,
+    epi: &EpiF32,
+    m0: usize,
+    m1: usize,
+    out: &mut [f32],
+);
+pub type PwF32Fn = PwPanelsFn<f32>;
 pub type PwI8Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [i8]);
 /// int8 GEMM with a dequantising epilogue: `out = act((acc + bias) · mult)` as f32, not
 /// rounded (an int8 conv whose output an f32 reader takes: the network's outputs, float
 /// layers of a mixed-precision model).
 pub type PwI8F32Fn = fn(a: &[i8], b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: &mut [f32]);
-/// f32 GEMM whose A operand is read in place through a [`WindowRows`] (a conv's im2col rows
-/// over interior pixels, never materialised), rows `[m0,m1)` into `out`.
-pub type WindowF32Fn =
-    fn(a: &WindowRows<f32>, b: &PackedF32, epi: &EpiF32, m0: usize, m1: usize, out: &mut [f32]);
+pub type WindowF32Fn = WindowPanelsFn<f32>;
 /// int8 GEMM whose A operand is read in place through a [`WindowRowsI8`] (a conv's im2col
 /// rows over interior pixels, never materialised), rows `[m0,m1)` into `out`.
 pub type WindowI8Fn =
@@ -670,6 +696,36 @@ pub type WinoF32Fn = fn(
     scratch: &mut [f32],
     out: &mut [f32],
 );
+/// f32 activations × f16 weights with f16 arithmetic (see [`F16Kernels`]).
+pub type PwF16Fn = PwPanelsFn<half::f16>;
+pub type WindowF16Fn = WindowPanelsFn<half::f16>;
+/// [`DwF32Fn`] on f16 weights, 3×3 filters only (any stride and padding).
+pub type DwF16Fn = fn(
+    input: &[f32],
+    s: &ConvShape,
+    w: &PackedDwF16,
+    epi: &EpiF32,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+);
+
+/// Kernels that compute in f16 (for the layers of an f16 model file) where the CPU has
+/// half-precision arithmetic (aarch64 FEAT_FP16: Cortex-A76/Pi 5, Orin). Activations stay
+/// f32 in the engine's buffers: a kernel converts them to f16 as it loads them, multiplies
+/// and adds in f16, and returns to f32 in the epilogue (bias, activation), so f32 and f16
+/// layers mix freely and the rest of the engine is unchanged. Without such a table an f16
+/// file's weights are widened to f32 at load and run on the f32 kernels.
+#[derive(Clone, Copy)]
+pub struct F16Kernels {
+    pub pw: PwF16Fn,
+    /// Dense convs read in place over interior pixels (im2col + `pw` at the borders).
+    pub window: WindowF16Fn,
+    pub dw3x3: DwF16Fn,
+    pub pw_name: &'static str,
+    pub dw3x3_name: &'static str,
+}
+
 /// `out = a + b` (same length).
 pub type AddF32Fn = fn(a: &[f32], b: &[f32], out: &mut [f32]);
 /// `out = sat(round(a*sa + b*sb))`, `sa = a_scale/out_scale`, `sb = b_scale/out_scale`.
@@ -692,8 +748,10 @@ pub type QuantizeI8Fn = fn(x: &[f32], inv_scale: f32, out: &mut [i8]);
 pub enum Mode {
     /// Portable Rust only.
     Generic,
-    /// SIMD, but no dot-product instructions: NEON without `sdot` on aarch64, AVX2 without
-    /// VNNI (`vpdpbusd`) on x86-64. Lets one machine test both paths.
+    /// SIMD of the baseline ISA only, without the later extensions: NEON without `sdot`
+    /// and without f16 arithmetic on aarch64 (the Pi 4 / ARMv8.0 path; an f16 model then
+    /// runs on f32 kernels), AVX2 without VNNI (`vpdpbusd`) on x86-64. Lets one machine
+    /// test and count both paths.
     NoDotprod,
     /// Everything the CPU has.
     Auto,
@@ -740,6 +798,8 @@ pub struct Kernels {
     pub avgpool2_f32: Pool2F32Fn,
     pub sigmoid_f32: SigmoidF32Fn,
     pub quantize_i8: QuantizeI8Fn,
+    /// f16 arithmetic for f16 model files, where the CPU has it.
+    pub f16: Option<F16Kernels>,
     pub names: KernelNames,
 }
 
@@ -782,6 +842,7 @@ impl Kernels {
             avgpool2_f32: generic::avgpool2_f32,
             sigmoid_f32: generic::sigmoid_f32,
             quantize_i8: generic::quantize_i8,
+            f16: None,
             names: KernelNames {
                 pw_f32: "generic_pw_f32_1x8",
                 pw_i8: "generic_pw_i8_1x8",
@@ -833,8 +894,15 @@ impl Kernels {
         let n = &self.names;
         // in-place windows (the same GEMM tiles) for interior pixels, im2col at the borders
         let window = |has: bool| if has { "window|" } else { "" };
+        let f16 = match &self.f16 {
+            Some(f) => format!(
+                "pw_f16={0} conv_f16=window|im2col+{0} dw3x3_f16={1}",
+                f.pw_name, f.dw3x3_name
+            ),
+            None => "f16=widened_to_f32".into(),
+        };
         format!(
-            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv3x3s1_f32={}+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={}",
+            "mode={:?} pw_f32={} pw_i8={} dw_f32={} dw_i8={} conv_f32={}im2col+{} conv3x3s1_f32={}+{} conv_i8={}im2col+{} pw_i8_f32={} add_f32={} add_i8={} up2_add_f32={} pool2_f32={} sigmoid_f32={} quantize_i8={} {f16}",
             self.mode, n.pw_f32, n.pw_i8, n.dw_f32, n.dw_i8, window(self.window_f32.is_some()), n.pw_f32, n.wino_f32, n.pw_f32, window(self.window_i8.is_some()), n.pw_i8, n.pw_i8_f32, n.add_f32, n.add_i8, n.up2_add_f32, n.pool2_f32, n.sigmoid_f32, n.quantize_i8
         )
     }
@@ -856,6 +924,23 @@ impl Kernels {
     ) {
         let window = self.window_f32;
         generic::conv_f32_with(self.pw_f32, window, input, s, w, epi, y0, y1, scratch, out)
+    }
+
+    /// Dense conv on f16 weights with the f16 kernels `f` (in place over interior pixels,
+    /// im2col at the borders), as [`Kernels::conv_f32`]. `w` from [`pack_conv_f16`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_f16(
+        f: &F16Kernels,
+        input: &[f32],
+        s: &ConvShape,
+        w: &PackedF16,
+        epi: &EpiF32,
+        y0: usize,
+        y1: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        generic::conv_f32_with(f.pw, Some(f.window), input, s, w, epi, y0, y1, scratch, out)
     }
 
     /// Dense 3×3 stride-1 conv by Winograd F(4,3), as [`Kernels::conv_f32`] but with

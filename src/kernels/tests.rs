@@ -736,21 +736,174 @@ fn simd_elementwise_matches_generic() {
     }
 }
 
+fn to_f16(x: &[f32]) -> Vec<half::f16> {
+    x.iter().map(|&v| half::f16::from_f32(v)).collect()
+}
+fn widen(x: &[half::f16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
 #[test]
 fn f16_packing_matches_f32() {
     let mut rng = Rng::new(7);
-    let w: Vec<f32> = rng.vf32(17 * 33);
-    let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let wh = to_f16(&rng.vf32(17 * 33));
+    let w = widen(&wh);
     let p16 = pack_pw_f16(&wh, 17, 33);
-    let p32 = pack_pw_f32(&wh.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), 17, 33);
-    assert_eq!(p16.data, p32.data);
-    for (a, b) in p16.data.iter().zip(pack_pw_f32(&w, 17, 33).data.iter()) {
-        assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()));
-    }
-    let d = pack_dw_f16(&wh[..17 * 9], 17, 3);
-    assert_eq!(d.data.len(), 17 * 9);
+    assert_eq!(widen(&p16.data), pack_pw_f32(&w, 17, 33).data);
+    assert_eq!(p16.widen().data, pack_pw_f32(&w, 17, 33).data);
+    let d = pack_dw(&wh[..17 * 9], 17, 3);
+    assert_eq!(widen(&d.data), pack_dw(&w[..17 * 9], 17, 3).data);
     let c = pack_conv_f16(&wh[..5 * 3 * 9], 5, 3, 3, 3);
     assert_eq!((c.k, c.n), (27, 5));
+    assert_eq!(
+        widen(&c.data),
+        pack_conv_f32(&w[..5 * 3 * 9], 5, 3, 3, 3).data
+    );
+}
+
+/// The f16-arithmetic kernels of the CPU's table (none without FEAT_FP16, or on x86-64).
+fn f16_kernels() -> Option<F16Kernels> {
+    let f = Kernels::select(Mode::Auto).f16;
+    if f.is_none() {
+        eprintln!("SKIPPED: f16 arithmetic kernels (CPU lacks FEAT_FP16 or not aarch64)");
+    }
+    assert!(
+        Kernels::select(Mode::NoDotprod).f16.is_none(),
+        "nodotprod has no f16"
+    );
+    assert!(Kernels::generic().f16.is_none(), "generic has no f16");
+    f
+}
+
+/// Runs a conv case through the f16 kernels `f` as [`run_f32`] does through a table:
+/// pointwise, dense (windows + im2col) or depthwise 3×3, output rows in two calls.
+fn run_f16(
+    f: &F16Kernels,
+    c: &ConvCase,
+    x: &[f32],
+    w_oihw: &[half::f16],
+    bias: &[f32],
+    act: Act,
+) -> Vec<f32> {
+    let s = c.s;
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut out = vec![0.0f32; oh * ow * s.cout];
+    let epi = EpiF32 { bias, act };
+    let split = oh / 2;
+    if c.dw {
+        let pk = pack_dw(w_oihw, s.cin, s.kh);
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        (f.dw3x3)(x, &s, &pk, &epi, 0, split, o1);
+        (f.dw3x3)(x, &s, &pk, &epi, split, oh, o2);
+    } else if s.kh == 1 && s.stride == 1 && s.pad == 0 {
+        let pk = pack_pw_f16(w_oihw, s.cout, s.cin);
+        let m = s.h * s.w;
+        let ms = m / 3;
+        let (o1, o2) = out.split_at_mut(ms * s.cout);
+        (f.pw)(x, &pk, &epi, 0, ms, o1);
+        (f.pw)(x, &pk, &epi, ms, m, o2);
+    } else {
+        let pk = pack_conv_f16(w_oihw, s.cout, s.cin, s.kh, s.kw);
+        let mut scratch = vec![0.0f32; s.im2col_len() + 3];
+        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
+        Kernels::conv_f16(f, x, &s, &pk, &epi, 0, split, &mut scratch, o1);
+        Kernels::conv_f16(f, x, &s, &pk, &epi, split, oh, &mut scratch, o2);
+    }
+    out
+}
+
+/// The conv cases the f16 kernels take (depthwise 3×3 only), plus K beyond one chunk of
+/// converted A (256): a 1×1 with K = 300 and a 3×3 with K = 9·33 whose chunks end inside a
+/// window run.
+fn f16_cases() -> Vec<ConvCase> {
+    let mut v: Vec<ConvCase> = conv_cases()
+        .into_iter()
+        .filter(|c| !c.dw || c.s.kh == 3)
+        .collect();
+    for &(cin, k, pad) in &[(300usize, 1usize, 0usize), (33, 3, 1)] {
+        v.push(ConvCase {
+            s: ConvShape {
+                h: 5,
+                w: 7,
+                cin,
+                cout: 17,
+                kh: k,
+                kw: k,
+                stride: 1,
+                pad,
+            },
+            dw: false,
+        });
+    }
+    v
+}
+
+/// The f16 kernels against the generic f32 kernels given the same f16-rounded operands.
+///
+/// Error bound. Operands exactly representable in f16 have products exact in f32 (11 × 11
+/// significant bits), so the reference is exact to f32 rounding, and the f16 kernel's only
+/// error is the rounding of its running f16 sums: each `fmla` rounds to nearest with unit
+/// roundoff u = 2⁻¹¹, and a recursive sum of n terms is off by at most about (n−1)·u·Σ|terms|
+/// (Higham, γ_{n−1}). The GEMM sums at most `KB` terms in f16 before adding into f32, the
+/// depthwise 9; f32 additions and the epilogue add f32-size errors. So, element-wise,
+/// `|got − want| ≤ n·u·Σ|a·w| + 1e-5·(1 + |want|)` with n = min(KB, K) or 9, and Σ|a·w| the
+/// same conv run on |x|, |w| without bias or activation (activations are 1-Lipschitz: the
+/// PReLU slopes are below 1). The inputs are given unrounded to the f16 kernel, rounded to
+/// the reference: the kernel's own conversion must round to nearest even as well.
+#[test]
+fn f16_kernels_match_generic_within_f16_bound() {
+    let Some(f) = f16_kernels() else { return };
+    let g = Kernels::generic();
+    let u = (2.0f32).powi(-11);
+    let mut rng = Rng::new(16);
+    let (mut n, mut worst) = (0, 0.0f32);
+    for c in f16_cases() {
+        let s = c.s;
+        let (wl, kdim) = weights_len(&c);
+        let x = rng.vf32(s.h * s.w * s.cin);
+        let x16 = widen(&to_f16(&x));
+        let wh = to_f16(&rng.vf32(wl));
+        let w = widen(&wh);
+        let bias = rng.vf32(s.cout);
+        let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+        let zeros = vec![0.0f32; s.cout];
+        let mag = run_f32(&g, &c, &abs(&x16), &abs(&w), &zeros, Act::None);
+        let terms = if c.dw { 9 } else { kdim.min(aarch64_kb()) };
+        for kind in ACTS {
+            let act = make_act(kind, 0.3, &alpha);
+            let want = run_f32(&g, &c, &x16, &w, &bias, act);
+            let got = run_f16(&f, &c, &x, &wh, &bias, act);
+            for (i, ((&a, &b), &m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                let bound = terms as f32 * u * m + 1e-5 * (1.0 + b.abs());
+                assert!(
+                    (a - b).abs() <= bound,
+                    "{s:?} dw={} {kind:?} [{i}]: got {a} want {b}, bound {bound}",
+                    c.dw
+                );
+                if m > 0.0 {
+                    worst = worst.max((a - b).abs() / (u * m));
+                }
+            }
+            n += 1;
+        }
+    }
+    eprintln!(
+        "f16 kernels vs generic: {n} cases, worst error {worst:.2}·u·Σ|a·w| ({} {})",
+        f.pw_name, f.dw3x3_name
+    );
+}
+
+/// The GEMM's f16 run length (k summed in f16 before f32), as the bound needs it.
+fn aarch64_kb() -> usize {
+    #[cfg(target_arch = "aarch64")]
+    {
+        aarch64::fp16::KB
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        usize::MAX
+    }
 }
 
 /// Which table was chosen, and does it agree with the CPU's features read independently
@@ -854,6 +1007,25 @@ fn dispatch_matches_cpu() {
             "{}",
             nodot.describe()
         );
+        // f16 arithmetic: AT_HWCAP bit 10 = HWCAP_ASIMDHP (half-precision NEON).
+        let has_fp16 = hwcap.map(|h| h & (1 << 10) != 0).unwrap_or_else(|| {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("Features"))
+                .any(|l| l.split_whitespace().any(|f| f == "asimdhp"))
+        });
+        eprintln!(
+            "asimdhp = {has_fp16}; is_aarch64_feature_detected!(fp16) = {}",
+            std::arch::is_aarch64_feature_detected!("fp16")
+        );
+        assert_eq!(
+            auto.f16.is_some(),
+            has_fp16,
+            "f16 kernels vs AT_HWCAP: {}",
+            auto.describe()
+        );
+        assert!(nodot.f16.is_none(), "nodotprod: {}", nodot.describe());
     }
     let _ = auto;
 }
@@ -896,7 +1068,7 @@ fn packing_round_trips() {
     let mut rng = Rng::new(9);
     for &(n, k) in &[(1usize, 1usize), (2, 576), (20, 27), (30, 5), (130, 33)] {
         let w = rng.vf32(n * k);
-        assert_eq!(unpack_pw_f32(&pack_pw_f32(&w, n, k)), w, "f32 n={n} k={k}");
+        assert_eq!(unpack_pw(&pack_pw_f32(&w, n, k)), w, "f32 n={n} k={k}");
         let w = rng.vi8(n * k);
         assert_eq!(unpack_pw_i8(&pack_pw_i8(&w, n, k)), w, "i8 n={n} k={k}");
     }

@@ -35,13 +35,15 @@ use super::{
     WindowRows, WindowRowsI8, NR,
 };
 
+pub(crate) mod fp16;
+
 fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-/// NEON is architectural on aarch64: always installed. dotprod only if `allow_dot` and the
-/// CPU has it.
-pub(crate) fn install(k: &mut Kernels, allow_dot: bool) {
+/// NEON is architectural on aarch64: always installed. The ARMv8.2 extensions (dotprod,
+/// f16 arithmetic) only if `allow_ext` (mode auto) and the CPU has them.
+pub(crate) fn install(k: &mut Kernels, allow_ext: bool) {
     k.pw_f32 = neon_pw_f32_8x8;
     k.pw_i8 = neon_pw_i8_4x8;
     k.pw_i8_acc = neon_pw_i8_acc_4x8;
@@ -60,7 +62,10 @@ pub(crate) fn install(k: &mut Kernels, allow_dot: bool) {
     k.window_f32 = Some(neon_window_f32_8x8);
     k.window_i8 = Some(neon_window_i8_4x8);
     k.window_i8_f32 = Some(neon_window_i8_f32_4x8);
-    if allow_dot && has_dotprod() {
+    if allow_ext && fp16::has_fp16() {
+        k.f16 = Some(fp16::KERNELS);
+    }
+    if allow_ext && has_dotprod() {
         k.pw_i8 = neon_dot_pw_i8_8x8;
         k.pw_i8_acc = neon_dot_pw_i8_acc_8x8;
         k.names.pw_i8 = "neon_dot_pw_i8_8x8";
@@ -467,18 +472,24 @@ unsafe fn tile_f32<const MR: usize, const W: bool>(
         }
     }
     for r in 0..MR {
-        let op = out.as_mut_ptr().add((orow + r) * n);
-        for h in 0..2 {
-            let n0 = p * NR + 4 * h;
-            if n0 + 4 <= n {
-                let v = vaddq_f32(acc[r][h], vld1q_f32(epi.bias.as_ptr().add(n0)));
-                vst1q_f32(op.add(n0), act4(&epi.act, v, n0));
-            } else if n0 < n {
-                let mut t = [0.0f32; 4];
-                vst1q_f32(t.as_mut_ptr(), acc[r][h]);
-                for j in 0..n - n0 {
-                    *op.add(n0 + j) = epi.act.apply(t[j] + epi.bias[n0 + j], n0 + j);
-                }
+        store_epi_f32(acc[r], out.as_mut_ptr().add((orow + r) * n), p * NR, n, epi);
+    }
+}
+
+/// `act(acc + bias)` of the 8 channels `n0..` of one output row at `row` (`n` channels),
+/// vector stores where a quad is whole, scalar in a partial one. Caller: `n0 < n`.
+#[inline(always)]
+unsafe fn store_epi_f32(acc: [float32x4_t; 2], row: *mut f32, n0: usize, n: usize, epi: &EpiF32) {
+    for h in 0..2 {
+        let c0 = n0 + 4 * h;
+        if c0 + 4 <= n {
+            let v = vaddq_f32(acc[h], vld1q_f32(epi.bias.as_ptr().add(c0)));
+            vst1q_f32(row.add(c0), act4(&epi.act, v, c0));
+        } else if c0 < n {
+            let mut t = [0.0f32; 4];
+            vst1q_f32(t.as_mut_ptr(), acc[h]);
+            for j in 0..n - c0 {
+                *row.add(c0 + j) = epi.act.apply(t[j] + epi.bias[c0 + j], c0 + j);
             }
         }
     }

@@ -3,8 +3,8 @@
 //! loops) and reading the same packed layouts as the SIMD kernels.
 
 use super::{
-    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PwF32Fn, WindowF32Fn,
-    WindowRows, WindowRowsI8, NR,
+    ConvShape, EpiF32, EpiI8, PackedDwF32, PackedDwI8, PackedF32, PackedI8, PackedPanels,
+    PwPanelsFn, WindowPanelsFn, WindowRows, WindowRowsI8, NR,
 };
 
 /// Asserts the GEMM contract shared by every `pw_*` kernel.
@@ -302,13 +302,14 @@ pub(crate) fn im2col_pixels<T: Copy + Default>(
 
 /// Dense f32 conv, one output row at a time: im2col into `scratch` + `gemm`, or, given a
 /// `window` GEMM, interior pixels read in place and im2col only for the border pixels.
+/// Generic over the weights' element type: f32 panels, or f16 for [`super::F16Kernels`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_f32_with(
-    gemm: PwF32Fn,
-    window: Option<WindowF32Fn>,
+pub(crate) fn conv_f32_with<T>(
+    gemm: PwPanelsFn<T>,
+    window: Option<WindowPanelsFn<T>>,
     input: &[f32],
     s: &ConvShape,
-    w: &PackedF32,
+    w: &PackedPanels<T>,
     epi: &EpiF32,
     y0: usize,
     y1: usize,
