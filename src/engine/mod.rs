@@ -12,6 +12,7 @@
 //!
 //! The candle executor in `nn` stays the f32 reference this engine is tested against.
 
+mod denormals;
 mod fuse;
 mod layers;
 mod plan;
@@ -438,6 +439,7 @@ impl Engine {
 
     /// Runs the network on the input written through [`Engine::input_mut`].
     pub fn run(&mut self) -> Result<()> {
+        let _flush = denormals::FlushDenormals::new();
         if self.int8.is_some() {
             return self.run_i8();
         }

@@ -176,6 +176,8 @@ fn claim_chunks(
 }
 
 fn worker(s: &Shared, slot: usize) {
+    // a worker runs nothing but the engine's layers: their floating-point mode for good
+    super::denormals::FlushDenormals::forever();
     let mut seen = 0usize;
     loop {
         // Wait for a new generation: spin first, then sleep.
