@@ -120,6 +120,40 @@ pub(crate) fn kernel_act(act: Act, alpha: &[f32]) -> (kernels::Act<'_>, Option<(
     }
 }
 
+/// The layer of conv `op` with its packed weights and epilogue (`q`: int8 weights).
+fn conv_layer(
+    op: &Op,
+    weights: ConvWeights,
+    bias: Vec<f32>,
+    alpha: Vec<f32>,
+    q: Option<QuantConv>,
+) -> Layer {
+    let Op::Conv {
+        cin,
+        cout,
+        kernel,
+        stride,
+        pad,
+        act,
+        ..
+    } = op
+    else {
+        unreachable!("conv_layer of a conv op")
+    };
+    Layer::Conv(Box::new(ConvLayer {
+        cin: *cin,
+        cout: *cout,
+        kernel: *kernel,
+        stride: *stride,
+        pad: *pad,
+        weights,
+        bias,
+        alpha,
+        act: *act,
+        q,
+    }))
+}
+
 impl Layer {
     /// Packs the weights of one op of a model file (f32, or f16 widened to f32; int8 with
     /// `scales`, the activation scale of every value) into the layouts of the kernels `k`
@@ -215,32 +249,10 @@ impl Layer {
                         },
                         deq,
                     };
-                    return Ok(Layer::Conv(Box::new(ConvLayer {
-                        cin,
-                        cout,
-                        kernel: k,
-                        stride: *stride,
-                        pad: *pad,
-                        weights,
-                        bias,
-                        alpha,
-                        act: *act,
-                        q: Some(q),
-                    })));
+                    return Ok(conv_layer(op, weights, bias, alpha, Some(q)));
                 }
                 if let Some(weights) = f16_weights(file, name, kernels, cin, cout, k, op)? {
-                    return Ok(Layer::Conv(Box::new(ConvLayer {
-                        cin,
-                        cout,
-                        kernel: k,
-                        stride: *stride,
-                        pad: *pad,
-                        weights,
-                        bias,
-                        alpha,
-                        act: *act,
-                        q: None,
-                    })));
+                    return Ok(conv_layer(op, weights, bias, alpha, None));
                 }
                 let w = file.tensor_f32(&format!("{name}.weight"))?;
                 let weights = if *groups == 1 && k == 1 && *stride == 1 && *pad == 0 {
@@ -254,18 +266,7 @@ impl Layer {
                         "conv {name}: grouped convolution ({groups} groups, {cin}->{cout}) is not supported by the fast engine"
                     )));
                 };
-                Layer::Conv(Box::new(ConvLayer {
-                    cin,
-                    cout,
-                    kernel: k,
-                    stride: *stride,
-                    pad: *pad,
-                    weights,
-                    bias,
-                    alpha,
-                    act: *act,
-                    q: None,
-                }))
+                conv_layer(op, weights, bias, alpha, None)
             }
             Op::Add { .. } => Layer::Add,
             Op::Upsample2x { .. } => Layer::Upsample2x,
