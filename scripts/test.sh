@@ -4,7 +4,8 @@
 #   scripts/test.sh            x86-64 (the host)
 #   scripts/test.sh aarch64    cross-compiled, under qemu-aarch64: the whole suite on a
 #                              Cortex-A72 (Pi 4: no dotprod, no fp16), then the kernel and
-#                              dispatch tests again on `-cpu max` (dotprod, fp16)
+#                              dispatch tests again on `-cpu max` (dotprod, fp16), and
+#                              the f16 model tests where f16 arithmetic runs
 # Needs ../shared (models and data) beside the project, python3 and, for aarch64,
 # gcc-aarch64-linux-gnu and qemu-user (see .ci/run for the packages).
 set -euo pipefail
@@ -32,6 +33,9 @@ aarch64)
     QEMU_CPU=cortex-a72 cargo test --release --workspace --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --skip int8_embeddings --skip int8_detector --skip int8_no_allocation
     QEMU_CPU=max cargo test --release --lib --target aarch64-unknown-linux-gnu -- kernels
+    # f16 model files against f32 where the f16 arithmetic kernels run (FEAT_FP16): ~2 min.
+    QEMU_CPU=max cargo test --release --target aarch64-unknown-linux-gnu --test engine -- \
+        scrfd_f16_weights_stay_close mobilefacenet_f16_kernels_against_f32
     ;;
 *)
     echo "usage: scripts/test.sh [host|aarch64]" >&2
