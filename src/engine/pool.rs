@@ -8,7 +8,7 @@
 //! frames) costs no CPU. Dispatch allocates nothing.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -24,6 +24,40 @@ const SPIN: usize = 20_000;
 /// With one static share per thread, every layer would wait for the slowest thread.
 pub const CHUNKS_PER_THREAD: usize = 4;
 
+/// A thread slot's unclaimed chunks `[front, back)`, packed as `front | back << 32` so one
+/// compare-exchange claims from either end.
+struct ChunkRange(AtomicU64);
+
+impl ChunkRange {
+    fn set(&self, front: usize, back: usize) {
+        self.0
+            .store(front as u64 | (back as u64) << 32, Ordering::SeqCst);
+    }
+
+    /// The front chunk (the owner's next) or the back one (a thief's), if any is left.
+    fn claim(&self, from_back: bool) -> Option<usize> {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+            if front >= back {
+                return None;
+            }
+            let (next, chunk) = if from_back {
+                (front | (back - 1) << 32, back - 1)
+            } else {
+                (cur + 1, front)
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(chunk as usize),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
 struct Shared {
     /// Bumped by the dispatcher for every job; workers join the job when it changes.
     generation: AtomicUsize,
@@ -32,8 +66,12 @@ struct Shared {
     job: UnsafeCell<Option<(*const Job, usize)>>,
     /// Whether late workers may still join the current job.
     open: AtomicBool,
-    /// Next chunk to claim, and chunks finished.
-    next: AtomicUsize,
+    /// Each thread slot's chunks: a band of consecutive ones, the same share of the rows in
+    /// every layer, so a thread mostly reads rows it wrote itself in the layer before (from
+    /// its own core's cache; 320×320×16 activations exceed one core's L2). A thread that
+    /// finishes its band takes chunks from the ends of the others'.
+    ranges: Box<[ChunkRange]>,
+    /// Chunks finished.
     done: AtomicUsize,
     /// Workers inside the current job (the dispatcher waits for them before returning).
     active: AtomicUsize,
@@ -68,7 +106,9 @@ impl Pool {
             generation: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
             open: AtomicBool::new(false),
-            next: AtomicUsize::new(0),
+            ranges: (0..threads)
+                .map(|_| ChunkRange(AtomicU64::new(0)))
+                .collect(),
             done: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             sleeping: AtomicUsize::new(0),
@@ -116,7 +156,10 @@ impl Pool {
         // SAFETY: no worker reads `job` now (the previous job is closed with no worker
         // inside, the next generation not yet published); `&mut self` excludes others.
         unsafe { *s.job.get() = Some((ptr, chunks)) };
-        s.next.store(0, Ordering::SeqCst);
+        for (t, range) in s.ranges.iter().enumerate() {
+            let (front, back) = split(chunks, t, self.threads);
+            range.set(front, back);
+        }
         s.done.store(0, Ordering::SeqCst);
         s.open.store(true, Ordering::SeqCst);
         s.generation.fetch_add(1, Ordering::SeqCst);
@@ -155,18 +198,20 @@ fn wait_until(cond: impl Fn() -> bool) {
     }
 }
 
-/// Claims and runs chunks until none is left.
+/// Claims and runs chunks until none is left: the slot's own band first, then the others'.
 fn claim_chunks(
     s: &Shared,
     job: &(dyn Fn(usize, usize, usize) + Sync),
     chunks: usize,
     slot: usize,
 ) {
+    let t = s.ranges.len();
     loop {
-        let c = s.next.fetch_add(1, Ordering::AcqRel);
-        if c >= chunks {
+        let own = s.ranges[slot].claim(false);
+        let Some(c) = own.or_else(|| (1..t).find_map(|d| s.ranges[(slot + d) % t].claim(true)))
+        else {
             return;
-        }
+        };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c, chunks, slot)));
         if r.is_err() {
             s.panicked.store(true, Ordering::SeqCst);
