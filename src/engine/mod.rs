@@ -548,16 +548,27 @@ impl Engine {
         let k = self.kernels;
         let threads = self.pool.threads();
         let mut q = self.int8.take().expect("int8 engine");
-        // The network input, quantised (unless only float layers read it).
+        // The network input, quantised (unless only float layers read it), in bands of rows
+        // over the threads: a 640×640 image is several megabytes to read.
         if q.read_i8[0] {
-            let s = plan.shapes[0];
-            let n = s[0] * s[1] * s[2];
+            let [h, w, c] = plan.shapes[0];
             let b = plan.buffer_of[0];
-            (k.quantize_i8)(
-                &self.buffers[b][..n],
-                1.0 / q.scales[0],
-                &mut q.buffers[b][..n],
-            );
+            let (src, inv) = (&self.buffers[b][..h * w * c], 1.0 / q.scales[0]);
+            let dst = SyncPtr(q.buffers[b].as_mut_ptr());
+            let job = |chunk: usize, chunks: usize, _slot: usize| {
+                let (r0, r1) = split_rows(h, 1, chunk, chunks);
+                let (from, len) = (r0 * w * c, (r1 - r0) * w * c);
+                // SAFETY: rows [r0, r1) of the quantised input are this chunk's alone, inside
+                // its buffer (as long as the f32 one, planned for the same shape).
+                let d = unsafe { dst.slice(from, len) };
+                (k.quantize_i8)(&src[from..from + len], inv, d);
+            };
+            if threads == 1 || h * w * c < MIN_PARALLEL_WORK || h < 2 {
+                job(0, 1, 0);
+            } else {
+                self.pool
+                    .run((threads * pool::CHUNKS_PER_THREAD).min(h), &job);
+            }
         }
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
             if i > self.last_op {
