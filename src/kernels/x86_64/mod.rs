@@ -223,6 +223,22 @@ impl RowsPtr<i8> {
         m: usize,
         mut f: impl FnMut(usize, [i32; MR]),
     ) {
+        self.for_each_group_at::<MR>(m, |g, at| {
+            f(g, at.map(|p| (p as *const i32).read_unaligned()))
+        });
+    }
+
+    /// [`RowsPtr::for_each_group`] handing out where each row's 4 bytes are (for kernels that
+    /// load them with a broadcast): `at[r]` points at 4 readable bytes.
+    ///
+    /// # Safety
+    /// Rows `m..m+MR` exist (validated by the entry point).
+    #[inline(always)]
+    unsafe fn for_each_group_at<const MR: usize>(
+        &self,
+        m: usize,
+        mut f: impl FnMut(usize, [*const i8; MR]),
+    ) {
         let rows: [*const i8; MR] =
             std::array::from_fn(|r| self.ptr.add((m + r) * self.row_stride));
         let (seg_groups, tail) = (self.seg_len / 4, self.seg_len % 4);
@@ -234,29 +250,23 @@ impl RowsPtr<i8> {
         for j in 0..self.segs {
             let off = j * self.seg_stride;
             for i in 0..seg_groups {
-                f(
-                    g,
-                    std::array::from_fn(|r| {
-                        (rows[r].add(off + 4 * i) as *const i32).read_unaligned()
-                    }),
-                );
+                f(g, std::array::from_fn(|r| rows[r].add(off + 4 * i)));
                 g += 1;
             }
         }
         if tail > 0 {
-            // The partial last group reads only the row's bytes: the packed weights are zero
-            // beyond K, so the padding bytes' value does not matter. (Assembled by hand: a
-            // variable-length copy would be a `memcpy` call per row.)
-            f(
-                g,
-                std::array::from_fn(|r| {
-                    let mut v = 0u32;
-                    for j in 0..tail {
-                        v |= u32::from(*rows[r].add(4 * g + j) as u8) << (8 * j);
-                    }
-                    v as i32
-                }),
-            );
+            // The partial last group reads only the row's bytes, copied to a zero-padded
+            // group: the packed weights are zero beyond K, so the padding's value does not
+            // matter. (Assembled by hand: a variable-length copy would be a `memcpy` call per
+            // row.)
+            let last: [[i8; 4]; MR] = std::array::from_fn(|r| {
+                let mut v = [0i8; 4];
+                for (j, b) in v.iter_mut().enumerate().take(tail) {
+                    *b = *rows[r].add(4 * g + j);
+                }
+                v
+            });
+            f(g, std::array::from_fn(|r| last[r].as_ptr()));
         }
     }
 }
@@ -687,6 +697,29 @@ unsafe fn pw_f32_avx512_impl(
         }
         m += mr;
     }
+}
+
+/// The 4 bytes at `p` in every lane of a register, each XORed with `flip`'s (0x80: signed
+/// activations to the unsigned operand of `vpdpbusd`), as one instruction: a load with an
+/// embedded broadcast. Written out because LLVM turns the intrinsics' broadcast-then-XOR
+/// into a scalar XOR, a move to a vector register and a shuffle, and in the int8 GEMMs'
+/// inner loop (one such load per row and group, against one or two `vpdpbusd`s) those
+/// extra instructions, not the multiplies, set the pace.
+///
+/// # Safety
+/// `p` points at 4 readable bytes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn flip_broadcast(flip: __m512i, p: *const i8) -> __m512i {
+    let v: __m512i;
+    std::arch::asm!(
+        "vpxord {v}, {flip}, dword ptr [{p}]{{1to16}}",
+        v = lateout(zmm_reg) v,
+        flip = in(zmm_reg) flip,
+        p = in(reg) p,
+        options(pure, readonly, nostack, preserves_flags),
+    );
+    v
 }
 
 /// Rows `m..m+MR` against the `np` (<= 2·NZ) panels from `p`, epilogue included: register
@@ -1404,7 +1437,7 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
         *v = _mm512_sub_epi32(start, _mm512_slli_epi32::<7>(ws));
     }
     let mut acc = [init; MR];
-    a.for_each_group::<MR>(m, |g, a4| {
+    a.for_each_group_at::<MR>(m, |g, at| {
         let mut w = [_mm512_setzero_si512(); NZ];
         for (z, v) in w.iter_mut().enumerate() {
             let lo = _mm256_loadu_si256(bp.add(2 * z * panel_len + g * 32) as *const __m256i);
@@ -1415,8 +1448,8 @@ unsafe fn tile_i8_avx512<const MR: usize, const NZ: usize, E>(
             };
             *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
         }
-        for (acc_r, &a4) in acc.iter_mut().zip(&a4) {
-            let av = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
+        for (acc_r, &p) in acc.iter_mut().zip(&at) {
+            let av = flip_broadcast(flip, p);
             for z in 0..NZ {
                 acc_r[z] = _mm512_dpbusd_epi32(acc_r[z], av, w[z]);
             }
