@@ -30,6 +30,9 @@
 
 use std::sync::OnceLock;
 
+// First: its macro serves the architecture modules below.
+#[macro_use]
+mod entries;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
 pub(crate) mod generic;

@@ -22,10 +22,8 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::super::{
-    generic, ConvShape, EpiF32, F16Kernels, PackedDwF16, PackedF16, RowsPtr, WindowRows, NR,
-};
-use super::{check_window, store_epi_f32};
+use super::super::{generic, ConvShape, EpiF32, F16Kernels, PackedDwF16, PackedF16, RowsPtr, NR};
+use super::store_epi_f32;
 
 /// 8 f16 lanes, carried as their bits (the f16 vector types need Rust 1.94).
 type H8 = uint16x8_t;
@@ -57,45 +55,12 @@ const KC_ROW: usize = KC + 8;
 /// Rows per tile: 6 f16 + 12 f32 accumulators + 6 A vectors (lane operands, v0–v15) + B.
 const MR: usize = 6;
 
-fn check_f16_gemm(b: &PackedF16, epi: &EpiF32) {
-    assert_eq!(
-        b.data.len(),
-        b.panels() * b.k * NR,
-        "packed f16 weights: bad length"
-    );
-    epi.check(b.n);
-    assert!(has_fp16(), "f16 kernels need FEAT_FP16");
-}
-
-/// GEMM on f16 weights, f32 activations in and out, rows `[m0,m1)`: the contract of
-/// [`super::super::PwF32Fn`].
-pub(crate) fn fp16_pw_f16_6x8(
-    a: &[f32],
-    b: &PackedF16,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_f16_gemm(b, epi);
-    // SAFETY: FEAT_FP16 asserted at run time; A rows, panels and output checked above.
-    unsafe { gemm(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
-}
-
-/// [`fp16_pw_f16_6x8`] reading A in place through [`WindowRows`] (a dense conv's interior).
-pub(crate) fn fp16_window_f16_6x8(
-    a: &WindowRows<f32>,
-    b: &PackedF16,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_window(a, b.k, b.n, 1, m0, m1, out.len());
-    check_f16_gemm(b, epi);
-    // SAFETY: FEAT_FP16 asserted; rows [m0,m1) of the window, panels and output checked.
-    unsafe { gemm(RowsPtr::window(a), b, epi, m0, m1, out) }
+gemm_entries! {
+    /// GEMM on f16 weights, f32 activations in and out, rows `[m0,m1)`: the contract of
+    /// [`super::super::PwF32Fn`].
+    fp16_pw_f16_6x8 / fp16_window_f16_6x8: f32, PackedF16, epi: &EpiF32 => f32;
+    group 1, has_fp16, "FEAT_FP16";
+    |a, b, m0, m1, out| gemm(a, b, epi, m0, m1, out)
 }
 
 #[target_feature(enable = "neon,fp16")]

@@ -32,7 +32,7 @@ use core::arch::asm;
 use super::generic;
 use super::{
     Act, ConvShape, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32, PackedI8, RowsPtr,
-    WindowRows, WindowRowsI8, NR,
+    NR,
 };
 
 pub(crate) mod fp16;
@@ -76,40 +76,9 @@ pub(crate) fn install(k: &mut Kernels, allow_ext: bool) {
     }
 }
 
-/// The checks every window entry makes once: rows `[m0,m1)` of `a` inside its data, runs of
-/// whole `group`s, K and the output length matching the weights.
-fn check_window<T>(
-    a: &WindowRows<T>,
-    k: usize,
-    n: usize,
-    group: usize,
-    m0: usize,
-    m1: usize,
-    out_len: usize,
-) {
-    a.check(k, group, m0, m1);
-    assert_eq!(out_len, (m1 - m0) * n, "out len vs rows [{m0},{m1})");
-}
-
-fn check_packed_f32(b: &PackedF32) {
-    assert_eq!(
-        b.data.len(),
-        b.panels() * b.k * NR,
-        "packed f32 weights: bad length"
-    );
-}
-fn check_packed_i8(b: &PackedI8) {
-    assert!(
-        b.kp == b.k.div_ceil(4) * 4,
-        "packed i8 weights: kp {} for k {}",
-        b.kp,
-        b.k
-    );
-    assert_eq!(
-        b.data.len(),
-        b.panels() * b.groups() * NR * 4,
-        "packed i8 weights: bad length"
-    );
+/// The GEMM entries' feature check: NEON is architectural on aarch64.
+fn has_neon() -> bool {
+    true
 }
 
 // ------------------------------------------------------------------------------------------
@@ -345,38 +314,11 @@ unsafe fn requant_rows<const MR: usize, const ACT: u8>(
 // Pointwise f32: 8 rows × 8 channels, 16 accumulators, fmla by lane.
 // ------------------------------------------------------------------------------------------
 
-/// f32 GEMM + bias + activation, rows `[m0,m1)`; microkernel 8×8.
-pub(crate) fn neon_pw_f32_8x8(
-    a: &[f32],
-    b: &PackedF32,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out.len());
-    check_packed_f32(b);
-    epi.check(b.n);
-    // SAFETY: NEON is architectural on aarch64; pointer ranges validated by the checks above.
-    unsafe { pw_f32_impl::<false>(RowsPtr::matrix(a, b.k), b, epi, m0, m1, out) }
-}
-
-/// f32 GEMM reading A in place through [`WindowRows`] (a dense conv's interior pixels), the
-/// tiles of [`neon_pw_f32_8x8`].
-pub(crate) fn neon_window_f32_8x8(
-    a: &WindowRows<f32>,
-    b: &PackedF32,
-    epi: &EpiF32,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_window(a, b.k, b.n, 1, m0, m1, out.len());
-    check_packed_f32(b);
-    epi.check(b.n);
-    // SAFETY: NEON architectural; rows [m0,m1) of the window, the panels and the output
-    // validated above.
-    unsafe { pw_f32_impl::<true>(RowsPtr::window(a), b, epi, m0, m1, out) }
+gemm_entries! {
+    /// f32 GEMM + bias + activation, rows `[m0,m1)`; microkernel 8×8.
+    neon_pw_f32_8x8 / neon_window_f32_8x8: f32, PackedF32, epi: &EpiF32 => f32;
+    group 1, has_neon, "NEON";
+    |a, b, m0, m1, out, const W| pw_f32_impl::<W>(a, b, epi, m0, m1, out)
 }
 
 #[target_feature(enable = "neon")]
@@ -511,122 +453,29 @@ unsafe fn load_a4(row: *const i8, g: usize, k: usize) -> i32 {
     }
 }
 
-/// The checks of a plain-matrix int8 GEMM entry, once per call.
-fn check_pw_i8(a: &[i8], b: &PackedI8, epi: Option<&EpiI8>, m0: usize, m1: usize, out: usize) {
-    generic::check_gemm(a.len(), b.k, b.n, m0, m1, out);
-    check_packed_i8(b);
-    if let Some(epi) = epi {
-        epi.check(b.n);
+gemm_entries! {
+    /// int8 GEMM with the requantising epilogue, rows `[m0,m1)`; microkernel 4×8.
+    neon_pw_i8_4x8 / neon_window_i8_4x8: i8, PackedI8, epi: &EpiI8 => i8;
+    group 4, has_neon, "NEON";
+    |a, b, m0, m1, out, const W| {
+        pw_i8_impl::<W>(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr()))
     }
 }
 
-/// The checks of an in-place-window int8 GEMM entry, once per call.
-fn check_window_i8(a: &WindowRowsI8, b: &PackedI8, epi: &EpiI8, m0: usize, m1: usize, out: usize) {
-    check_window(a, b.k, b.n, 4, m0, m1, out);
-    check_packed_i8(b);
-    epi.check(b.n);
-}
-
-pub(crate) fn neon_pw_i8_4x8(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
-    // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::I8(epi, out.as_mut_ptr()),
-        )
+gemm_entries! {
+    /// [`neon_pw_i8_4x8`] with the dequantising epilogue (f32 out, not rounded).
+    neon_pw_i8_f32_4x8 / neon_window_i8_f32_4x8: i8, PackedI8, epi: &EpiI8 => f32;
+    group 4, has_neon, "NEON";
+    |a, b, m0, m1, out, const W| {
+        pw_i8_impl::<W>(a, b, m0, m1, Sink::F32(epi, out.as_mut_ptr()))
     }
 }
 
-/// int8 GEMM with the dequantising epilogue (f32 out, not rounded).
-pub(crate) fn neon_pw_i8_f32_4x8(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
-    // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::F32(epi, out.as_mut_ptr()),
-        )
-    }
-}
-
-pub(crate) fn neon_pw_i8_acc_4x8(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]) {
-    check_pw_i8(a, b, None, m0, m1, out.len());
-    // SAFETY: NEON architectural; all ranges validated above.
-    unsafe {
-        pw_i8_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::Acc(out.as_mut_ptr()),
-        )
-    }
-}
-
-/// int8 GEMM reading A in place through [`WindowRowsI8`] (a dense conv's interior pixels),
-/// the tiles of [`neon_pw_i8_4x8`].
-pub(crate) fn neon_window_i8_4x8(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    check_window_i8(a, b, epi, m0, m1, out.len());
-    // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
-    unsafe {
-        pw_i8_impl::<true>(
-            RowsPtr::window(a),
-            b,
-            m0,
-            m1,
-            Sink::I8(epi, out.as_mut_ptr()),
-        )
-    }
-}
-
-/// [`neon_window_i8_4x8`] with the f32 epilogue of [`neon_pw_i8_f32_4x8`].
-pub(crate) fn neon_window_i8_f32_4x8(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_window_i8(a, b, epi, m0, m1, out.len());
-    // SAFETY: NEON architectural; rows [m0,m1) of the window and the output validated above.
-    unsafe {
-        pw_i8_impl::<true>(
-            RowsPtr::window(a),
-            b,
-            m0,
-            m1,
-            Sink::F32(epi, out.as_mut_ptr()),
-        )
-    }
+gemm_entries! {
+    /// [`neon_pw_i8_4x8`] with raw i32 accumulators.
+    neon_pw_i8_acc_4x8: i8, PackedI8 => i32;
+    group 4, has_neon, "NEON";
+    |a, b, m0, m1, out, const W| pw_i8_impl::<W>(a, b, m0, m1, Sink::Acc(out.as_mut_ptr()))
 }
 
 #[target_feature(enable = "neon")]
@@ -838,133 +687,31 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, b: int8x16_t, a: int8x16_t) ->
     acc
 }
 
-pub(crate) fn neon_dot_pw_i8_8x8(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
-    assert!(
-        has_dotprod(),
-        "neon_dot_pw_i8_8x8 needs the dotprod extension"
-    );
-    // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::I8(epi, out.as_mut_ptr()),
-        )
+gemm_entries! {
+    /// int8 GEMM with the requantising epilogue on the dotprod extension (`sdot`), rows
+    /// `[m0,m1)`; microkernel 8×8.
+    neon_dot_pw_i8_8x8 / neon_dot_window_i8_8x8: i8, PackedI8, epi: &EpiI8 => i8;
+    group 4, has_dotprod, "the dotprod extension";
+    |a, b, m0, m1, out, const W| {
+        pw_i8_dot_impl::<W>(a, b, m0, m1, Sink::I8(epi, out.as_mut_ptr()))
     }
 }
 
-/// [`neon_dot_pw_i8_8x8`] with the dequantising epilogue (f32 out, not rounded).
-pub(crate) fn neon_dot_pw_i8_f32_8x8(
-    a: &[i8],
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_pw_i8(a, b, Some(epi), m0, m1, out.len());
-    assert!(
-        has_dotprod(),
-        "neon_dot_pw_i8_f32_8x8 needs the dotprod extension"
-    );
-    // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::F32(epi, out.as_mut_ptr()),
-        )
+gemm_entries! {
+    /// [`neon_dot_pw_i8_8x8`] with the dequantising epilogue (f32 out, not rounded).
+    neon_dot_pw_i8_f32_8x8 / neon_dot_window_i8_f32_8x8: i8, PackedI8, epi: &EpiI8 => f32;
+    group 4, has_dotprod, "the dotprod extension";
+    |a, b, m0, m1, out, const W| {
+        pw_i8_dot_impl::<W>(a, b, m0, m1, Sink::F32(epi, out.as_mut_ptr()))
     }
 }
 
-pub(crate) fn neon_dot_pw_i8_acc_8x8(
-    a: &[i8],
-    b: &PackedI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i32],
-) {
-    check_pw_i8(a, b, None, m0, m1, out.len());
-    assert!(
-        has_dotprod(),
-        "neon_dot_pw_i8_acc_8x8 needs the dotprod extension"
-    );
-    // SAFETY: dotprod asserted at run time; all ranges validated above.
-    unsafe {
-        pw_i8_dot_impl::<false>(
-            RowsPtr::matrix(a, b.k),
-            b,
-            m0,
-            m1,
-            Sink::Acc(out.as_mut_ptr()),
-        )
-    }
-}
-
-/// int8 GEMM reading A in place through [`WindowRowsI8`], the tiles of
-/// [`neon_dot_pw_i8_8x8`].
-pub(crate) fn neon_dot_window_i8_8x8(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [i8],
-) {
-    check_window_i8(a, b, epi, m0, m1, out.len());
-    assert!(
-        has_dotprod(),
-        "neon_dot_window_i8_8x8 needs the dotprod extension"
-    );
-    // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
-    // validated above.
-    unsafe {
-        pw_i8_dot_impl::<true>(
-            RowsPtr::window(a),
-            b,
-            m0,
-            m1,
-            Sink::I8(epi, out.as_mut_ptr()),
-        )
-    }
-}
-
-/// [`neon_dot_window_i8_8x8`] with the f32 epilogue of [`neon_dot_pw_i8_f32_8x8`].
-pub(crate) fn neon_dot_window_i8_f32_8x8(
-    a: &WindowRowsI8,
-    b: &PackedI8,
-    epi: &EpiI8,
-    m0: usize,
-    m1: usize,
-    out: &mut [f32],
-) {
-    check_window_i8(a, b, epi, m0, m1, out.len());
-    assert!(
-        has_dotprod(),
-        "neon_dot_window_i8_f32_8x8 needs the dotprod extension"
-    );
-    // SAFETY: dotprod asserted at run time; rows [m0,m1) of the window and the output
-    // validated above.
-    unsafe {
-        pw_i8_dot_impl::<true>(
-            RowsPtr::window(a),
-            b,
-            m0,
-            m1,
-            Sink::F32(epi, out.as_mut_ptr()),
-        )
+gemm_entries! {
+    /// [`neon_dot_pw_i8_8x8`] with raw i32 accumulators.
+    neon_dot_pw_i8_acc_8x8: i8, PackedI8 => i32;
+    group 4, has_dotprod, "the dotprod extension";
+    |a, b, m0, m1, out, const W| {
+        pw_i8_dot_impl::<W>(a, b, m0, m1, Sink::Acc(out.as_mut_ptr()))
     }
 }
 

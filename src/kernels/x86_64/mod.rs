@@ -17,7 +17,7 @@ use super::winograd::{self, PackedWino};
 use super::{
     Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
     PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, RowsPtr, WindowF32Fn, WindowI8F32Fn,
-    WindowI8Fn, WindowRows, WinoF32Fn, DW_PAIR_PAD, NR,
+    WindowI8Fn, WinoF32Fn, DW_PAIR_PAD, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -171,42 +171,6 @@ pub(crate) fn dot_pw_i8() -> Vec<I8Gemms> {
     v
 }
 
-/// The weights' layout, checked by every entry point before its `unsafe` block.
-trait CheckLayout {
-    fn check_layout(&self);
-}
-
-impl CheckLayout for PackedF32 {
-    fn check_layout(&self) {
-        assert_eq!(
-            self.data.len(),
-            self.panels() * self.k * NR,
-            "packed f32 weights: bad length"
-        );
-    }
-}
-
-impl CheckLayout for PackedI8 {
-    fn check_layout(&self) {
-        assert!(
-            self.kp == self.k.div_ceil(4) * 4,
-            "packed i8 weights: kp {} for k {}",
-            self.kp,
-            self.k
-        );
-        assert_eq!(
-            self.data.len(),
-            self.panels() * self.groups() * NR * 4,
-            "packed i8 weights: bad length"
-        );
-        assert_eq!(
-            self.wsum.len(),
-            self.panels() * NR,
-            "packed i8 weights: bad wsum length"
-        );
-    }
-}
-
 // ------------------------------------------------------------------------------------------
 // Reading A: plain rows or in-place conv windows, and the entry points built on them
 // ------------------------------------------------------------------------------------------
@@ -289,76 +253,6 @@ impl RowsPtr<f32> {
             }
         }
     }
-}
-
-/// Declares a GEMM's public entry points over one tile driver: `$name` on a plain `[M×K]`
-/// A and, where a `/ $window` name is given, the same on in-place conv windows
-/// ([`WindowRows`]). Each validates every operand once (A's rows in runs of whole `$group`s,
-/// the packed weights, the output rows, the epilogue) and asserts the CPU features, then runs
-/// `$drive` — which sees `a` as a [`RowsPtr`] — in `unsafe`.
-macro_rules! gemm_entries {
-    (
-        $(#[$doc:meta])*
-        $name:ident / $window:ident: $t:ty, $packed:ident $(, $epi:ident: $et:ty)? => $o:ty;
-        group $group:literal, $has:ident, $feat:literal;
-        |$a:ident, $b:ident, $m0:ident, $m1:ident, $out:ident| $drive:expr
-    ) => {
-        gemm_entries! {
-            $(#[$doc])*
-            $name: $t, $packed $(, $epi: $et)? => $o;
-            group $group, $has, $feat;
-            |$a, $b, $m0, $m1, $out| $drive
-        }
-        #[doc = concat!("[`", stringify!($name), "`] reading A in place through [`WindowRows`].")]
-        pub(crate) fn $window(
-            $a: &WindowRows<$t>,
-            $b: &$packed,
-            $($epi: $et,)?
-            $m0: usize,
-            $m1: usize,
-            $out: &mut [$o],
-        ) {
-            $a.check($b.k, $group, $m0, $m1);
-            assert_eq!($out.len(), ($m1 - $m0) * $b.n, "out len vs rows [{}, {})", $m0, $m1);
-            $b.check_layout();
-            $( $epi.check($b.n); )?
-            assert!($has(), concat!(stringify!($window), " needs ", $feat));
-            // SAFETY: the CPU features are asserted; the window's rows [m0,m1) (validated by
-            // `WindowRows::check`), the packed panels, the epilogue vectors and the output
-            // are in bounds by the checks above.
-            unsafe {
-                let $a = RowsPtr::window($a);
-                $drive
-            }
-        }
-    };
-    (
-        $(#[$doc:meta])*
-        $name:ident: $t:ty, $packed:ident $(, $epi:ident: $et:ty)? => $o:ty;
-        group $group:literal, $has:ident, $feat:literal;
-        |$a:ident, $b:ident, $m0:ident, $m1:ident, $out:ident| $drive:expr
-    ) => {
-        $(#[$doc])*
-        pub(crate) fn $name(
-            $a: &[$t],
-            $b: &$packed,
-            $($epi: $et,)?
-            $m0: usize,
-            $m1: usize,
-            $out: &mut [$o],
-        ) {
-            generic::check_gemm($a.len(), $b.k, $b.n, $m0, $m1, $out.len());
-            $b.check_layout();
-            $( $epi.check($b.n); )?
-            assert!($has(), concat!(stringify!($name), " needs ", $feat));
-            // SAFETY: the CPU features are asserted; rows [m0,m1) of A, the packed panels, the
-            // epilogue vectors and the (m1-m0)×N output are in bounds by the checks above.
-            unsafe {
-                let $a = RowsPtr::matrix($a, $b.k);
-                $drive
-            }
-        }
-    };
 }
 
 // ------------------------------------------------------------------------------------------
