@@ -556,36 +556,42 @@ fn simd_f32_matches_generic() {
     }
 }
 
+/// Runs every case with random int8 input, weights and epilogue, each activation, through `kt`
+/// and the generic table `g`, and asserts outputs within 1 LSB; returns the cases run.
+fn check_i8_cases(g: &Kernels, kt: &Kernels, cases: Vec<ConvCase>, rng: &mut Rng) -> usize {
+    let mut n = 0;
+    for c in cases {
+        let s = c.s;
+        let (wl, kdim) = weights_len(&c);
+        let x = rng.vi8(s.h * s.w * s.cin);
+        let w = rng.vi8(wl);
+        let bias = rng.vi32(s.cout, 3000);
+        let mult = mults(rng, s.cout, kdim);
+        let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
+        for kind in ACTS {
+            let epi = EpiI8 {
+                bias: &bias,
+                mult: &mult,
+                act: make_act(kind, 40.0, &alpha),
+            };
+            let want = run_i8(g, &c, &x, &w, &epi);
+            let got = run_i8(kt, &c, &x, &w, &epi);
+            assert_within_1(
+                &got,
+                &want,
+                &format!("{} {:?} dw={} {kind:?}", kt.describe(), s, c.dw),
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
 #[test]
 fn simd_i8_matches_generic() {
     let g = Kernels::generic();
     for kt in simd_tables() {
-        let mut rng = Rng::new(4);
-        let mut n = 0;
-        for c in conv_cases() {
-            let s = c.s;
-            let (wl, kdim) = weights_len(&c);
-            let x = rng.vi8(s.h * s.w * s.cin);
-            let w = rng.vi8(wl);
-            let bias = rng.vi32(s.cout, 3000);
-            let mult = mults(&mut rng, s.cout, kdim);
-            let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
-            for kind in ACTS {
-                let epi = EpiI8 {
-                    bias: &bias,
-                    mult: &mult,
-                    act: make_act(kind, 40.0, &alpha),
-                };
-                let want = run_i8(&g, &c, &x, &w, &epi);
-                let got = run_i8(&kt, &c, &x, &w, &epi);
-                assert_within_1(
-                    &got,
-                    &want,
-                    &format!("{} {:?} dw={} {kind:?}", kt.describe(), s, c.dw),
-                );
-                n += 1;
-            }
-        }
+        let n = check_i8_cases(&g, &kt, conv_cases(), &mut Rng::new(4));
         eprintln!("simd i8 vs generic [{}]: {n} cases", kt.describe());
     }
 }
@@ -1134,8 +1140,6 @@ fn simd_pw_i8_f32_matches_accumulators() {
 fn simd_i8_dw_blocks_and_gemm_groups_match_generic() {
     let g = Kernels::generic();
     for kt in simd_tables() {
-        let mut rng = Rng::new(7);
-        let mut n = 0;
         let mut cases = Vec::new();
         for &(h, w) in &[(1usize, 1usize), (4, 3), (3, 7), (5, 15), (3, 33)] {
             for &c in &[8usize, 16, 24, 40, 47] {
@@ -1172,30 +1176,7 @@ fn simd_i8_dw_blocks_and_gemm_groups_match_generic() {
                 dw: false,
             });
         }
-        for c in cases {
-            let s = c.s;
-            let (wl, kdim) = weights_len(&c);
-            let x = rng.vi8(s.h * s.w * s.cin);
-            let w = rng.vi8(wl);
-            let bias = rng.vi32(s.cout, 3000);
-            let mult = mults(&mut rng, s.cout, kdim);
-            let alpha: Vec<f32> = rng.vf32(s.cout).iter().map(|a| a.abs() * 0.5).collect();
-            for kind in ACTS {
-                let epi = EpiI8 {
-                    bias: &bias,
-                    mult: &mult,
-                    act: make_act(kind, 40.0, &alpha),
-                };
-                let want = run_i8(&g, &c, &x, &w, &epi);
-                let got = run_i8(&kt, &c, &x, &w, &epi);
-                assert_within_1(
-                    &got,
-                    &want,
-                    &format!("{} {:?} dw={} {kind:?}", kt.describe(), s, c.dw),
-                );
-                n += 1;
-            }
-        }
+        let n = check_i8_cases(&g, &kt, cases, &mut Rng::new(7));
         eprintln!("simd i8 blocks vs generic [{}]: {n} cases", kt.describe());
     }
 }
