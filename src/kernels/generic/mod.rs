@@ -565,14 +565,18 @@ pub(crate) fn check_pool2(
     assert_eq!(out_len, (y1 - y0) * (w / 2) * c, "pool2: out len");
 }
 
-pub(crate) fn maxpool2_f32(
-    input: &[f32],
+/// 2×2 stride-2 pooling of output rows `[y0,y1)`: each output value is `f` of the four
+/// input values under it (top left, top right, bottom left, bottom right).
+#[allow(clippy::too_many_arguments)]
+fn pool2<T: Copy>(
+    input: &[T],
     h: usize,
     w: usize,
     c: usize,
     y0: usize,
     y1: usize,
-    out: &mut [f32],
+    out: &mut [T],
+    f: impl Fn(T, T, T, T) -> T,
 ) {
     check_pool2(input.len(), h, w, c, y0, y1, out.len());
     let ow = w / 2;
@@ -582,12 +586,29 @@ pub(crate) fn maxpool2_f32(
             let i10 = i00 + w * c;
             let o = ((oy - y0) * ow + ox) * c;
             for j in 0..c {
-                out[o + j] = input[i00 + j]
-                    .max(input[i00 + c + j])
-                    .max(input[i10 + j].max(input[i10 + c + j]));
+                out[o + j] = f(
+                    input[i00 + j],
+                    input[i00 + c + j],
+                    input[i10 + j],
+                    input[i10 + c + j],
+                );
             }
         }
     }
+}
+
+pub(crate) fn maxpool2_f32(
+    input: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    y0: usize,
+    y1: usize,
+    out: &mut [f32],
+) {
+    pool2(input, h, w, c, y0, y1, out, |p, q, r, s| {
+        p.max(q).max(r.max(s))
+    });
 }
 
 pub(crate) fn avgpool2_f32(
@@ -599,20 +620,9 @@ pub(crate) fn avgpool2_f32(
     y1: usize,
     out: &mut [f32],
 ) {
-    check_pool2(input.len(), h, w, c, y0, y1, out.len());
-    let ow = w / 2;
-    for oy in y0..y1 {
-        for ox in 0..ow {
-            let i00 = ((2 * oy) * w + 2 * ox) * c;
-            let i10 = i00 + w * c;
-            let o = ((oy - y0) * ow + ox) * c;
-            for j in 0..c {
-                out[o + j] = ((input[i00 + j] + input[i00 + c + j])
-                    + (input[i10 + j] + input[i10 + c + j]))
-                    * 0.25;
-            }
-        }
-    }
+    pool2(input, h, w, c, y0, y1, out, |p, q, r, s| {
+        ((p + q) + (r + s)) * 0.25
+    });
 }
 
 /// int8 2×2 max pooling: exact, the output keeps the input's scale.
@@ -625,20 +635,9 @@ pub(crate) fn maxpool2_i8(
     y1: usize,
     out: &mut [i8],
 ) {
-    check_pool2(input.len(), h, w, c, y0, y1, out.len());
-    let ow = w / 2;
-    for oy in y0..y1 {
-        for ox in 0..ow {
-            let i00 = ((2 * oy) * w + 2 * ox) * c;
-            let i10 = i00 + w * c;
-            let o = ((oy - y0) * ow + ox) * c;
-            for j in 0..c {
-                out[o + j] = input[i00 + j]
-                    .max(input[i00 + c + j])
-                    .max(input[i10 + j].max(input[i10 + c + j]));
-            }
-        }
-    }
+    pool2(input, h, w, c, y0, y1, out, |p, q, r, s| {
+        p.max(q).max(r.max(s))
+    });
 }
 
 /// int8 2×2 average pooling with the output in the input's scale: the mean of four int8
@@ -652,23 +651,11 @@ pub(crate) fn avgpool2_i8(
     y1: usize,
     out: &mut [i8],
 ) {
-    check_pool2(input.len(), h, w, c, y0, y1, out.len());
-    let ow = w / 2;
-    for oy in y0..y1 {
-        for ox in 0..ow {
-            let i00 = ((2 * oy) * w + 2 * ox) * c;
-            let i10 = i00 + w * c;
-            let o = ((oy - y0) * ow + ox) * c;
-            for j in 0..c {
-                let s = input[i00 + j] as i32
-                    + input[i00 + c + j] as i32
-                    + input[i10 + j] as i32
-                    + input[i10 + c + j] as i32;
-                // round(s / 4), half away from zero, in integers.
-                out[o + j] = ((s + 2 * s.signum()) / 4) as i8;
-            }
-        }
-    }
+    pool2(input, h, w, c, y0, y1, out, |p, q, r, s| {
+        let sum = p as i32 + q as i32 + r as i32 + s as i32;
+        // round(sum / 4), half away from zero, in integers.
+        ((sum + 2 * sum.signum()) / 4) as i8
+    });
 }
 
 pub(crate) fn sigmoid_f32(x: &mut [f32]) {
