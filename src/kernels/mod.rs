@@ -667,16 +667,17 @@ pub type WindowI8F32Fn =
 /// Plain i32 accumulators, no bias/epilogue (for tests and for callers that fuse themselves).
 pub type PwI8AccFn = fn(a: &[i8], b: &PackedI8, m0: usize, m1: usize, out: &mut [i32]);
 /// Depthwise conv over output rows `[y0,y1)`; `input` is the whole `[H×W×C]` tensor, `out`
-/// holds only rows `[y0,y1)`: `(y1-y0) × OW × C`.
-pub type DwF32Fn = fn(
+/// holds only rows `[y0,y1)`: `(y1-y0) × OW × C`. f32 activations, weights of type `T`.
+pub type DwPanelsFn<T> = fn(
     input: &[f32],
     s: &ConvShape,
-    w: &PackedDwF32,
+    w: &PackedDw<T>,
     epi: &EpiF32,
     y0: usize,
     y1: usize,
     out: &mut [f32],
 );
+pub type DwF32Fn = DwPanelsFn<f32>;
 pub type DwI8Fn = fn(
     input: &[i8],
     s: &ConvShape,
@@ -703,15 +704,7 @@ pub type WinoF32Fn = fn(
 pub type PwF16Fn = PwPanelsFn<half::f16>;
 pub type WindowF16Fn = WindowPanelsFn<half::f16>;
 /// [`DwF32Fn`] on f16 weights, 3×3 filters only (any stride and padding).
-pub type DwF16Fn = fn(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF16,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-);
+pub type DwF16Fn = DwPanelsFn<half::f16>;
 
 /// Kernels that compute in f16 (for the layers of an f16 model file) where the CPU has
 /// half-precision arithmetic (aarch64 FEAT_FP16: Cortex-A76/Pi 5, Orin). Activations stay

@@ -274,13 +274,22 @@ fn conv_cases() -> Vec<ConvCase> {
     v
 }
 
-/// Runs a conv case through `kt` (f32): pointwise via pw_f32 when 1x1/s1/p0, dense via
-/// conv_f32, depthwise via dw_f32; output rows split in two calls to exercise ranges.
-fn run_f32(
-    kt: &Kernels,
+/// The float kernels of one table for weights of type `W`: depthwise, the GEMM, and the GEMM
+/// on in-place windows (dense convs go through `generic::conv_f32_with` over the last two,
+/// as `Kernels::conv_f32` does).
+struct FloatKernels<W> {
+    dw: DwPanelsFn<W>,
+    pw: PwPanelsFn<W>,
+    window: Option<WindowPanelsFn<W>>,
+}
+
+/// Runs a conv case through `k`: pointwise via the GEMM when 1x1/s1/p0, dense via windows +
+/// im2col, depthwise via `dw`; output rows split in two calls to exercise ranges.
+fn run_float<W: Copy + Default>(
+    k: &FloatKernels<W>,
     c: &ConvCase,
     x: &[f32],
-    w_oihw: &[f32],
+    w_oihw: &[W],
     bias: &[f32],
     act: Act,
 ) -> Vec<f32> {
@@ -292,23 +301,45 @@ fn run_f32(
     if c.dw {
         let pk = pack_dw(w_oihw, s.cin, s.kh);
         let (o1, o2) = out.split_at_mut(split * ow * s.cout);
-        (kt.dw_f32)(x, &s, &pk, &epi, 0, split, o1);
-        (kt.dw_f32)(x, &s, &pk, &epi, split, oh, o2);
+        (k.dw)(x, &s, &pk, &epi, 0, split, o1);
+        (k.dw)(x, &s, &pk, &epi, split, oh, o2);
     } else if s.kh == 1 && s.stride == 1 && s.pad == 0 {
-        let pk = pack_pw_f32(w_oihw, s.cout, s.cin);
+        let pk = pack_pw(w_oihw, s.cout, s.cin);
         let m = s.h * s.w;
         let ms = m / 3;
         let (o1, o2) = out.split_at_mut(ms * s.cout);
-        (kt.pw_f32)(x, &pk, &epi, 0, ms, o1);
-        (kt.pw_f32)(x, &pk, &epi, ms, m, o2);
+        (k.pw)(x, &pk, &epi, 0, ms, o1);
+        (k.pw)(x, &pk, &epi, ms, m, o2);
     } else {
-        let pk = pack_conv_f32(w_oihw, s.cout, s.cin, s.kh, s.kw);
+        let pk = pack_pw(
+            &oihw_to_ohwi(w_oihw, s.cout, s.cin, s.kh, s.kw),
+            s.cout,
+            s.kh * s.kw * s.cin,
+        );
         let mut scratch = vec![0.0f32; s.im2col_len() + 3];
         let (o1, o2) = out.split_at_mut(split * ow * s.cout);
-        kt.conv_f32(x, &s, &pk, &epi, 0, split, &mut scratch, o1);
-        kt.conv_f32(x, &s, &pk, &epi, split, oh, &mut scratch, o2);
+        for (y0, y1, o) in [(0, split, o1), (split, oh, o2)] {
+            generic::conv_f32_with(k.pw, k.window, x, &s, &pk, &epi, y0, y1, &mut scratch, o);
+        }
     }
     out
+}
+
+/// [`run_float`] through the f32 kernels of table `kt`.
+fn run_f32(
+    kt: &Kernels,
+    c: &ConvCase,
+    x: &[f32],
+    w_oihw: &[f32],
+    bias: &[f32],
+    act: Act,
+) -> Vec<f32> {
+    let k = FloatKernels {
+        dw: kt.dw_f32,
+        pw: kt.pw_f32,
+        window: kt.window_f32,
+    };
+    run_float(&k, c, x, w_oihw, bias, act)
 }
 
 fn run_i8(kt: &Kernels, c: &ConvCase, x: &[i8], w_oihw: &[i8], epi: &EpiI8) -> Vec<i8> {
@@ -781,8 +812,7 @@ fn f16_kernels() -> Option<F16Kernels> {
     f
 }
 
-/// Runs a conv case through the f16 kernels `f` as [`run_f32`] does through a table:
-/// pointwise, dense (windows + im2col) or depthwise 3×3, output rows in two calls.
+/// [`run_float`] through the f16 kernels `f`.
 fn run_f16(
     f: &F16Kernels,
     c: &ConvCase,
@@ -791,31 +821,12 @@ fn run_f16(
     bias: &[f32],
     act: Act,
 ) -> Vec<f32> {
-    let s = c.s;
-    let (oh, ow) = (s.oh(), s.ow());
-    let mut out = vec![0.0f32; oh * ow * s.cout];
-    let epi = EpiF32 { bias, act };
-    let split = oh / 2;
-    if c.dw {
-        let pk = pack_dw(w_oihw, s.cin, s.kh);
-        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
-        (f.dw3x3)(x, &s, &pk, &epi, 0, split, o1);
-        (f.dw3x3)(x, &s, &pk, &epi, split, oh, o2);
-    } else if s.kh == 1 && s.stride == 1 && s.pad == 0 {
-        let pk = pack_pw_f16(w_oihw, s.cout, s.cin);
-        let m = s.h * s.w;
-        let ms = m / 3;
-        let (o1, o2) = out.split_at_mut(ms * s.cout);
-        (f.pw)(x, &pk, &epi, 0, ms, o1);
-        (f.pw)(x, &pk, &epi, ms, m, o2);
-    } else {
-        let pk = pack_conv_f16(w_oihw, s.cout, s.cin, s.kh, s.kw);
-        let mut scratch = vec![0.0f32; s.im2col_len() + 3];
-        let (o1, o2) = out.split_at_mut(split * ow * s.cout);
-        Kernels::conv_f16(f, x, &s, &pk, &epi, 0, split, &mut scratch, o1);
-        Kernels::conv_f16(f, x, &s, &pk, &epi, split, oh, &mut scratch, o2);
-    }
-    out
+    let k = FloatKernels {
+        dw: f.dw3x3,
+        pw: f.pw,
+        window: Some(f.window),
+    };
+    run_float(&k, c, x, w_oihw, bias, act)
 }
 
 /// The conv cases the f16 kernels take (depthwise 3×3 only), plus K beyond one chunk of
