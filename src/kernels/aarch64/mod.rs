@@ -850,11 +850,6 @@ pub(crate) fn neon_dw_f32(
     out: &mut [f32],
 ) {
     generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
     epi.check(s.cin);
     // SAFETY: NEON architectural; tap ranges clipped to the image, output rows [y0,y1) only.
     unsafe {
@@ -969,11 +964,6 @@ pub(crate) fn neon_dw_i8(
     out: &mut [i8],
 ) {
     generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    assert_eq!(
-        w.data.len(),
-        w.k * w.k * w.c,
-        "depthwise weights: bad length"
-    );
     epi.check(s.cin);
     // SAFETY: as neon_dw_f32.
     unsafe {

@@ -135,6 +135,11 @@ pub(crate) fn check_dw<T>(
         w.k,
         w.c
     );
+    assert_eq!(
+        w.data.len(),
+        w.k * w.k * w.c,
+        "depthwise weights: bad length"
+    );
     s.check_io(input_len, s.cin, y0, y1, out_len, s.cout);
 }
 

@@ -1389,11 +1389,6 @@ macro_rules! dw_entry {
             out: &mut [$t],
         ) {
             generic::check_dw(input.len(), s, w, y0, y1, out.len());
-            assert_eq!(
-                w.data.len(),
-                w.k * w.k * w.c,
-                "depthwise weights: bad length"
-            );
             epi.check(s.cin);
             assert!($has(), concat!(stringify!($name), " needs ", $feat));
             // SAFETY: features asserted; reads and writes in bounds (see the macro's doc).
