@@ -45,6 +45,25 @@ fn split_rows(rows: usize, unit: usize, chunk: usize, chunks: usize) -> (usize, 
     ((u0 * unit).min(rows), (u1 * unit).min(rows))
 }
 
+/// Runs `job` over `rows` rows (in units of `unit`): in chunks over the pool's threads, or
+/// on the calling thread alone when `work` is too small to share or there is one row.
+fn run_rows(
+    pool: &mut Pool,
+    rows: usize,
+    unit: usize,
+    work: usize,
+    job: &(dyn Fn(usize, usize, usize) + Sync),
+) {
+    if pool.threads() == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
+        job(0, 1, 0);
+    } else {
+        pool.run(
+            (pool.threads() * pool::CHUNKS_PER_THREAD).min(rows.div_ceil(unit)),
+            job,
+        );
+    }
+}
+
 /// The number of threads "all cores" means here.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -519,13 +538,7 @@ impl Engine {
                         _ => unreachable!("layers are built from the ops in order"),
                     }
                 };
-                if self.pool.threads() == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
-                    job(0, 1, 0);
-                } else {
-                    let chunks =
-                        (self.pool.threads() * pool::CHUNKS_PER_THREAD).min(rows.div_ceil(unit));
-                    self.pool.run(chunks, &job);
-                }
+                run_rows(&mut self.pool, rows, unit, work, &job);
             }
             self.buffers[ob] = out;
             if let Some(g) = &self.siblings[i] {
@@ -546,7 +559,6 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| Error::Msg("Engine::run before input_mut".into()))?;
         let k = self.kernels;
-        let threads = self.pool.threads();
         let mut q = self.int8.take().expect("int8 engine");
         // The network input, quantised (unless only float layers read it), in bands of rows
         // over the threads: a 640×640 image is several megabytes to read.
@@ -563,12 +575,7 @@ impl Engine {
                 let d = unsafe { dst.slice(from, len) };
                 (k.quantize_i8)(&src[from..from + len], inv, d);
             };
-            if threads == 1 || h * w * c < MIN_PARALLEL_WORK || h < 2 {
-                job(0, 1, 0);
-            } else {
-                self.pool
-                    .run((threads * pool::CHUNKS_PER_THREAD).min(h), &job);
-            }
+            run_rows(&mut self.pool, h, 1, h * w * c, &job);
         }
         for (i, (op, layer)) in self.graph.ops.iter().zip(&self.layers).enumerate() {
             if i > self.last_op {
@@ -677,12 +684,7 @@ impl Engine {
                         }
                     }
                 };
-                if threads == 1 || work < MIN_PARALLEL_WORK || rows < 2 {
-                    job(0, 1, 0);
-                } else {
-                    let chunks = (threads * pool::CHUNKS_PER_THREAD).min(rows.div_ceil(unit));
-                    self.pool.run(chunks, &job);
-                }
+                run_rows(&mut self.pool, rows, unit, work, &job);
             }
             q.buffers[ob] = out8;
             self.buffers[ob] = outf;
