@@ -21,6 +21,7 @@ pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod onnx;
+pub mod onnx_proto;
 pub mod pipeline;
 pub mod preprocess;
 pub mod quant;
