@@ -138,6 +138,11 @@ pub struct MatchConfig {
 pub struct StoreConfig {
     /// Template store file (absolute after loading).
     pub path: PathBuf,
+    /// Device key file sealing the store (absolute after loading); default `<path>.key`
+    /// beside the store. Point it at a TPM-unsealed credential where the board has a TPM
+    /// (see `unlock::seal`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// `[gpio]` (optional table: absent = no lock wired, use the log-only actuator)
@@ -253,7 +258,10 @@ impl BoardProfile {
             &mut p.models.detector,
             &mut p.models.recognizer,
             &mut p.store.path,
-        ] {
+        ]
+        .into_iter()
+        .chain(p.store.key.as_mut())
+        {
             if f.is_relative() {
                 *f = root.join(&*f);
             }
