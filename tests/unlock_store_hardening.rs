@@ -18,6 +18,7 @@ use facegate::error::Result;
 use facegate::unlock::actuator::LogActuator;
 use facegate::unlock::app::{load_unlock_store, update_store, StoreFiles};
 use facegate::unlock::policy::{Decision, Policy, PolicyConfig};
+use facegate::unlock::policy_state::{Record, StateFile};
 use facegate::unlock::seal::DeviceKey;
 use facegate::unlock::session::{
     run_loop_live, FaceEngine, FrameReport, LoopConfig, LoopOutcome, PolicyTime,
@@ -351,4 +352,64 @@ fn a_store_that_breaks_while_the_loop_runs_gives_errors_not_the_old_templates() 
         }
     }
     assert_eq!(out.errors, 5);
+}
+
+#[test]
+fn each_failure_is_on_disk_before_its_decision_is_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let files = alice_and_bob(d.path());
+    let key = DeviceKey::load(&files.key).unwrap();
+    let mut live = load_unlock_store(&files.store, &key, MODEL, DIM).unwrap();
+    let policy_cfg = PolicyConfig {
+        threshold: 0.5,
+        max_failures: 2,
+        ..PolicyConfig::default()
+    };
+    let worst = Policy::new(policy_cfg.clone()).unwrap().worst_case();
+    let mut state = StateFile::open(&files.state, &key, worst).unwrap();
+    let mut policy = Policy::resume(policy_cfg, state.restored()).unwrap();
+    // A stranger (unit 2 matches nobody): attempts of 5 face frames fail; the 2nd locks out.
+    let mut src = ChangingSource {
+        kinds: vec![3; 12],
+        next: 0,
+        at: usize::MAX,
+        change: Some(|| {}),
+    };
+    let cfg = LoopConfig {
+        time: PolicyTime::FrameRate(10.0),
+        ..LoopConfig::default()
+    };
+    let mut on_disk = Vec::new();
+    let never = AtomicBool::new(false);
+    run_loop_live(
+        &mut src,
+        &Scripted,
+        &mut live,
+        Some(&mut state),
+        &mut policy,
+        &mut LogActuator::new(),
+        &cfg,
+        &never,
+        // What a process killed right after printing this decision would leave on disk.
+        &mut |r| {
+            let bytes = std::fs::read(&files.state).unwrap();
+            let (rec, _) = Record::from_bytes(&bytes, &key).unwrap();
+            on_disk.push((r.decision.clone(), rec.state));
+        },
+    );
+    // Frame 4 ends the first attempt: 1 failure on disk when it is reported.
+    assert_eq!(on_disk[4].1.failures, 1, "{:?}", on_disk[4]);
+    assert_eq!(on_disk[3].1.failures, 0);
+    // Frame 9 ends the second: reported as a lockout that is already on disk.
+    assert!(
+        matches!(on_disk[9].0, Decision::LockedOut { .. }),
+        "{:?}",
+        on_disk[9]
+    );
+    assert_eq!(
+        on_disk[9].1.lockout_remaining,
+        Duration::from_secs(30),
+        "{:?}",
+        on_disk[9]
+    );
 }
