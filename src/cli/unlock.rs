@@ -13,7 +13,6 @@ use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::policy::Policy;
 use crate::unlock::policy_state::{Found, StateFile};
-use crate::unlock::seal::DeviceKey;
 use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
 use crate::unlock::store::{self, TemplateStore};
 use crate::unlock::threshold;
@@ -198,7 +197,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     // Refuse a corrupt store or one of another model before looking at any frame (it is
     // loaded again, under the writer lock, when the templates are added).
     if store::exists(&store_path)? {
-        let key = DeviceKey::load(&files.key)?;
+        let key = app::store_key(&files)?;
         TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
     }
     // The frames are collected into a scratch store; the real one is only touched at the end.
@@ -284,7 +283,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
             if !store::exists(&path)? {
                 return Err(store::missing(&path).into());
             }
-            let store = TemplateStore::load(&path, &DeviceKey::load(&files.key)?)?;
+            let store = TemplateStore::load(&path, &app::store_key(&files)?)?;
             println!(
                 "{}: model {}, {}-d, {} user(s)",
                 path.display(),
@@ -355,7 +354,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     if !store::exists(&store_path)? {
         return Err(store::missing(&store_path).into());
     }
-    let key = DeviceKey::load(&files.key)?;
+    let key = app::store_key(&files)?;
     let mut store = app::load_unlock_store(&store_path, &key, &models.recognizer_id, models.dim)?;
     let policy_cfg = app::board_policy(&b, &models);
     // The failures and lockout of previous runs (a missing or corrupt record locks out).

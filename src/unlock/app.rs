@@ -20,7 +20,6 @@ use crate::pipeline::{Detector, Embedder, Pipeline};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::live_store::LiveStore;
 use crate::unlock::policy::{Policy, PolicyConfig};
-use crate::unlock::policy_state;
 use crate::unlock::seal::{self, DeviceKey};
 use crate::unlock::securefs::{self, FileLock};
 use crate::unlock::session::{
@@ -28,6 +27,7 @@ use crate::unlock::session::{
     FrameVerdict, LoopConfig, LoopOutcome, PolicyTime, QualityGates,
 };
 use crate::unlock::store::TemplateStore;
+use crate::unlock::{policy_state, store};
 
 /// Match threshold used when neither the board (`[match].threshold`) nor the recogniser file
 /// (`match_threshold`) gives one: the cosine at which mobilefacenet_512 (f32, det_500m
@@ -142,6 +142,17 @@ impl StoreFiles {
     }
 }
 
+/// The device key of an existing store. If the key file is missing, a store of the old clear
+/// format is reported as such (with the re-enrol advice) rather than as a missing key.
+pub fn store_key(files: &StoreFiles) -> Result<DeviceKey> {
+    let key_exists = securefs::exists(&files.key)
+        .map_err(|r| Error::Msg(format!("device key {}: {r}", files.key.display())))?;
+    if !key_exists && store::exists(&files.store)? {
+        store::refuse_legacy(&files.store)?;
+    }
+    DeviceKey::load(&files.key)
+}
+
 fn store_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Store {
         path: path.to_path_buf(),
@@ -183,6 +194,7 @@ fn key_for_writing(files: &StoreFiles, store_exists: bool) -> Result<DeviceKey> 
         return DeviceKey::load(&files.key);
     }
     if store_exists {
+        store::refuse_legacy(&files.store)?;
         return Err(store_error(
             &files.store,
             format!(
@@ -639,5 +651,27 @@ mod tests {
         // Saved again: the generation goes on.
         save_store(&s, &files).unwrap();
         assert_eq!(TemplateStore::load(&path, &key).unwrap().generation(), 2);
+    }
+
+    #[test]
+    fn an_old_clear_store_without_key_is_reported_as_such() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = StoreFiles::beside(&dir.path().join("templates.fgt"));
+        // The header of a version-1 store (the rest does not matter for the refusal).
+        let mut b = b"FGTSTORE".to_vec();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&[0; 40]);
+        std::fs::write(&files.store, &b).unwrap();
+        std::fs::set_permissions(&files.store, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for e in [
+            store_key(&files).unwrap_err(),
+            update_store(&files, Some(("m", 2)), |_| Ok(())).unwrap_err(),
+        ] {
+            let m = e.to_string();
+            assert!(m.contains("version 1") && m.contains("re-enrol"), "{m}");
+        }
+        // Nothing was created beside it.
+        assert!(!files.key.exists() && !files.state.exists());
     }
 }

@@ -106,6 +106,21 @@ pub fn missing(path: &Path) -> Error {
     store_err(path, "does not exist (no user is enrolled)")
 }
 
+/// The message for a store of format version 1 (templates in clear), which is refused.
+const V1_REFUSED: &str = "format version 1 holds the templates in clear and is no longer \
+                          accepted: move it away and re-enrol every user with `facegate enroll`";
+
+/// Errors with the re-enrol message if the store at `path` is of format version 1 (used when
+/// its device key is missing, so that an old store is not reported as a missing key).
+pub fn refuse_legacy(path: &Path) -> Result<()> {
+    let (bytes, _) =
+        securefs::read_private(path, MAX_FILE_BYTES).map_err(|r| store_err(path, r))?;
+    if bytes.len() >= 12 && bytes[..8] == MAGIC && bytes[8..12] == 1u32.to_le_bytes() {
+        return Err(store_err(path, V1_REFUSED));
+    }
+    Ok(())
+}
+
 /// Checks a user name: 1..=64 characters, the first alphanumeric, the rest alphanumeric or
 /// `_ - .` — so names are safe in logs, file names and command lines (no path separators,
 /// no `..`, no whitespace or control characters).
@@ -319,13 +334,7 @@ impl TemplateStore {
     /// Opens and parses a sealed store; `path` is only used in error messages.
     pub fn from_bytes(bytes: &[u8], path: &Path, key: &DeviceKey) -> Result<Self> {
         let err = |r: String| store_err(path, r);
-        let hint = |v: u32| {
-            (v == 1).then(|| {
-                "format version 1 holds the templates in clear and is no longer accepted: \
-                 move it away and re-enrol every user with `facegate enroll`"
-                    .to_string()
-            })
-        };
+        let hint = |v: u32| (v == 1).then(|| V1_REFUSED.to_string());
         let (generation, payload) = key.open(bytes, &MAGIC, VERSION, &hint).map_err(err)?;
         let mut store =
             Self::parse_payload(&payload).map_err(|r| err(format!("corrupt payload: {r}")))?;
