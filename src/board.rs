@@ -7,9 +7,9 @@
 //! wrong type, a missing key, an out-of-range value — becomes
 //! `Error::Config { path, key, reason }` with `key` spelled `table.key` (e.g. `policy.k`).
 //!
-//! Paths: `models.detector`, `models.recognizer` and `store.path` may be absolute or relative;
-//! relative ones are resolved against the `root` passed to [`BoardProfile::load`] (the project
-//! root or install prefix), never against the current directory, so the binary behaves the
+//! Paths: `models.detector`, `models.recognizer`, `store.path` and `store.key` may be absolute
+//! or relative; relative ones are resolved against the `root` passed to [`BoardProfile::load`]
+//! (the project root or install prefix), never against the current directory, so the binary behaves the
 //! same whoever starts it. Device paths (`camera.device`, `gpio.chip`) must be absolute.
 //! Files are not opened here: a missing model or store is reported by the stage that opens it.
 //!
@@ -138,6 +138,11 @@ pub struct MatchConfig {
 pub struct StoreConfig {
     /// Template store file (absolute after loading).
     pub path: PathBuf,
+    /// Device key file sealing the store (absolute after loading); default `<path>.key`
+    /// beside the store. Point it at a TPM-unsealed credential where the board has a TPM
+    /// (see `unlock::seal`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// `[gpio]` (optional table: absent = no lock wired, use the log-only actuator)
@@ -253,7 +258,10 @@ impl BoardProfile {
             &mut p.models.detector,
             &mut p.models.recognizer,
             &mut p.store.path,
-        ] {
+        ]
+        .into_iter()
+        .chain(p.store.key.as_mut())
+        {
             if f.is_relative() {
                 *f = root.join(&*f);
             }
@@ -534,6 +542,15 @@ window_s = 2.0
             Path::new("/abs/mobilefacenet_512.safetensors")
         );
         assert_eq!(p.store.path, Path::new("/opt/facegate/var/templates.fgt"));
+        assert_eq!(p.store.key, None);
+        let with_key = GOOD.replace(
+            "path = \"var/templates.fgt\"",
+            "path = \"var/templates.fgt\"\nkey = \"keys/store.key\"",
+        );
+        assert_eq!(
+            parse(&with_key).unwrap().store.key.as_deref(),
+            Some(Path::new("/opt/facegate/keys/store.key"))
+        );
         assert_eq!(p.matching.threshold, None);
         assert_eq!(p.policy.max_failures, 5);
         assert_eq!(p.policy.lockout_s, 30);

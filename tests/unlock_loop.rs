@@ -16,6 +16,7 @@ use facegate::error::{Error, Result};
 use facegate::unlock::actuator::{Lock, LogActuator};
 use facegate::unlock::app::load_unlock_store;
 use facegate::unlock::policy::{Decision, Policy, PolicyConfig};
+use facegate::unlock::seal::DeviceKey;
 use facegate::unlock::session::{
     run_loop, FaceEngine, FrameReport, LoopConfig, PolicyTime, StopReason,
 };
@@ -318,28 +319,29 @@ fn stop_flag_stops_before_the_next_frame_and_locks() {
 fn store_with_a_flipped_byte_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("templates.fgt");
-    store().save(&path).unwrap();
-    assert!(load_unlock_store(&path, "test-model", DIM).is_ok());
+    let key = DeviceKey::generate().unwrap();
+    store().save(&path, &key).unwrap();
+    assert!(load_unlock_store(&path, &key, "test-model", DIM).is_ok());
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let e = load_unlock_store(&path, "test-model", DIM).unwrap_err();
+    let e = load_unlock_store(&path, &key, "test-model", DIM).unwrap_err();
     let m = e.to_string();
     assert!(matches!(e, Error::Store { .. }), "{e:?}");
     assert!(m.contains("templates.fgt") && !m.contains('\n'), "{m}");
     // Missing, foreign-model and empty stores are refused as well.
-    assert!(load_unlock_store(&dir.path().join("none.fgt"), "test-model", DIM).is_err());
-    store().save(&path).unwrap();
-    let m = load_unlock_store(&path, "other-model", DIM)
+    assert!(load_unlock_store(&dir.path().join("none.fgt"), &key, "test-model", DIM).is_err());
+    store().save(&path, &key).unwrap();
+    let m = load_unlock_store(&path, &key, "other-model", DIM)
         .unwrap_err()
         .to_string();
     assert!(m.contains("other-model"), "{m}");
     TemplateStore::new("test-model", DIM)
         .unwrap()
-        .save(&path)
+        .save(&path, &key)
         .unwrap();
-    let m = load_unlock_store(&path, "test-model", DIM)
+    let m = load_unlock_store(&path, &key, "test-model", DIM)
         .unwrap_err()
         .to_string();
     assert!(m.contains("no user"), "{m}");

@@ -12,8 +12,9 @@ use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpe
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::policy::Policy;
+use crate::unlock::policy_state::{Found, StateFile};
 use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
-use crate::unlock::store::TemplateStore;
+use crate::unlock::store::{self, TemplateStore};
 use crate::unlock::threshold;
 
 /// Board selection shared by the commands.
@@ -190,11 +191,17 @@ fn load_models(b: &BoardProfile, threads: Option<usize>) -> Result<Models> {
 pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
     crate::unlock::store::validate_user_name(&args.user)?;
-    let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
+    let files = app::StoreFiles::for_board(&b, args.store.as_deref());
+    let store_path = files.store.clone();
     let models = load_models(&b, None)?;
-    // Refuse a corrupt store or one of another model before looking at any frame.
-    let mut store =
-        TemplateStore::load_or_empty_for_enrol(&store_path, &models.recognizer_id, models.dim)?;
+    // Refuse a corrupt store or one of another model before looking at any frame (it is
+    // loaded again, under the writer lock, when the templates are added).
+    if store::exists(&store_path)? {
+        let key = app::store_key(&files)?;
+        TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
+    }
+    // The frames are collected into a scratch store; the real one is only touched at the end.
+    let mut store = TemplateStore::new(models.recognizer_id.clone(), models.dim)?;
     let spec = source_spec(&args.source, &b)?;
     let live = matches!(spec, SourceSpec::V4l2 { .. });
     let mut source: Box<dyn FrameSource> = if live {
@@ -210,9 +217,6 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
     let max_scan = live.then_some(wanted as u64 * 600);
     let stop = session::stop_flag()?;
-    if !args.append {
-        store.remove_user(&args.user)?;
-    }
     println!(
         "enrolling {} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
         args.user, gates.min_face_px, gates.min_sharpness
@@ -240,7 +244,15 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
         bail!("enrolment interrupted: {} unchanged", store_path.display());
     }
-    app::save_store(&store, &store_path)?;
+    // Read-modify-write under the store's lock: an enrolment or removal made meanwhile by
+    // another process is kept, not overwritten by a copy read before the capture.
+    let templates: Vec<Vec<f32>> = cap.accepted.iter().map(|a| a.embedding.clone()).collect();
+    app::update_store(&files, Some((&models.recognizer_id, models.dim)), |s| {
+        if !args.append {
+            s.remove_user(&args.user)?;
+        }
+        s.add_templates(&args.user, templates)
+    })?;
     if n < wanted {
         println!(
             "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \
@@ -264,10 +276,14 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
 /// `facegate users`
 pub fn users(args: &UsersArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
-    let path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
-    let mut store = TemplateStore::load(&path)?;
+    let files = app::StoreFiles::for_board(&b, args.store.as_deref());
+    let path = files.store.clone();
     match &args.action {
         UsersAction::List => {
+            if !store::exists(&path)? {
+                return Err(store::missing(&path).into());
+            }
+            let store = TemplateStore::load(&path, &app::store_key(&files)?)?;
             println!(
                 "{}: model {}, {}-d, {} user(s)",
                 path.display(),
@@ -280,10 +296,18 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
             }
         }
         UsersAction::Remove { name } => {
-            if !store.remove_user(name)? {
-                bail!("{}: no user {name:?}", path.display());
-            }
-            store.save(&path)?;
+            // Under the store's lock, so a concurrent enrolment cannot bring the user back.
+            let removed = app::update_store(&files, None, |s| {
+                if s.remove_user(name)? {
+                    Ok(())
+                } else {
+                    Err(crate::error::Error::Msg(format!(
+                        "{}: no user {name:?}",
+                        path.display()
+                    )))
+                }
+            });
+            removed?;
             println!("removed {name} from {}", path.display());
         }
     }
@@ -322,12 +346,33 @@ fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
 /// `facegate unlock`
 pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
-    let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
+    let files = app::StoreFiles::for_board(&b, args.store.as_deref());
+    let store_path = files.store.clone();
     let models = load_models(&b, args.threads)?;
-    // Fail closed: a missing, corrupt or foreign store stops here.
-    let store = app::load_unlock_store(&store_path, &models.recognizer_id, models.dim)?;
+    // Fail closed: a missing, corrupt, open-mode, symlinked or foreign store stops here (the
+    // store is checked before its key so that "no store" reads as such).
+    if !store::exists(&store_path)? {
+        return Err(store::missing(&store_path).into());
+    }
+    let key = app::store_key(&files)?;
+    let mut store = app::load_unlock_store(&store_path, &key, &models.recognizer_id, models.dim)?;
     let policy_cfg = app::board_policy(&b, &models);
-    let mut policy = Policy::new(policy_cfg.clone())?;
+    // The failures and lockout of previous runs (a missing or corrupt record locks out).
+    let worst = Policy::new(policy_cfg.clone())?.worst_case();
+    let mut state = StateFile::open(&files.state, &key, worst)?;
+    match state.found() {
+        Found::Valid => {}
+        Found::ClockWentBack => println!(
+            "policy state {}: the clock is earlier than its last write: a lockout in progress restarts in full",
+            files.state.display()
+        ),
+        Found::Unusable(r) => println!(
+            "policy state {}: {r}: locked out for {:?} (a missing or corrupt record is not a fresh start)",
+            files.state.display(),
+            policy_cfg.lockout_max
+        ),
+    }
+    let mut policy = Policy::resume(policy_cfg.clone(), state.restored())?;
     let spec = source_spec(&args.source, &b)?;
     let replay = !matches!(spec, SourceSpec::V4l2 { .. });
     let mut actuator = make_actuator(&b, replay)?;
@@ -367,7 +412,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let stop = session::stop_flag()?;
     println!(
         "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, source {spec}, {}",
-        store.user_count(),
+        store.current().map_or(0, |s| s.user_count()),
         store_path.display(),
         policy_cfg.threshold,
         policy_cfg.k,
@@ -375,10 +420,11 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         policy_cfg.window,
         actuator.describe()
     );
-    let out = session::run_loop(
+    let out = session::run_loop_live(
         &mut source,
         &models.pipeline,
-        &store,
+        &mut store,
+        Some(&mut state),
         &mut policy,
         actuator.as_mut(),
         &cfg,

@@ -18,12 +18,16 @@ use crate::models::scrfd::Scrfd;
 use crate::models::LoadOptions;
 use crate::pipeline::{Detector, Embedder, Pipeline};
 use crate::unlock::actuator::{Actuator, LogActuator};
+use crate::unlock::live_store::LiveStore;
 use crate::unlock::policy::{Policy, PolicyConfig};
+use crate::unlock::seal::{self, DeviceKey};
+use crate::unlock::securefs::{self, FileLock};
 use crate::unlock::session::{
     collect_enrolment, enrol_into, run_loop, EnrolmentCapture, FaceEngine, FrameReport,
     FrameVerdict, LoopConfig, LoopOutcome, PolicyTime, QualityGates,
 };
 use crate::unlock::store::TemplateStore;
+use crate::unlock::{policy_state, store};
 
 /// Match threshold used when neither the board (`[match].threshold`) nor the recogniser file
 /// (`match_threshold`) gives one: the cosine at which mobilefacenet_512 (f32, det_500m
@@ -108,23 +112,56 @@ pub fn default_root(board_path: &Path) -> PathBuf {
     dir
 }
 
-/// Loads the store the unlock loop will match against, failing closed: a missing, unreadable,
-/// corrupt or foreign-model store, or one with no user, is an error (one line, naming the
-/// path), and the loop must not start.
-pub fn load_unlock_store(path: &Path, recognizer_id: &str, dim: usize) -> Result<TemplateStore> {
-    let store = TemplateStore::load_for_model(path, recognizer_id, dim)?;
-    if store.is_empty() {
-        return Err(Error::Store {
-            path: path.to_path_buf(),
-            reason: "no user is enrolled (run `facegate enroll`)".into(),
-        });
-    }
-    Ok(store)
+/// The files of one template store: the store, its device key (see [`crate::unlock::seal`])
+/// and the policy state (see [`crate::unlock::policy_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreFiles {
+    pub store: PathBuf,
+    pub key: PathBuf,
+    pub state: PathBuf,
 }
 
-/// Saves an enrolment: creates the store's folder if needed (mode 0700: templates are
-/// biometric data), then writes the store atomically.
-pub fn save_store(store: &TemplateStore, path: &Path) -> Result<()> {
+impl StoreFiles {
+    /// Key and state beside the store: `<store>.key`, `<store>.state`.
+    pub fn beside(store: &Path) -> Self {
+        StoreFiles {
+            store: store.to_path_buf(),
+            key: seal::default_key_path(store),
+            state: policy_state::default_state_path(store),
+        }
+    }
+
+    /// The board's store (or `store`, given on the command line) with the board's
+    /// `[store].key` if set, else the key beside the store.
+    pub fn for_board(board: &BoardProfile, store: Option<&Path>) -> Self {
+        let mut f = Self::beside(store.unwrap_or(&board.store.path));
+        if let Some(k) = &board.store.key {
+            f.key = k.clone();
+        }
+        f
+    }
+}
+
+/// The device key of an existing store. If the key file is missing, a store of the old clear
+/// format is reported as such (with the re-enrol advice) rather than as a missing key.
+pub fn store_key(files: &StoreFiles) -> Result<DeviceKey> {
+    let key_exists = securefs::exists(&files.key)
+        .map_err(|r| Error::Msg(format!("device key {}: {r}", files.key.display())))?;
+    if !key_exists && store::exists(&files.store)? {
+        store::refuse_legacy(&files.store)?;
+    }
+    DeviceKey::load(&files.key)
+}
+
+fn store_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Store {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Creates the store's folder if needed (mode 0700: templates are biometric data).
+fn ensure_store_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
@@ -135,7 +172,135 @@ pub fn save_store(store: &TemplateStore, path: &Path) -> Result<()> {
                 .map_err(|e| Error::io(dir, e))?;
         }
     }
-    store.save(path)
+    Ok(())
+}
+
+/// Takes the store's writer lock and removes temp files of writers that died.
+fn lock_for_writing(files: &StoreFiles) -> Result<FileLock> {
+    ensure_store_dir(&files.store)?;
+    let lock = FileLock::exclusive(&files.store).map_err(|r| store_error(&files.store, r))?;
+    for p in securefs::clean_stale_temps(&files.store).map_err(|r| store_error(&files.store, r))? {
+        log::warn!("removed {}, left by a writer that died", p.display());
+    }
+    Ok(lock)
+}
+
+/// The device key for a write: loaded if the key file exists; created if neither it nor the
+/// store exists (the first enrolment); an existing store without its key is an error.
+fn key_for_writing(files: &StoreFiles, store_exists: bool) -> Result<DeviceKey> {
+    if securefs::exists(&files.key)
+        .map_err(|r| Error::Msg(format!("{}: {r}", files.key.display())))?
+    {
+        return DeviceKey::load(&files.key);
+    }
+    if store_exists {
+        store::refuse_legacy(&files.store)?;
+        return Err(store_error(
+            &files.store,
+            format!(
+                "its device key {} is missing: the store cannot be opened (move the store \
+                 away and re-enrol)",
+                files.key.display()
+            ),
+        ));
+    }
+    DeviceKey::create(&files.key)
+}
+
+/// Writes a fresh policy state when a store is created and none exists (so the first start
+/// after enrolment is not locked out; an existing state, even unusable, is left alone).
+fn create_state_with_store(files: &StoreFiles, key: &DeviceKey) -> Result<()> {
+    let exists = securefs::exists(&files.state)
+        .map_err(|r| Error::Msg(format!("{}: {r}", files.state.display())))?;
+    if !exists {
+        policy_state::write_fresh(&files.state, key)?;
+    }
+    Ok(())
+}
+
+/// A read-modify-write of the store under its exclusive lock: loads it (or, if it does not
+/// exist and `model` is given, starts an empty one for that model, creating the device key
+/// and the policy state), runs `change`, and saves it with the next generation. Two
+/// concurrent updates are serialised, so neither is lost; `change` returning an error
+/// leaves the store untouched. `model` (id, dim) is also checked against an existing store.
+pub fn update_store<R>(
+    files: &StoreFiles,
+    model: Option<(&str, usize)>,
+    change: impl FnOnce(&mut TemplateStore) -> Result<R>,
+) -> Result<R> {
+    let _lock = lock_for_writing(files)?;
+    let exists = securefs::exists(&files.store).map_err(|r| store_error(&files.store, r))?;
+    let (mut s, key) = match (exists, model) {
+        (true, _) => {
+            let key = key_for_writing(files, true)?;
+            let s = TemplateStore::load(&files.store, &key)?;
+            if let Some((id, dim)) = model {
+                s.check_model(&files.store, id, dim)?;
+            }
+            (s, key)
+        }
+        (false, Some((id, dim))) => {
+            let s = TemplateStore::new(id, dim)?;
+            let key = key_for_writing(files, false)?;
+            create_state_with_store(files, &key)?;
+            (s, key)
+        }
+        (false, None) => {
+            return Err(store_error(
+                &files.store,
+                "does not exist (no user is enrolled)",
+            ))
+        }
+    };
+    let r = change(&mut s)?;
+    s.set_generation(s.generation().saturating_add(1));
+    s.save(&files.store, &key)?;
+    Ok(r)
+}
+
+/// Loads the store the unlock loop will match against, failing closed: a missing, unreadable,
+/// non-private, symlinked, corrupt, foreign-key or foreign-model store, or one with no user,
+/// is an error (one line, naming the path), and the loop must not start. The result is
+/// watched: the loop reloads it when the file changes.
+pub fn load_unlock_store(
+    path: &Path,
+    key: &DeviceKey,
+    recognizer_id: &str,
+    dim: usize,
+) -> Result<LiveStore> {
+    let mut live = LiveStore::watch(path, key, recognizer_id, dim)?;
+    if live.current().map_err(Error::Msg)?.is_empty() {
+        return Err(store_error(
+            path,
+            "no user is enrolled (run `facegate enroll`)",
+        ));
+    }
+    Ok(live)
+}
+
+/// Replaces the whole store with `store` (the demo's enrolments) under the writer lock,
+/// creating the folder (0700), the device key and the policy state if needed; the generation
+/// continues from the file being replaced. Returns the key.
+pub fn save_store(store: &TemplateStore, files: &StoreFiles) -> Result<DeviceKey> {
+    let _lock = lock_for_writing(files)?;
+    let exists = securefs::exists(&files.store).map_err(|r| store_error(&files.store, r))?;
+    let key = match key_for_writing(files, exists) {
+        Ok(k) => k,
+        // A store whose key is gone is replaced as a whole here, under a new key.
+        Err(_) if exists && !securefs::exists(&files.key).unwrap_or(true) => {
+            DeviceKey::create(&files.key)?
+        }
+        Err(e) => return Err(e),
+    };
+    create_state_with_store(files, &key)?;
+    let previous = std::fs::read(&files.store)
+        .ok()
+        .and_then(|b| seal::peek_generation(&b))
+        .unwrap_or(0);
+    let mut s = store.clone();
+    s.set_generation(previous.max(store.generation()).saturating_add(1));
+    s.save(&files.store, &key)?;
+    Ok(key)
 }
 
 /// The policy for `board` with the threshold rule: board, else model file, else
@@ -376,9 +541,10 @@ pub fn run_demo(
         log_line(&format!("--- {name}: enrolling {} person(s)", people.len()));
         let (store, enrolled) = enrol_people(&models, &people, opts.frames, log_line)?;
         let store_path = opts.work_dir.join(format!("{name}.fgt"));
-        save_store(&store, &store_path)?;
+        let key = save_store(&store, &StoreFiles::beside(&store_path))?;
         // Read back through the fail-closed loader, as `unlock` would.
-        let store = TemplateStore::load_for_model(&store_path, &models.recognizer_id, models.dim)?;
+        let store =
+            TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
         let clip_path = video.join(clip);
         log_line(&format!(
             "--- {name}: replaying {} (must {})",
@@ -469,12 +635,43 @@ mod tests {
         let path = dir.path().join("a/b/templates.fgt");
         let mut s = TemplateStore::new("m", 2).unwrap();
         s.add_templates("u", vec![vec![1.0, 0.0]]).unwrap();
-        save_store(&s, &path).unwrap();
+        let files = StoreFiles::beside(&path);
+        let key = save_store(&s, &files).unwrap();
         let mode = std::fs::metadata(path.parent().unwrap())
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
-        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+        assert_eq!(TemplateStore::load(&path, &key).unwrap(), s);
+        // Key and state were created beside it, private.
+        for p in [&files.key, &files.state, &files.store] {
+            let m = std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, 0o600, "{}", p.display());
+        }
+        // Saved again: the generation goes on.
+        save_store(&s, &files).unwrap();
+        assert_eq!(TemplateStore::load(&path, &key).unwrap().generation(), 2);
+    }
+
+    #[test]
+    fn an_old_clear_store_without_key_is_reported_as_such() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = StoreFiles::beside(&dir.path().join("templates.fgt"));
+        // The header of a version-1 store (the rest does not matter for the refusal).
+        let mut b = b"FGTSTORE".to_vec();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&[0; 40]);
+        std::fs::write(&files.store, &b).unwrap();
+        std::fs::set_permissions(&files.store, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for e in [
+            store_key(&files).unwrap_err(),
+            update_store(&files, Some(("m", 2)), |_| Ok(())).unwrap_err(),
+        ] {
+            let m = e.to_string();
+            assert!(m.contains("version 1") && m.contains("re-enrol"), "{m}");
+        }
+        // Nothing was created beside it.
+        assert!(!files.key.exists() && !files.state.exists());
     }
 }

@@ -9,7 +9,11 @@
 
 pub mod actuator;
 pub mod app;
+pub mod live_store;
 pub mod policy;
+pub mod policy_state;
+pub mod seal;
+pub mod securefs;
 pub mod session;
 pub mod store;
 pub mod threshold;

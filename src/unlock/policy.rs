@@ -45,6 +45,15 @@
 //!   the failure accounting.
 //! * Time never runs backwards for the policy: a `now` earlier than a previous one is treated
 //!   as equal to it (saturating arithmetic), never as a panic.
+//! * **Restarts.** What must outlive the process — the failure count, the doubling level, the
+//!   lockout's remaining time and whether the attempt in progress already counts as a failure
+//!   — is a [`Persisted`] value ([`Policy::persisted`]), written to disk by
+//!   `unlock::policy_state` before each decision that changed it is acted upon. A policy made
+//!   with [`Policy::resume`] takes it back at its first frame: the lockout goes on for the
+//!   recorded remaining time from that frame, and an attempt that was cut by the restart after
+//!   reaching `k` face frames counts as the failed attempt it would have become (so a
+//!   power-cycle between tries neither clears the count nor saves an attempt). Instants do not
+//!   survive a restart, so the remaining time is kept as a duration, never as a deadline.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -163,6 +172,22 @@ impl PolicyConfig {
     }
 }
 
+/// The part of the policy's state that must survive a restart (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Persisted {
+    /// Failed attempts counted towards the next lockout.
+    pub failures: u32,
+    /// Lockouts since the last successful unlock (the doubling exponent).
+    pub lockout_level: u32,
+    /// The attempt in progress has seen `k` face frames: it ends as a failure unless it
+    /// unlocks, so a restart must count it.
+    pub attempt_counts: bool,
+    /// Time left of the lockout in force (zero: none).
+    pub lockout_remaining: Duration,
+    /// Full length of that lockout.
+    pub lockout_total: Duration,
+}
+
 /// One frame remembered in the window.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -185,9 +210,13 @@ pub struct Policy {
     /// Lockouts since the last success: the doubling exponent.
     lockout_level: u32,
     locked_until: Option<Instant>,
+    /// Full length of the lockout in force.
+    locked_for: Duration,
     cooldown_until: Option<Instant>,
     /// Latest `now` seen, so a backwards clock is clamped.
     last_now: Option<Instant>,
+    /// State from a previous run, taken back at the first frame ([`Policy::resume`]).
+    resume: Option<Persisted>,
 }
 
 impl Policy {
@@ -202,9 +231,69 @@ impl Policy {
             failures: 0,
             lockout_level: 0,
             locked_until: None,
+            locked_for: Duration::ZERO,
             cooldown_until: None,
             last_now: None,
+            resume: None,
         })
+    }
+
+    /// A policy that continues from `state` (saved by a previous run): at its first frame the
+    /// lockout in force resumes with its remaining time, and an attempt that already counted
+    /// is counted as failed (which may start a lockout on that frame).
+    pub fn resume(cfg: PolicyConfig, state: Persisted) -> Result<Self> {
+        let mut p = Self::new(cfg)?;
+        p.resume = Some(state);
+        Ok(p)
+    }
+
+    /// What must survive a restart, as of `now` (see [`Persisted`]).
+    pub fn persisted(&self, now: Instant) -> Persisted {
+        if let Some(r) = self.resume {
+            return r;
+        }
+        let remaining = self.locked_out_for(now).unwrap_or_default();
+        Persisted {
+            failures: self.failures,
+            lockout_level: self.lockout_level,
+            attempt_counts: self.attempt_faces >= self.cfg.k,
+            lockout_remaining: remaining,
+            lockout_total: if remaining.is_zero() {
+                Duration::ZERO
+            } else {
+                self.locked_for
+            },
+        }
+    }
+
+    /// The lockout a corrupt or missing record stands for: the longest this policy imposes,
+    /// at the doubling level that reaches it (so the next one is as long).
+    pub fn worst_case(&self) -> Persisted {
+        let mut level = 0;
+        while level < 32 && self.lockout_duration(level) < self.cfg.lockout_max {
+            level += 1;
+        }
+        Persisted {
+            failures: 0,
+            lockout_level: level.saturating_add(1),
+            attempt_counts: false,
+            lockout_remaining: self.cfg.lockout_max,
+            lockout_total: self.cfg.lockout_max,
+        }
+    }
+
+    /// Takes back a [`Persisted`] state at `now`.
+    fn apply_resume(&mut self, r: Persisted, now: Instant) {
+        self.failures = r.failures;
+        self.lockout_level = r.lockout_level;
+        if !r.lockout_remaining.is_zero() {
+            self.locked_until = Some(now + r.lockout_remaining);
+            self.locked_for = r.lockout_total.max(r.lockout_remaining);
+        }
+        if r.attempt_counts {
+            self.failures = self.failures.saturating_add(1);
+        }
+        self.lock_if_due(now);
     }
 
     /// The configuration in force.
@@ -254,13 +343,25 @@ impl Policy {
         let counts = self.attempt_faces >= self.cfg.k;
         self.reset_attempt();
         if counts {
-            self.failures += 1;
-            if self.failures >= self.cfg.max_failures {
-                let d = self.lockout_duration(self.lockout_level);
-                self.locked_until = Some(now + d);
-                self.lockout_level = self.lockout_level.saturating_add(1);
-                self.failures = 0;
-            }
+            self.count_failure(now);
+        }
+    }
+
+    /// Counts one failed attempt; the last allowed one starts a lockout (unless one is
+    /// already in force, when it counts towards the next round).
+    fn count_failure(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.lock_if_due(now);
+    }
+
+    /// Starts a lockout if the failures reached `max_failures` and none is in force.
+    fn lock_if_due(&mut self, now: Instant) {
+        if self.failures >= self.cfg.max_failures && self.locked_out_for(now).is_none() {
+            let d = self.lockout_duration(self.lockout_level);
+            self.locked_until = Some(now + d);
+            self.locked_for = d;
+            self.lockout_level = self.lockout_level.saturating_add(1);
+            self.failures = 0;
         }
     }
 
@@ -280,6 +381,9 @@ impl Policy {
             _ => now,
         };
         self.last_now = Some(now);
+        if let Some(r) = self.resume.take() {
+            self.apply_resume(r, now);
+        }
 
         // 1. Lockout takes precedence over everything, a matching face included.
         if let Some(until) = self.locked_until {

@@ -10,8 +10,14 @@
 //!   [`Observation::Error`] → [`Decision::Error`], which never unlocks; the loop goes on;
 //! * the actuator is driven LOCKED at start, after an actuator error and at the end
 //!   (including a stop by SIGTERM/SIGINT, see [`stop_flag`]);
-//! * the template store is loaded before the loop by the caller with
-//!   [`TemplateStore::load_for_model`], which refuses a missing or corrupt store (fail closed).
+//! * the template store is loaded before the loop by the caller, failing closed on a missing
+//!   or corrupt store; with [`run_loop_live`] it is a [`LiveStore`], reloaded before each
+//!   match when the file changed (a revoked user cannot unlock from the next frame on, and a
+//!   store that fails to reload makes the match an error);
+//! * with a [`StateFile`] the policy's failure count and lockout are written after each
+//!   decision that changed them and *before* the decision is acted upon or reported, so a
+//!   `kill -9` or power cut right after a failure cannot lose it; a failed write turns the
+//!   decision into an error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +30,9 @@ use crate::detect::Face;
 use crate::error::{Error, Result};
 use crate::pipeline::{largest, Pipeline};
 use crate::unlock::actuator::Actuator;
+use crate::unlock::live_store::LiveStore;
 use crate::unlock::policy::{Decision, Observation, Policy};
+use crate::unlock::policy_state::StateFile;
 use crate::unlock::store::TemplateStore;
 use crate::unlock::{act, observe};
 
@@ -234,12 +242,33 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs frames through the stages until the source ends, `stop` is raised, `max_frames` is
-/// reached or (with `once`) the lock opens. See the module doc for the failure rules.
+/// reached or (with `once`) the lock opens. See the module doc for the failure rules. The
+/// store is fixed and no policy state is kept: see [`run_loop_live`] for the daemon's loop.
 #[allow(clippy::too_many_arguments)]
 pub fn run_loop(
     source: &mut dyn FrameSource,
     engine: &dyn FaceEngine,
     store: &TemplateStore,
+    policy: &mut Policy,
+    actuator: &mut dyn Actuator,
+    cfg: &LoopConfig,
+    stop: &AtomicBool,
+    on_frame: &mut dyn FnMut(&FrameReport),
+) -> LoopOutcome {
+    let mut live = LiveStore::fixed(store.clone());
+    run_loop_live(
+        source, engine, &mut live, None, policy, actuator, cfg, stop, on_frame,
+    )
+}
+
+/// [`run_loop`] with a store that is reloaded when its file changes and, if `state` is given,
+/// the policy's failures and lockout kept on disk (see the module doc).
+#[allow(clippy::too_many_arguments)]
+pub fn run_loop_live(
+    source: &mut dyn FrameSource,
+    engine: &dyn FaceEngine,
+    store: &mut LiveStore,
+    mut state: Option<&mut StateFile>,
     policy: &mut Policy,
     actuator: &mut dyn Actuator,
     cfg: &LoopConfig,
@@ -254,7 +283,7 @@ pub fn run_loop(
         "unlock loop: source {}, actuator {}, {} user(s), threshold {threshold:.3}",
         source.name(),
         actuator.describe(),
-        store.user_count()
+        store.current().map_or(0, |s| s.user_count())
     );
     let t0 = Instant::now();
     let mut out = LoopOutcome {
@@ -321,7 +350,14 @@ pub fn run_loop(
         };
         let now = frame_time(seq.unwrap_or(last_seq));
         last_handled = Some(now);
-        let decision = policy.observe(&obs, now);
+        let mut decision = policy.observe(&obs, now);
+        // Recorded before the decision is acted upon or reported (see the module doc).
+        if let Some(st) = state.as_deref_mut() {
+            if let Err(e) = st.record(policy, now) {
+                log::error!("{e}");
+                decision = Decision::Error(format!("cannot record the policy state: {e}"));
+            }
+        }
         let opened = match act(actuator, &decision, cfg.open_time) {
             Ok(o) => o,
             Err(e) => {
@@ -394,7 +430,7 @@ pub fn run_loop(
 /// Detect → largest face → align + embed → best match, timing each stage.
 fn process_frame(
     engine: &dyn FaceEngine,
-    store: &TemplateStore,
+    store: &mut LiveStore,
     rgb: &RgbImage,
     t: &mut StageTimings,
 ) -> (Observation, Option<(String, f32)>) {
@@ -422,7 +458,11 @@ fn process_frame(
         Err(e) => return (Observation::Error(format!("embedder: {e}")), None),
     };
     let start = Instant::now();
-    let obs = observe(store, Some(Ok(&emb)));
+    // The store as of this very frame: a change since the last frame is reloaded first.
+    let obs = match store.current() {
+        Ok(store) => observe(store, Some(Ok(&emb))),
+        Err(e) => Observation::Error(format!("store: {e}")),
+    };
     t.match_ms = ms(start.elapsed());
     let best = match &obs {
         Observation::Face { best } => best.clone(),

@@ -10,43 +10,57 @@
 //! * **Bound to the model.** Embeddings of two models live in unrelated spaces; the store
 //!   records the embedding dimension and the model identity (the converted model's sha256 or
 //!   another stable id) and [`TemplateStore::check_model`] refuses a mismatch.
-//! * **Atomic writes.** A power cut during enrolment must leave the old store or the new one,
-//!   never half of one: [`TemplateStore::save`] writes a temp file (mode 0600: templates are
-//!   biometric data) in the same directory, fsyncs it, renames it over the target and fsyncs
-//!   the directory. [`TemplateStore::save_with_hook`] calls a hook between the stages so tests
-//!   can inject a failure and prove the old store survives and no temp file is left.
+//! * **Sealed and encrypted.** The file is a [`crate::unlock::seal`] container: the payload is
+//!   encrypted and authenticated with ChaCha20-Poly1305 under the device key, so a template can
+//!   only be planted by someone who can read the key, every single-byte change anywhere in the
+//!   file is refused, and the templates (biometric data) are not readable without the key. A
+//!   store sealed under another device's key is refused like a corrupt one.
+//! * **Private files only.** [`TemplateStore::load`] opens the file without following symlinks
+//!   and refuses one that other users can read or write, or that another user owns
+//!   ([`crate::unlock::securefs::read_private`]); the message names the file and its mode.
+//! * **Atomic writes, one writer.** A power cut during enrolment must leave the old store or
+//!   the new one, never half of one: [`TemplateStore::save`] writes a 0600 temp file in the same
+//!   directory, fsyncs it, renames it over the target and fsyncs the directory
+//!   ([`crate::unlock::securefs::atomic_write`]; a symlinked target is refused, not replaced).
+//!   [`TemplateStore::save_with_hook`] calls a hook between the stages so tests can inject a
+//!   failure and prove the old store survives and no temp file is left. Read-modify-write of
+//!   the store happens under an exclusive `flock` (see `unlock::app::update_store`), so two
+//!   enrolments or an enrolment and a removal never lose each other's change.
+//! * **Generation.** Every write carries a generation one above the last; the unlock loop
+//!   reloads the store when it changes and refuses one whose generation went backwards.
 //!
-//! # File format (version 1), all integers little-endian
+//! # File format (version 2)
+//! The [`crate::unlock::seal`] container with magic `b"FGTSTORE"` and version 2, whose
+//! plaintext payload is (integers little-endian):
 //! ```text
-//! offset size  field
-//!      0    8  magic  b"FGTSTORE"
-//!      8    4  version u32 = 1
-//!     12    8  payload length u64
-//!     20   32  sha256 of the payload
-//!     52    …  payload:
-//!                dim u32 | model_id_len u16 | model_id (UTF-8) | user_count u32 |
-//!                per user: name_len u16 | name (UTF-8) | template_count u32 |
-//!                          template_count × dim × f32
+//! dim u32 | model_id_len u16 | model_id (UTF-8) | user_count u32 |
+//! per user: name_len u16 | name (UTF-8) | template_count u32 | template_count × dim × f32
 //! ```
+//! Version 1 (the same payload in clear behind a sha256) is refused with a message saying to
+//! re-enrol. It is not migrated: a clear store could have been rewritten by anyone who could
+//! write it (a 0644/0666 file, finding 7 of issue 12), and sealing it under the device key
+//! would certify whatever face was planted there.
+//!
 //! A simple binary payload rather than JSON: f32 bits round-trip exactly with no
 //! float-to-text question, a 512-d template is 2 KiB instead of ~5–10 KiB, and the reader is
 //! a bounds-checked cursor that can reject every malformed length without allocating from it.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
+use std::io;
+use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::unlock::seal::DeviceKey;
+use crate::unlock::securefs;
+pub use crate::unlock::securefs::SaveStage;
 
 /// First 8 bytes of every store file.
 pub const MAGIC: [u8; 8] = *b"FGTSTORE";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
-const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+pub const VERSION: u32 = 2;
+/// Largest store file read (1000 users of 1000 512-d templates would be 2 GB; a board holds a
+/// handful of users, so 64 MiB is far above any real store and bounds a hostile file).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Largest embedding dimension accepted (MobileFaceNet uses 128 or 512).
 pub const MAX_DIM: usize = 4096;
 /// Longest user name, in characters.
@@ -57,26 +71,22 @@ const MAX_MODEL_ID_BYTES: usize = 256;
 /// Tolerance on `|‖v‖² − 1|` for an embedding to count as L2-normalised.
 pub const NORM_TOLERANCE: f32 = 1e-3;
 
-/// The stage [`TemplateStore::save_with_hook`] has just completed when it calls the hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveStage {
-    /// The temp file was created (empty).
-    Created,
-    /// All bytes were written to the temp file.
-    Written,
-    /// The temp file was fsynced; next is the rename over the target.
-    Synced,
-    /// The temp file was renamed over the target; next is the directory fsync.
-    Renamed,
-}
-
 /// All users' templates for one recognition model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TemplateStore {
     model_id: String,
     dim: usize,
     /// User name → templates, flattened (`count × dim` floats) so matching walks memory once.
     users: BTreeMap<String, Vec<f32>>,
+    /// Write counter of the file this was loaded from (0 for a new store); see the module doc.
+    generation: u64,
+}
+
+/// Equal content (model, dimension, users and templates); the generation is not content.
+impl PartialEq for TemplateStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.model_id == other.model_id && self.dim == other.dim && self.users == other.users
+    }
 }
 
 fn store_err(path: &Path, reason: impl Into<String>) -> Error {
@@ -84,6 +94,31 @@ fn store_err(path: &Path, reason: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
+}
+
+/// Whether anything is at the store path (a symlink counts: it is refused when read).
+pub fn exists(path: &Path) -> Result<bool> {
+    securefs::exists(path).map_err(|r| store_err(path, r))
+}
+
+/// The error for a store that is not there.
+pub fn missing(path: &Path) -> Error {
+    store_err(path, "does not exist (no user is enrolled)")
+}
+
+/// The message for a store of format version 1 (templates in clear), which is refused.
+const V1_REFUSED: &str = "format version 1 holds the templates in clear and is no longer \
+                          accepted: move it away and re-enrol every user with `facegate enroll`";
+
+/// Errors with the re-enrol message if the store at `path` is of format version 1 (used when
+/// its device key is missing, so that an old store is not reported as a missing key).
+pub fn refuse_legacy(path: &Path) -> Result<()> {
+    let (bytes, _) =
+        securefs::read_private(path, MAX_FILE_BYTES).map_err(|r| store_err(path, r))?;
+    if bytes.len() >= 12 && bytes[..8] == MAGIC && bytes[8..12] == 1u32.to_le_bytes() {
+        return Err(store_err(path, V1_REFUSED));
+    }
+    Ok(())
 }
 
 /// Checks a user name: 1..=64 characters, the first alphanumeric, the rest alphanumeric or
@@ -159,6 +194,7 @@ impl TemplateStore {
             model_id,
             dim,
             users: BTreeMap::new(),
+            generation: 0,
         })
     }
 
@@ -170,6 +206,16 @@ impl TemplateStore {
     /// The embedding dimension.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// The generation of the file this store was loaded from (0 for a new store).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Sets the generation the next [`TemplateStore::save`] writes.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// True when no user is enrolled.
@@ -262,8 +308,8 @@ impl TemplateStore {
         Ok(())
     }
 
-    /// Serialises the store (header + checksum + payload, see the module doc).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The clear payload (see the module doc).
+    fn payload(&self) -> Vec<u8> {
         let mut p = Vec::new();
         p.extend_from_slice(&(self.dim as u32).to_le_bytes());
         p.extend_from_slice(&(self.model_id.len() as u16).to_le_bytes());
@@ -277,50 +323,23 @@ impl TemplateStore {
                 p.extend_from_slice(&x.to_le_bytes());
             }
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + p.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(&Sha256::digest(&p));
-        out.extend_from_slice(&p);
-        out
+        p
     }
 
-    /// Parses a store from `bytes`; `path` is only used in error messages.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+    /// Serialises and seals the store under `key` with its generation (see the module doc).
+    pub fn to_bytes(&self, key: &DeviceKey) -> Result<Vec<u8>> {
+        key.seal(&MAGIC, VERSION, self.generation, &self.payload())
+    }
+
+    /// Opens and parses a sealed store; `path` is only used in error messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path, key: &DeviceKey) -> Result<Self> {
         let err = |r: String| store_err(path, r);
-        if bytes.len() < HEADER_LEN {
-            return Err(err(format!(
-                "truncated: {} bytes, the header alone is {HEADER_LEN}",
-                bytes.len()
-            )));
-        }
-        if bytes[..8] != MAGIC {
-            return Err(err("not a facegate template store (bad magic)".into()));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(err(format!(
-                "unsupported format version {version} (this build reads {VERSION})"
-            )));
-        }
-        let declared = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        let payload = &bytes[HEADER_LEN..];
-        if declared != payload.len() as u64 {
-            let what = if (payload.len() as u64) < declared {
-                "truncated"
-            } else {
-                "trailing bytes"
-            };
-            return Err(err(format!(
-                "{what}: header declares {declared} payload bytes, file has {}",
-                payload.len()
-            )));
-        }
-        if Sha256::digest(payload).as_slice() != &bytes[20..52] {
-            return Err(err("checksum mismatch: the file is corrupt".into()));
-        }
-        Self::parse_payload(payload).map_err(|r| err(format!("corrupt payload: {r}")))
+        let hint = |v: u32| (v == 1).then(|| V1_REFUSED.to_string());
+        let (generation, payload) = key.open(bytes, &MAGIC, VERSION, &hint).map_err(err)?;
+        let mut store =
+            Self::parse_payload(&payload).map_err(|r| err(format!("corrupt payload: {r}")))?;
+        store.generation = generation;
+        Ok(store)
     }
 
     fn parse_payload(payload: &[u8]) -> std::result::Result<Self, String> {
@@ -367,38 +386,59 @@ impl TemplateStore {
             model_id,
             dim,
             users,
+            generation: 0,
         })
     }
 
-    /// Loads the store at `path` for the unlock loop. A missing, unreadable, truncated,
-    /// corrupt or wrong-version file is an error (fail closed).
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = fs::read(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => store_err(path, "does not exist (no user is enrolled)"),
-            _ => store_err(path, format!("cannot read: {e}")),
+    /// Loads the store at `path` for the unlock loop. A missing, unreadable, symlinked,
+    /// non-private, truncated, corrupt, foreign-key or wrong-version file is an error (fail
+    /// closed).
+    pub fn load(path: &Path, key: &DeviceKey) -> Result<Self> {
+        Ok(Self::load_with_meta(path, key)?.0)
+    }
+
+    /// [`TemplateStore::load`], also returning the metadata of the file that was read (the
+    /// loop watches it to notice a new store).
+    pub fn load_with_meta(path: &Path, key: &DeviceKey) -> Result<(Self, std::fs::Metadata)> {
+        let (bytes, meta) = securefs::read_private(path, MAX_FILE_BYTES).map_err(|r| {
+            if r == "does not exist" {
+                missing(path)
+            } else {
+                store_err(path, r)
+            }
         })?;
-        Self::from_bytes(&bytes, path)
+        Ok((Self::from_bytes(&bytes, path, key)?, meta))
     }
 
     /// [`TemplateStore::load`] followed by [`TemplateStore::check_model`].
-    pub fn load_for_model(path: &Path, model_id: &str, dim: usize) -> Result<Self> {
-        let store = Self::load(path)?;
+    pub fn load_for_model(
+        path: &Path,
+        key: &DeviceKey,
+        model_id: &str,
+        dim: usize,
+    ) -> Result<Self> {
+        let store = Self::load(path, key)?;
         store.check_model(path, model_id, dim)?;
         Ok(store)
     }
 
     /// For enrolment only: a missing file gives an empty store for the model; an existing
     /// file must load cleanly and belong to the same model (it is never overwritten blindly).
-    pub fn load_or_empty_for_enrol(path: &Path, model_id: &str, dim: usize) -> Result<Self> {
-        match fs::symlink_metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::new(model_id, dim),
-            _ => Self::load_for_model(path, model_id, dim),
+    pub fn load_or_empty_for_enrol(
+        path: &Path,
+        key: &DeviceKey,
+        model_id: &str,
+        dim: usize,
+    ) -> Result<Self> {
+        match securefs::exists(path).map_err(|r| store_err(path, r))? {
+            false => Self::new(model_id, dim),
+            true => Self::load_for_model(path, key, model_id, dim),
         }
     }
 
-    /// Writes the store atomically to `path` (see the module doc).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.save_with_hook(path, |_| Ok(()))
+    /// Writes the store sealed under `key` atomically to `path` (see the module doc).
+    pub fn save(&self, path: &Path, key: &DeviceKey) -> Result<()> {
+        self.save_with_hook(path, key, |_| Ok(()))
     }
 
     /// [`TemplateStore::save`], calling `hook` after each [`SaveStage`]. A hook error is
@@ -407,59 +447,11 @@ impl TemplateStore {
     pub fn save_with_hook(
         &self,
         path: &Path,
+        key: &DeviceKey,
         mut hook: impl FnMut(SaveStage) -> io::Result<()>,
     ) -> Result<()> {
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| store_err(path, "is not a file path"))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let bytes = self.to_bytes();
-
-        let write_tmp = |hook: &mut dyn FnMut(SaveStage) -> io::Result<()>| -> io::Result<()> {
-            // A stale temp of ours (same pid after a crash) is replaced; create_new then
-            // guarantees the 0600 mode applies to a file we created.
-            match fs::remove_file(&tmp) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            hook(SaveStage::Created)?;
-            f.write_all(&bytes)?;
-            hook(SaveStage::Written)?;
-            f.sync_all()?;
-            hook(SaveStage::Synced)?;
-            fs::rename(&tmp, path)?;
-            Ok(())
-        };
-        if let Err(e) = write_tmp(&mut hook) {
-            let _ = fs::remove_file(&tmp);
-            return Err(store_err(
-                path,
-                format!("cannot write (via {}): {e}", tmp.display()),
-            ));
-        }
-        hook(SaveStage::Renamed)
-            .and_then(|_| File::open(&dir)?.sync_all())
-            .map_err(|e| {
-                store_err(
-                    path,
-                    format!(
-                        "written, but syncing directory {} failed: {e}",
-                        dir.display()
-                    ),
-                )
-            })
+        let bytes = self.to_bytes(key)?;
+        securefs::atomic_write(path, &bytes, &mut hook).map_err(|r| store_err(path, r))
     }
 }
 
@@ -495,7 +487,19 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    fn key() -> DeviceKey {
+        DeviceKey::generate().unwrap()
+    }
+
+    /// Writes `bytes` as a private (0600) file, as the store's own writer would.
+    fn write_private(path: &Path, bytes: &[u8]) {
+        fs::write(path, bytes).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     /// A fresh, empty directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -631,14 +635,11 @@ mod tests {
     fn bytes_layout_matches_the_documented_format() {
         let mut s = TemplateStore::new("m1", 2).unwrap();
         s.add_templates("a", vec![vec![1.0, 0.0]]).unwrap();
-        let b = s.to_bytes();
+        s.set_generation(5);
+        let p = s.payload();
         // Payload: dim(4) + id_len(2) + "m1"(2) + users(4) + name_len(2) + "a"(1)
         //          + count(4) + 2 floats(8) = 27 bytes.
-        assert_eq!(b.len(), 52 + 27);
-        assert_eq!(&b[0..8], b"FGTSTORE");
-        assert_eq!(&b[8..12], &[1, 0, 0, 0]);
-        assert_eq!(&b[12..20], &[27, 0, 0, 0, 0, 0, 0, 0]);
-        let p = &b[52..];
+        assert_eq!(p.len(), 27);
         assert_eq!(&p[0..4], &[2, 0, 0, 0]);
         assert_eq!(&p[4..6], &[2, 0]);
         assert_eq!(&p[6..8], b"m1");
@@ -649,7 +650,15 @@ mod tests {
         // 1.0f32 = 0x3F800000, little-endian.
         assert_eq!(&p[19..23], &[0x00, 0x00, 0x80, 0x3F]);
         assert_eq!(&p[23..27], &[0, 0, 0, 0]);
-        assert_eq!(&b[20..52], Sha256::digest(p).as_slice());
+        // Container: 40-byte header, then 27 + 16 (tag) sealed bytes.
+        let b = s.to_bytes(&key()).unwrap();
+        assert_eq!(b.len(), 40 + 27 + 16);
+        assert_eq!(&b[0..8], b"FGTSTORE");
+        assert_eq!(&b[8..12], &[2, 0, 0, 0]);
+        assert_eq!(&b[12..20], &[5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[32..40], &[43, 0, 0, 0, 0, 0, 0, 0]);
+        // The templates are not in clear: the payload's name-and-count run is absent.
+        assert!(!b.windows(7).any(|w| w == &p[12..19]));
     }
 
     #[test]
@@ -662,16 +671,19 @@ mod tests {
         let y = (1.0 - x * x).sqrt();
         s.add_templates("carol", vec![vec![x, y, 0.0, 0.0]])
             .unwrap();
-        s.save(&path).unwrap();
+        let k = key();
+        s.set_generation(3);
+        s.save(&path, &k).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let back = TemplateStore::load(&path).unwrap();
+        let back = TemplateStore::load(&path, &k).unwrap();
         assert_eq!(back, s);
+        assert_eq!(back.generation(), 3);
         assert_eq!(d.entries(), vec!["templates.fgt"]);
         // Saving again replaces the file.
         s.remove_user("carol").unwrap();
-        s.save(&path).unwrap();
-        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+        s.save(&path, &k).unwrap();
+        assert_eq!(TemplateStore::load(&path, &k).unwrap(), s);
         assert_eq!(d.entries(), vec!["templates.fgt"]);
     }
 
@@ -681,11 +693,12 @@ mod tests {
             let d = TempDir::new("fail");
             let path = d.0.join("templates.fgt");
             let old = sample();
-            old.save(&path).unwrap();
+            let k = key();
+            old.save(&path, &k).unwrap();
             let mut new = old.clone();
             new.add_templates("mallory", vec![e(3)]).unwrap();
             let mut seen = Vec::new();
-            let r = new.save_with_hook(&path, |s| {
+            let r = new.save_with_hook(&path, &k, |s| {
                 seen.push(s);
                 if s == stage {
                     Err(io::Error::other("injected"))
@@ -696,7 +709,7 @@ mod tests {
             let m = msg(r.unwrap_err());
             assert!(m.contains("injected") && m.contains("templates.fgt"), "{m}");
             assert_eq!(seen.last(), Some(&stage));
-            assert_eq!(TemplateStore::load(&path).unwrap(), old, "{stage:?}");
+            assert_eq!(TemplateStore::load(&path, &k).unwrap(), old, "{stage:?}");
             assert_eq!(d.entries(), vec!["templates.fgt"], "{stage:?}");
         }
     }
@@ -706,7 +719,8 @@ mod tests {
         let d = TempDir::new("after");
         let path = d.0.join("t.fgt");
         let s = sample();
-        let r = s.save_with_hook(&path, |st| {
+        let k = key();
+        let r = s.save_with_hook(&path, &k, |st| {
             if st == SaveStage::Renamed {
                 Err(io::Error::other("dir sync"))
             } else {
@@ -714,7 +728,7 @@ mod tests {
             }
         });
         assert!(r.is_err());
-        assert_eq!(TemplateStore::load(&path).unwrap(), s);
+        assert_eq!(TemplateStore::load(&path, &k).unwrap(), s);
         assert_eq!(d.entries(), vec!["t.fgt"]);
     }
 
@@ -722,7 +736,8 @@ mod tests {
     fn failed_first_save_leaves_nothing() {
         let d = TempDir::new("first");
         let path = d.0.join("t.fgt");
-        let r = sample().save_with_hook(&path, |st| {
+        let k = key();
+        let r = sample().save_with_hook(&path, &k, |st| {
             if st == SaveStage::Written {
                 Err(io::Error::other("disk full"))
             } else {
@@ -731,7 +746,7 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(d.entries().is_empty());
-        assert!(msg(TemplateStore::load(&path).unwrap_err()).contains("does not exist"));
+        assert!(msg(TemplateStore::load(&path, &k).unwrap_err()).contains("does not exist"));
     }
 
     #[test]
@@ -739,15 +754,16 @@ mod tests {
         let d = TempDir::new("bad");
         let path = d.0.join("t.fgt");
         let name = path.display().to_string();
-        let good = sample().to_bytes();
+        let k = key();
+        let good = sample().to_bytes(&k).unwrap();
         let check = |bytes: &[u8], needle: &str| {
-            fs::write(&path, bytes).unwrap();
-            let m = msg(TemplateStore::load(&path).unwrap_err());
+            write_private(&path, bytes);
+            let m = msg(TemplateStore::load(&path, &k).unwrap_err());
             assert!(m.contains(&name) && m.contains(needle), "{m}");
             assert!(!m.contains('\n'), "one line: {m}");
         };
         // Missing.
-        let m = msg(TemplateStore::load(&d.0.join("nope.fgt")).unwrap_err());
+        let m = msg(TemplateStore::load(&d.0.join("nope.fgt"), &k).unwrap_err());
         assert!(
             m.contains("nope.fgt") && m.contains("does not exist"),
             "{m}"
@@ -755,7 +771,7 @@ mod tests {
         // Empty and short.
         check(&[], "truncated");
         check(&good[..30], "truncated");
-        // Truncated payload.
+        // Truncated sealed data.
         check(&good[..good.len() - 1], "truncated");
         // Extra bytes.
         let mut longer = good.clone();
@@ -765,38 +781,97 @@ mod tests {
         let mut b = good.clone();
         b[0] = b'X';
         check(&b, "bad magic");
-        // Version 2.
+        // Version 3.
         let mut b = good.clone();
-        b[8] = 2;
-        check(&b, "version 2");
-        // One flipped bit in a float.
-        let mut b = good.clone();
-        let last = b.len() - 1;
-        b[last] ^= 0x01;
-        check(&b, "checksum mismatch");
-        // Flipped bit in the stored checksum itself.
-        let mut b = good.clone();
-        b[20] ^= 0x80;
-        check(&b, "checksum mismatch");
+        b[8] = 3;
+        check(&b, "version 3");
+        // One flipped bit in the ciphertext, in the nonce, in the generation.
+        for i in [good.len() - 1, 50, 25, 12] {
+            let mut b = good.clone();
+            b[i] ^= 0x01;
+            check(&b, "authentication failed");
+        }
+        // Sealed under another device's key.
+        check(&sample().to_bytes(&key()).unwrap(), "another device key");
         // A directory is not a store.
-        let m = msg(TemplateStore::load(&d.0).unwrap_err());
-        assert!(m.contains("cannot read"), "{m}");
-    }
-
-    /// Builds a file with a valid header/checksum around an arbitrary payload.
-    fn wrap(payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&Sha256::digest(payload));
-        out.extend_from_slice(payload);
-        out
+        let m = msg(TemplateStore::load(&d.0, &k).unwrap_err());
+        assert!(m.contains("not a regular file"), "{m}");
     }
 
     #[test]
-    fn checksummed_but_malformed_payloads_are_refused_without_panic() {
+    fn every_single_byte_change_of_a_store_is_refused() {
+        let d = TempDir::new("flip");
+        let path = d.0.join("t.fgt");
+        let k = key();
+        let good = sample().to_bytes(&k).unwrap();
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] = b[i].wrapping_add(1 + (i % 255) as u8);
+            write_private(&path, &b);
+            assert!(TemplateStore::load(&path, &k).is_err(), "byte {i}");
+        }
+        write_private(&path, &good);
+        assert_eq!(TemplateStore::load(&path, &k).unwrap(), sample());
+    }
+
+    #[test]
+    fn version_1_clear_stores_are_refused_with_a_re_enrol_message() {
+        use sha2::{Digest, Sha256};
+        let d = TempDir::new("v1");
+        let path = d.0.join("t.fgt");
+        let p = sample().payload();
+        let mut b = Vec::new();
+        b.extend_from_slice(b"FGTSTORE");
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        b.extend_from_slice(&Sha256::digest(&p));
+        b.extend_from_slice(&p);
+        write_private(&path, &b);
+        let m = msg(TemplateStore::load(&path, &key()).unwrap_err());
+        assert!(m.contains("version 1") && m.contains("re-enrol"), "{m}");
+    }
+
+    #[test]
+    fn open_modes_and_symlinks_are_refused() {
+        let d = TempDir::new("mode");
+        let path = d.0.join("t.fgt");
+        let k = key();
+        sample().save(&path, &k).unwrap();
+        for mode in [0o644, 0o666, 0o660, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let m = msg(TemplateStore::load(&path, &k).unwrap_err());
+            assert!(
+                m.contains("t.fgt") && m.contains(&format!("{mode:04o}")),
+                "{m}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(TemplateStore::load(&path, &k).is_ok());
+        // A symlinked store path: refused for reading, and never replaced by a regular file.
+        let link = d.0.join("link.fgt");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let m = msg(TemplateStore::load(&link, &k).unwrap_err());
+        assert!(m.contains("link.fgt") && m.contains("symbolic link"), "{m}");
+        let mut s = sample();
+        s.add_templates("mallory", vec![e(3)]).unwrap();
+        let m = msg(s.save(&link, &k).unwrap_err());
+        assert!(m.contains("symbolic link"), "{m}");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(TemplateStore::load(&path, &k).unwrap(), sample());
+    }
+
+    /// Seals an arbitrary payload as a store.
+    fn wrap(payload: &[u8], k: &DeviceKey) -> Vec<u8> {
+        k.seal(&MAGIC, VERSION, 0, payload).unwrap()
+    }
+
+    #[test]
+    fn sealed_but_malformed_payloads_are_refused_without_panic() {
         let p = Path::new("x.fgt");
+        let k = key();
         let mut base = Vec::new();
         base.extend_from_slice(&4u32.to_le_bytes());
         base.extend_from_slice(&1u16.to_le_bytes());
@@ -804,14 +879,16 @@ mod tests {
         // Huge user count with no data behind it.
         let mut a = base.clone();
         a.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(msg(TemplateStore::from_bytes(&wrap(&a), p).unwrap_err()).contains("corrupt"));
+        assert!(
+            msg(TemplateStore::from_bytes(&wrap(&a, &k), p, &k).unwrap_err()).contains("corrupt")
+        );
         // One user claiming 1000 templates but holding none.
         let mut b = base.clone();
         b.extend_from_slice(&1u32.to_le_bytes());
         b.extend_from_slice(&1u16.to_le_bytes());
         b.push(b'a');
         b.extend_from_slice(&1000u32.to_le_bytes());
-        assert!(TemplateStore::from_bytes(&wrap(&b), p).is_err());
+        assert!(TemplateStore::from_bytes(&wrap(&b, &k), p, &k).is_err());
         // A user name with a path separator.
         let mut c = base.clone();
         c.extend_from_slice(&1u32.to_le_bytes());
@@ -821,7 +898,7 @@ mod tests {
         for x in [1.0f32, 0.0, 0.0, 0.0] {
             c.extend_from_slice(&x.to_le_bytes());
         }
-        assert!(TemplateStore::from_bytes(&wrap(&c), p).is_err());
+        assert!(TemplateStore::from_bytes(&wrap(&c, &k), p, &k).is_err());
         // The same with a good name loads.
         let mut g = base.clone();
         g.extend_from_slice(&1u32.to_le_bytes());
@@ -831,16 +908,16 @@ mod tests {
         for x in [1.0f32, 0.0, 0.0, 0.0] {
             g.extend_from_slice(&x.to_le_bytes());
         }
-        let s = TemplateStore::from_bytes(&wrap(&g), p).unwrap();
+        let s = TemplateStore::from_bytes(&wrap(&g, &k), p, &k).unwrap();
         assert_eq!(s.users().collect::<Vec<_>>(), vec![("a", 1)]);
         // Dimension 0.
         let mut z = g.clone();
         z[0..4].copy_from_slice(&0u32.to_le_bytes());
-        assert!(TemplateStore::from_bytes(&wrap(&z), p).is_err());
+        assert!(TemplateStore::from_bytes(&wrap(&z, &k), p, &k).is_err());
         // Every truncation of a valid payload, re-checksummed, errors instead of panicking.
         for n in 0..g.len() {
             assert!(
-                TemplateStore::from_bytes(&wrap(&g[..n]), p).is_err(),
+                TemplateStore::from_bytes(&wrap(&g[..n], &k), p, &k).is_err(),
                 "n = {n}"
             );
         }
@@ -851,18 +928,19 @@ mod tests {
         let d = TempDir::new("model");
         let path = d.0.join("t.fgt");
         // Enrol: missing file -> empty store for the model.
-        let mut s = TemplateStore::load_or_empty_for_enrol(&path, "sha256:abc", 4).unwrap();
+        let k = key();
+        let mut s = TemplateStore::load_or_empty_for_enrol(&path, &k, "sha256:abc", 4).unwrap();
         assert!(s.is_empty());
         s.add_templates("alice", vec![e(0)]).unwrap();
-        s.save(&path).unwrap();
+        s.save(&path, &k).unwrap();
         // Same model loads; another model or dim is refused, for unlock and enrol alike.
-        assert!(TemplateStore::load_for_model(&path, "sha256:abc", 4).is_ok());
-        let m = msg(TemplateStore::load_for_model(&path, "sha256:def", 4).unwrap_err());
+        assert!(TemplateStore::load_for_model(&path, &k, "sha256:abc", 4).is_ok());
+        let m = msg(TemplateStore::load_for_model(&path, &k, "sha256:def", 4).unwrap_err());
         assert!(m.contains("sha256:def") && m.contains("t.fgt"), "{m}");
-        assert!(TemplateStore::load_for_model(&path, "sha256:abc", 8).is_err());
-        assert!(TemplateStore::load_or_empty_for_enrol(&path, "sha256:def", 4).is_err());
+        assert!(TemplateStore::load_for_model(&path, &k, "sha256:abc", 8).is_err());
+        assert!(TemplateStore::load_or_empty_for_enrol(&path, &k, "sha256:def", 4).is_err());
         // Enrol never overwrites a corrupt store with an empty one.
-        fs::write(&path, b"garbage").unwrap();
-        assert!(TemplateStore::load_or_empty_for_enrol(&path, "sha256:abc", 4).is_err());
+        write_private(&path, b"garbage");
+        assert!(TemplateStore::load_or_empty_for_enrol(&path, &k, "sha256:abc", 4).is_err());
     }
 }
