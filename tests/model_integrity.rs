@@ -271,8 +271,12 @@ const RECOGNISER_CASES: &[Mutation] = &[
         mfn(m).embedding = 1_000_000
     }),
     ("embedding is the input", |m| mfn(m).embedding = 0),
-    ("match threshold NaN", |m| {
-        mfn(m).match_threshold = Some(f32::NAN)
+    // (A NaN threshold is written as JSON null, which reads as "no threshold".)
+    ("match threshold 1.5", |m| {
+        mfn(m).match_threshold = Some(1.5)
+    }),
+    ("match threshold -1", |m| {
+        mfn(m).match_threshold = Some(-1.0)
     }),
     ("std 0", |m| mfn(m).norm.std = 0.0),
     ("mean inf", |m| mfn(m).norm.mean = f32::INFINITY),
@@ -313,6 +317,8 @@ const DETECTOR_CASES: &[Mutation] = &[
         scrfd(m).export_size = Some([33, 33])
     }),
     ("std NaN", |m| scrfd(m).norm.std = f32::NAN),
+    ("std -1", |m| scrfd(m).norm.std = -1.0),
+    ("mean 1e9", |m| scrfd(m).norm.mean = 1e9),
     ("input channels 4", |m| {
         scrfd(m).graph.input_channels = 4;
     }),
