@@ -329,3 +329,63 @@ fn check_mobilefacenet(c: &MobileFaceNetConfig) -> Check {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(input: ValueId, cin: usize, cout: usize, kernel: usize, stride: usize) -> Op {
+        Op::Conv {
+            name: format!("c{input}"),
+            input,
+            cin,
+            cout,
+            kernel,
+            stride,
+            pad: kernel / 2,
+            groups: 1,
+            act: Act::Relu,
+        }
+    }
+
+    #[test]
+    fn clip_bounds_must_be_ordered_and_finite() {
+        assert!(check_act(&Act::Clip { min: 0.0, max: 6.0 }).is_ok());
+        assert!(check_act(&Act::Clip { min: 2.0, max: 2.0 }).is_ok());
+        for (min, max) in [(6.0, 0.0), (f32::NAN, 6.0), (0.0, f32::INFINITY)] {
+            assert!(check_act(&Act::Clip { min, max }).is_err(), "{min} {max}");
+        }
+    }
+
+    #[test]
+    fn a_long_chain_of_strides_is_refused_without_overflow() {
+        // 8^30 overflows a usize: the walk must stop at MAX_TOTAL_STRIDE, not panic.
+        let ops = (0..30).map(|i| conv(i, 8, 8, 3, 8)).collect();
+        let g = Graph {
+            input_channels: 8,
+            ops,
+        };
+        let e = check_graph(&g).unwrap_err();
+        assert!(e.contains("total stride"), "{e}");
+    }
+
+    #[test]
+    fn sizes_follow_the_conv_formula_and_refuse_what_does_not_fit() {
+        let g = Graph {
+            input_channels: 3,
+            ops: vec![conv(0, 3, 4, 3, 2), Op::MaxPool2x { input: 1 }],
+        };
+        // (9 + 2 - 3) / 2 + 1 = 5, then pooled to 2.
+        assert_eq!(check_sizes(&g, 9, 9).unwrap(), vec![[9, 9], [5, 5], [2, 2]]);
+        assert!(check_sizes(&g, 1, 9).unwrap_err().contains("pooling"));
+        let wide = Graph {
+            input_channels: 3,
+            ops: vec![conv(0, 3, MAX_CHANNELS, 1, 1)],
+        };
+        // 64 × 64 × 8192 = 32 M values is the limit; one row more is refused.
+        assert!(check_sizes(&wide, 64, 64).is_ok());
+        assert!(check_sizes(&wide, 65, 64)
+            .unwrap_err()
+            .contains("activation"));
+    }
+}
