@@ -410,3 +410,31 @@ fn zero_and_infinite_embeddings_are_errors() {
     assert!(e.contains("non-finite") && e.contains("value 7"), "{e}");
     assert!(facegate::pipeline::check_embedding(&[0.0, 0.6, 0.8]).is_ok());
 }
+
+/// `path`'s model as the writer before digests wrote it: the same metadata and tensors,
+/// without `digest_sha256`.
+fn without_digest(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    assert!(meta.remove(facegate::format::DIGEST_KEY).is_some());
+    safetensors::serialize(st.tensors(), Some(meta)).unwrap()
+}
+
+#[test]
+fn a_file_from_before_digests_is_refused_and_the_demo_converts_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mobilefacenet_512.safetensors");
+    std::fs::write(&out, without_digest(&common::model("mobilefacenet_512"))).unwrap();
+    let e = assert_refused_by_path(MobileFaceNet::load(&out), &out, "no digest");
+    assert!(
+        e.contains("no integrity digest") && e.contains("quantize"),
+        "{e}"
+    );
+    // The demo's converter sees a stale file and converts again rather than failing.
+    let onnx = common::shared().join("models/onnx/mobilefacenet_512.onnx");
+    assert!(facegate::unlock::app::ensure_converted(&onnx, &out).unwrap());
+    MobileFaceNet::load(&out).expect("the new conversion loads");
+    assert!(!facegate::unlock::app::ensure_converted(&onnx, &out).unwrap());
+}
