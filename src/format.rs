@@ -2,7 +2,8 @@
 //! runtime can never drift apart: a safetensors file whose tensors carry canonical names
 //! (`body.12.weight`, `head.s8.cls.bias`) and whose metadata holds a format version, the
 //! architecture config (the layer program and what its outputs mean), the input
-//! normalisation, the precision and the sha256 of the ONNX file it came from.
+//! normalisation, the precision and the sha256 of the ONNX file it came from, and an
+//! integrity digest over the whole file so that a changed byte anywhere never loads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -298,8 +299,9 @@ impl ModelFile {
         Ok((buf, digest))
     }
 
-    /// Reads and checks a model file: magic, version, config, and that every tensor the
-    /// layer program needs is present with the right shape.
+    /// Reads and checks a model file: magic, version, integrity digest, config within
+    /// [`crate::limits`], and that every tensor the layer program needs is present with the
+    /// right shape and finite values.
     pub fn read(path: &Path) -> Result<Self> {
         Ok(Self::read_with_digest(path)?.0)
     }
@@ -315,8 +317,9 @@ impl ModelFile {
         Ok(Self::from_bytes_with_digest(bytes, path)?.0)
     }
 
-    /// Reads a model from its file's bytes: the integrity digest first (nothing of a file
-    /// that fails it is used), then the format, the config within its limits and the tensors.
+    /// Reads a model from its file's bytes: the magic and version, then the integrity digest
+    /// (nothing else of a file that fails it is used), then the config within its limits and
+    /// the tensors.
     pub fn from_bytes_with_digest(bytes: &[u8], path: &Path) -> Result<(Self, String)> {
         let bad = |reason: String| Error::Model {
             path: path.to_path_buf(),
