@@ -2,7 +2,8 @@
 //! runtime can never drift apart: a safetensors file whose tensors carry canonical names
 //! (`body.12.weight`, `head.s8.cls.bias`) and whose metadata holds a format version, the
 //! architecture config (the layer program and what its outputs mean), the input
-//! normalisation, the precision and the sha256 of the ONNX file it came from.
+//! normalisation, the precision and the sha256 of the ONNX file it came from, and an
+//! integrity digest over the whole file so that a changed byte anywhere never loads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -27,6 +28,10 @@ pub const MIN_FORMAT_VERSION: u32 = 1;
 const FLOAT_LAYERS_KEY: &str = "float_layers";
 const MAGIC_KEY: &str = "format";
 const MAGIC: &str = "facegate";
+/// Metadata key of the file's integrity digest (see [`ModelFile::to_bytes`]).
+pub const DIGEST_KEY: &str = "digest_sha256";
+/// Hex digits of a sha256.
+const DIGEST_HEX: usize = 64;
 /// The f32 tensor of an int8 model holding one activation scale per value of the layer
 /// program (value 0, the network input, first): real value = scale × int8 value.
 pub const ACT_SCALES: &str = "act.scales";
@@ -210,10 +215,49 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
+    /// Every check a model must pass before it is written or after it is read: the config
+    /// within [`crate::limits`] (ranges, indices, sizes) and the tensors the layer program
+    /// needs. One function, so the converter never writes what the runtime would refuse.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::limits::check_config(&self.config)?;
+        self.check_tensors()
+    }
+
     /// Writes the file atomically (a temporary file in the same directory, then a rename), so
-    /// that an interrupted conversion never leaves a half-written model behind.
+    /// that an interrupted conversion never leaves a half-written model behind. A model that
+    /// fails [`ModelFile::validate`] is refused and nothing is written.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut meta = HashMap::new();
+        self.validate().map_err(|reason| Error::Model {
+            path: path.to_path_buf(),
+            reason: format!("not written: {reason}"),
+        })?;
+        self.write_unvalidated(path)
+    }
+
+    /// [`ModelFile::write`] without [`ModelFile::validate`]: what a careless or hostile writer
+    /// could produce, for tests of the reader's checks only.
+    #[doc(hidden)]
+    pub fn write_unvalidated(&self, path: &Path) -> Result<()> {
+        let (buf, _) = self.to_bytes().map_err(|reason| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        write_atomically(path, &buf)
+    }
+
+    /// The integrity digest the file of this model has (see [`ModelFile::to_bytes`]): what
+    /// [`ModelFile::read_with_digest`] returns for the file [`ModelFile::write`] writes.
+    pub fn digest(&self) -> Result<String> {
+        Ok(self.to_bytes().map_err(Error::Msg)?.1)
+    }
+
+    /// The file's bytes and their digest. The bytes are deterministic (metadata keys sorted,
+    /// tensors in safetensors' order), so one model always has one digest. The digest is the
+    /// sha256 of the whole file (length prefix, header with every metadata entry, every
+    /// tensor's bytes) with the 64 hex digits of the digest entry itself set to `0`; it is then
+    /// written into that entry.
+    pub fn to_bytes(&self) -> std::result::Result<(Vec<u8>, String), String> {
+        let mut meta = BTreeMap::new();
         meta.insert(MAGIC_KEY.to_string(), MAGIC.to_string());
         let version = if self.float_layers.is_empty() {
             MIN_FORMAT_VERSION
@@ -224,16 +268,17 @@ impl ModelFile {
         if !self.float_layers.is_empty() {
             meta.insert(
                 FLOAT_LAYERS_KEY.to_string(),
-                serde_json::to_string(&self.float_layers).map_err(|e| Error::Msg(e.to_string()))?,
+                serde_json::to_string(&self.float_layers).map_err(|e| e.to_string())?,
             );
         }
         meta.insert(
             "config".to_string(),
-            serde_json::to_string(&self.config).map_err(|e| Error::Msg(e.to_string()))?,
+            serde_json::to_string(&self.config).map_err(|e| e.to_string())?,
         );
         meta.insert("precision".to_string(), self.precision.to_string());
         meta.insert("source_file".to_string(), self.source.file.clone());
         meta.insert("source_sha256".to_string(), self.source.sha256.clone());
+        meta.insert(DIGEST_KEY.to_string(), "0".repeat(DIGEST_HEX));
         let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
             .tensors
             .iter()
@@ -241,27 +286,41 @@ impl ModelFile {
             .collect();
         let mut views = Vec::with_capacity(bytes.len());
         for (name, data, dtype, shape) in &bytes {
-            let view = TensorView::new(*dtype, shape.clone(), data).map_err(|e| Error::Model {
-                path: path.to_path_buf(),
-                reason: format!("tensor {name}: {e}"),
-            })?;
+            let view = TensorView::new(*dtype, shape.clone(), data)
+                .map_err(|e| format!("tensor {name}: {e}"))?;
             views.push((name.clone(), view));
         }
-        let buf = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Model {
-            path: path.to_path_buf(),
-            reason: format!("cannot serialise: {e}"),
-        })?;
-        write_atomically(path, &buf)
+        let buf = safetensors::serialize(views, Some(meta.clone().into_iter().collect()))
+            .map_err(|e| format!("cannot serialise: {e}"))?;
+        let mut buf = canonical_header(&buf, &meta)?;
+        let at = digest_position(&buf, &"0".repeat(DIGEST_HEX))?;
+        let digest = crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&buf));
+        buf[at..at + DIGEST_HEX].copy_from_slice(digest.as_bytes());
+        Ok((buf, digest))
     }
 
-    /// Reads and checks a model file: magic, version, config, and that every tensor the
-    /// layer program needs is present with the right shape.
+    /// Reads and checks a model file: magic, version, integrity digest, config within
+    /// [`crate::limits`], and that every tensor the layer program needs is present with the
+    /// right shape and finite values.
     pub fn read(path: &Path) -> Result<Self> {
+        Ok(Self::read_with_digest(path)?.0)
+    }
+
+    /// [`ModelFile::read`], also returning the file's verified integrity digest (what binds a
+    /// template store to this exact file).
+    pub fn read_with_digest(path: &Path) -> Result<(Self, String)> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, path)
+        Self::from_bytes_with_digest(&bytes, path)
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        Ok(Self::from_bytes_with_digest(bytes, path)?.0)
+    }
+
+    /// Reads a model from its file's bytes: the magic and version, then the integrity digest
+    /// (nothing else of a file that fails it is used), then the config within its limits and
+    /// the tensors.
+    pub fn from_bytes_with_digest(bytes: &[u8], path: &Path) -> Result<(Self, String)> {
         let bad = |reason: String| Error::Model {
             path: path.to_path_buf(),
             reason,
@@ -294,6 +353,9 @@ impl ModelFile {
                 "format version {version}, this facegate reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}; convert the model again"
             )));
         }
+        // After the version (a newer format may protect itself differently), before
+        // anything else of the file is used.
+        let digest = verify_digest(bytes, &meta).map_err(bad)?;
         let get = |k: &str| {
             meta.get(k)
                 .cloned()
@@ -301,10 +363,8 @@ impl ModelFile {
         };
         let config: ModelConfig = serde_json::from_str(&get("config")?)
             .map_err(|e| bad(format!("invalid config metadata: {e}")))?;
-        config
-            .graph()
-            .validate()
-            .map_err(|e| bad(format!("invalid layer program: {e}")))?;
+        crate::limits::check_config(&config)
+            .map_err(|e| bad(format!("invalid model config: {e}")))?;
         let precision: Precision = get("precision")?.parse().map_err(bad)?;
         let float_layers: Vec<String> = match meta.get(FLOAT_LAYERS_KEY) {
             Some(_) if version < 2 => {
@@ -355,12 +415,23 @@ impl ModelFile {
             float_layers,
         };
         file.check_tensors().map_err(bad)?;
-        Ok(file)
+        Ok((file, digest))
     }
 
     /// Every convolution of the layer program has its weight, bias (and PReLU slope) tensors
     /// with the shapes the program implies.
     fn check_tensors(&self) -> std::result::Result<(), String> {
+        // A NaN or infinite weight poisons every embedding or score it touches.
+        for (name, t) in &self.tensors {
+            let bad = match &t.values {
+                TensorValues::F32(v) => v.iter().position(|x| !x.is_finite()),
+                TensorValues::F16(v) => v.iter().position(|x| !x.is_finite()),
+                TensorValues::I8(_) => None,
+            };
+            if let Some(i) = bad {
+                return Err(format!("tensor {name} holds a non-finite value at {i}"));
+            }
+        }
         if !self.float_layers.is_empty() && self.precision != Precision::Int8 {
             return Err(format!(
                 "a {} model with float layers (only int8 models have them)",
@@ -597,6 +668,99 @@ impl ModelFile {
     }
 }
 
+/// The safetensors file `buf` with its JSON header rewritten in one canonical order
+/// (`__metadata__` first with its keys sorted, then the tensors sorted by name): safetensors
+/// writes the metadata map in hash order, which would give one model many digests.
+fn canonical_header(
+    buf: &[u8],
+    meta: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let (n, _) = SafeTensors::read_metadata(buf).map_err(|e| format!("cannot serialise: {e}"))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&buf[8..8 + n]).map_err(|e| format!("cannot serialise: {e}"))?;
+    let mut out = String::from("{\"__metadata__\":");
+    out.push_str(&to_json(meta)?);
+    for (k, v) in header.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        out.push(',');
+        out.push_str(&to_json(k)?);
+        out.push(':');
+        out.push_str(&to_json(v)?);
+    }
+    out.push('}');
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    while out.len() % 8 != 0 {
+        out.push(' ');
+    }
+    let mut res = Vec::with_capacity(8 + out.len() + buf.len() - 8 - n);
+    res.extend_from_slice(&(out.len() as u64).to_le_bytes());
+    res.extend_from_slice(out.as_bytes());
+    res.extend_from_slice(&buf[8 + n..]);
+    Ok(res)
+}
+
+/// `serde_json::to_string` with the error as a message.
+fn to_json<T: Serialize + ?Sized>(v: &T) -> std::result::Result<String, String> {
+    serde_json::to_string(v).map_err(|e| e.to_string())
+}
+
+/// Where, in the header of `buf`, the 64 hex digits of the digest entry (holding `value`)
+/// are: the entry must occur exactly once, as a top-level metadata entry written plainly.
+fn digest_position(buf: &[u8], value: &str) -> std::result::Result<usize, String> {
+    let n = buf
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .filter(|n| n.checked_add(8).is_some_and(|end| end <= buf.len()))
+        .ok_or("truncated header")?;
+    let header = &buf[8..8 + n];
+    let pattern = format!("\"{DIGEST_KEY}\":\"{value}\"");
+    let mut found = header
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern.as_bytes())
+        .map(|(i, _)| i);
+    match (found.next(), found.next()) {
+        (Some(i), None) => Ok(8 + i + pattern.len() - 1 - DIGEST_HEX),
+        _ => Err(format!(
+            "the integrity digest entry `{DIGEST_KEY}` is not written plainly once in the header"
+        )),
+    }
+}
+
+/// Checks the integrity digest of a model file's bytes (see [`ModelFile::to_bytes`]) and
+/// returns it. A file without one predates digests and must be converted again.
+fn verify_digest(
+    bytes: &[u8],
+    meta: &HashMap<String, String>,
+) -> std::result::Result<String, String> {
+    let stored = meta.get(DIGEST_KEY).ok_or_else(|| {
+        format!(
+            "no integrity digest (`{DIGEST_KEY}`): written by an older facegate; convert the ONNX file again with `quantize`"
+        )
+    })?;
+    if stored.len() != DIGEST_HEX
+        || !stored
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!(
+            "integrity digest `{DIGEST_KEY}` is not {DIGEST_HEX} lowercase hex digits: the file is corrupt or was tampered with; convert the ONNX file again with `quantize`"
+        ));
+    }
+    let at = digest_position(bytes, stored)?;
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, &bytes[..at]);
+    sha2::Digest::update(&mut h, "0".repeat(DIGEST_HEX).as_bytes());
+    sha2::Digest::update(&mut h, &bytes[at + DIGEST_HEX..]);
+    let actual = crate::onnx::hex(&sha2::Digest::finalize(h));
+    if &actual != stored {
+        return Err(
+            "integrity digest mismatch: the file changed after it was written (corrupt or tampered with); convert the ONNX file again with `quantize`"
+                .into(),
+        );
+    }
+    Ok(actual)
+}
+
 /// Writes `bytes` to `path` via a temporary file in the same directory, fsync and rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
@@ -731,7 +895,8 @@ mod tests {
         assert!(m.act_scales().is_none());
         let mut bad = q.clone();
         bad.tensors.remove(ACT_SCALES);
-        bad.write(&path).unwrap();
+        assert!(bad.write(&path).is_err(), "the writer refuses it too");
+        bad.write_unvalidated(&path).unwrap();
         let e = ModelFile::read(&path).unwrap_err().to_string();
         assert!(e.contains(ACT_SCALES), "{e}");
         assert!(m.quantize_int8(&[1.0]).is_err(), "wrong number of scales");
@@ -771,7 +936,8 @@ mod tests {
         // A float layer that is not a convolution, and a newer version, are refused.
         let mut bad = q.clone();
         bad.float_layers = vec!["body.7".into()];
-        bad.write(&path).unwrap();
+        assert!(bad.write(&path).is_err(), "the writer refuses it too");
+        bad.write_unvalidated(&path).unwrap();
         let e = ModelFile::read(&path).unwrap_err().to_string();
         assert!(e.contains("body.7"), "{e}");
         let mut bytes = std::fs::read(&path).unwrap();
@@ -787,13 +953,118 @@ mod tests {
         assert!(e.contains("newer facegate"), "{e}");
     }
 
+    /// The bytes the writer before integrity digests produced: the same metadata without
+    /// `digest_sha256`.
+    fn legacy_bytes(m: &ModelFile) -> Vec<u8> {
+        let mut meta = HashMap::new();
+        meta.insert(MAGIC_KEY.to_string(), MAGIC.to_string());
+        meta.insert("format_version".to_string(), "1".to_string());
+        meta.insert("config".into(), serde_json::to_string(&m.config).unwrap());
+        meta.insert("precision".into(), m.precision.to_string());
+        meta.insert("source_file".into(), m.source.file.clone());
+        meta.insert("source_sha256".into(), m.source.sha256.clone());
+        let data: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = m
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.bytes(), t.dtype(), t.shape.clone()))
+            .collect();
+        let views: Vec<(String, TensorView)> = data
+            .iter()
+            .map(|(n, d, t, s)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()))
+            .collect();
+        safetensors::serialize(views, Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn digest_is_deterministic_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m = tiny();
+        // One model, one file: the metadata map's hash order does not leak into the bytes.
+        let (a, da) = m.to_bytes().unwrap();
+        for _ in 0..5 {
+            assert_eq!(m.to_bytes().unwrap(), (a.clone(), da.clone()));
+        }
+        // The digest is the sha256 of the file with its own 64 digits zeroed, by hand.
+        let text = String::from_utf8_lossy(&a).into_owned();
+        let at = text.find(&da).expect("digest written into the file");
+        let mut zeroed = a.clone();
+        zeroed[at..at + 64].copy_from_slice(&[b'0'; 64]);
+        assert_eq!(
+            da,
+            crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&zeroed))
+        );
+        m.write(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), a);
+        let (r, dr) = ModelFile::read_with_digest(&path).unwrap();
+        assert_eq!((r, dr), (m.clone(), da.clone()));
+        // A one-value change gives another digest.
+        let mut m2 = m.clone();
+        if let TensorValues::F32(v) = &mut m2.tensors.get_mut("body.0.bias").unwrap().values {
+            v[0] = 0.2;
+        }
+        assert_ne!(m2.digest().unwrap(), da);
+    }
+
+    #[test]
+    fn every_byte_flip_is_refused_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let (good, _) = tiny().to_bytes().unwrap();
+        // Every position of the (small) file, three different flips each: length prefix,
+        // JSON header (metadata, tensor table, the digest itself, padding) and tensor data.
+        for i in 0..good.len() {
+            for flip in [0x01u8, 0x20, 0xFF] {
+                let mut b = good.clone();
+                b[i] ^= flip;
+                let e = ModelFile::from_bytes(&b, &path)
+                    .err()
+                    .unwrap_or_else(|| panic!("byte {i} ^ {flip:#x} loaded"));
+                let e = e.to_string();
+                assert!(e.starts_with(&path.display().to_string()), "{e}");
+                assert_eq!(e.lines().count(), 1, "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_without_digest_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        std::fs::write(&path, legacy_bytes(&tiny())).unwrap();
+        let e = ModelFile::read(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains("no integrity digest") && e.contains("quantize"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_config_is_not_written_and_refused_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        let mut m = tiny();
+        if let ModelConfig::MobileFaceNet(c) = &mut m.config {
+            c.dim = 1 << 40;
+        }
+        let e = m.write(&path).unwrap_err().to_string();
+        assert!(e.contains("not written") && e.contains("dim"), "{e}");
+        assert!(!path.exists());
+        // A writer that does not check: the reader refuses it (the digest is right).
+        m.write_unvalidated(&path).unwrap();
+        let e = ModelFile::read(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("invalid model config"), "{e}");
+    }
+
     #[test]
     fn missing_tensor_and_flipped_header_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         let mut m = tiny();
         m.tensors.remove("body.0.alpha");
-        m.write(&path).unwrap();
+        m.write_unvalidated(&path).unwrap();
         let e = ModelFile::read(&path).unwrap_err().to_string();
         assert!(e.contains("body.0.alpha is missing"), "{e}");
         tiny().write(&path).unwrap();

@@ -136,10 +136,12 @@ impl Graph {
         last
     }
 
-    /// Checks that every op reads only earlier values and that channel counts agree.
+    /// Checks that every op reads only earlier values, that channel counts agree and that
+    /// each op's own numbers are within [`crate::limits::check_op`]'s bounds.
     pub fn validate(&self) -> Result<(), String> {
         let mut ch = vec![self.input_channels];
         for (i, op) in self.ops.iter().enumerate() {
+            crate::limits::check_op(i, op)?;
             let produced = i + 1;
             for v in op.inputs() {
                 if v >= produced {

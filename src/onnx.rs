@@ -21,6 +21,7 @@ use crate::format::{
     SourceInfo, TensorData,
 };
 use crate::graph::{Act, Graph, Op, ValueId};
+use crate::limits::{MAX_CHANNELS, MAX_INPUT_SIDE, MAX_KERNEL, MAX_STRIDE};
 
 /// SCRFD's input normalisation as InsightFace feeds it.
 pub const SCRFD_NORM: InputNorm = InputNorm {
@@ -77,6 +78,8 @@ pub fn convert(path: &Path) -> Result<ModelFile> {
         tensors,
         float_layers: Vec::new(),
     };
+    // The same checks the runtime makes at load: what it would refuse is refused here.
+    file.validate().map_err(fail)?;
     Ok(file)
 }
 
@@ -128,6 +131,24 @@ fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     attr(node, name).map(|a| a.i)
 }
 
+/// An integer attribute the runtime can hold: within `lo..=hi`, or a refusal naming the
+/// node (a negative pad read as unsigned would be 2^64 - 5).
+fn bounded(
+    node: &NodeProto,
+    what: &str,
+    v: i64,
+    lo: usize,
+    hi: usize,
+) -> std::result::Result<usize, String> {
+    match usize::try_from(v) {
+        Ok(u) if (lo..=hi).contains(&u) => Ok(u),
+        _ => Err(format!(
+            "{}: {what} {v}, the runtime supports {lo} to {hi}",
+            node_label(node)
+        )),
+    }
+}
+
 fn node_label(node: &NodeProto) -> String {
     let name = if node.name.is_empty() {
         node.output.first().cloned().unwrap_or_default()
@@ -140,7 +161,12 @@ fn node_label(node: &NodeProto) -> String {
 /// The float values of an ONNX tensor (raw little-endian or typed fields).
 fn tensor_f32(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {
     use onnx::tensor_proto::DataType;
-    let n: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
+    // Checked: a hostile file may claim dims whose product overflows.
+    let n = t
+        .dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+        .ok_or_else(|| format!("tensor `{}` has an impossible shape {:?}", t.name, t.dims))?;
     let v: Vec<f32> = match DataType::try_from(t.data_type) {
         Ok(DataType::Float) if !t.float_data.is_empty() => t.float_data.clone(),
         Ok(DataType::Float) => t
@@ -317,6 +343,14 @@ impl<'g> Lowering<'g> {
             (Some(h), Some(w)) => Some([h, w]),
             _ => None,
         };
+        if let Some([h, w]) = self.out.input_hw {
+            if h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
+                return Err(format!(
+                    "input `{}` is {w}x{h}, the runtime supports at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}",
+                    inputs[0].name
+                ));
+            }
+        }
         self.out.value_of.insert(inputs[0].name.clone(), 0);
 
         for node in &self.graph.node {
@@ -337,14 +371,47 @@ impl<'g> Lowering<'g> {
                     .ok_or_else(|| format!("{}: no weight", label()))?;
                 let w = self.constant(w_name, node)?;
                 let wt = self.constants[w_name.as_str()];
-                let shape: Vec<usize> = wt.dims.iter().map(|&d| d as usize).collect();
-                if shape.len() != 4 {
-                    return Err(format!("{}: weight shape {shape:?}, expected 4-D", label()));
+                if wt.dims.len() != 4 {
+                    return Err(format!(
+                        "{}: weight shape {:?}, expected 4-D",
+                        label(),
+                        wt.dims
+                    ));
                 }
+                // Every number is bounded before it becomes a usize (see `limits`).
+                let shape: Vec<usize> = [
+                    ("output channels", MAX_CHANNELS),
+                    ("input channels per group", MAX_CHANNELS),
+                    ("kernel height", MAX_KERNEL),
+                    ("kernel width", MAX_KERNEL),
+                ]
+                .iter()
+                .zip(&wt.dims)
+                .map(|(&(what, hi), &d)| bounded(node, what, d, 1, hi))
+                .collect::<std::result::Result<_, _>>()?;
                 let (cout, cin_g, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
-                let groups = attr_int(node, "group").unwrap_or(1) as usize;
+                let groups = bounded(
+                    node,
+                    "group",
+                    attr_int(node, "group").unwrap_or(1),
+                    1,
+                    MAX_CHANNELS,
+                )?;
                 let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
                 let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+                for &st in &strides {
+                    bounded(node, "stride", st, 1, MAX_STRIDE)?;
+                }
+                for &p in &pads {
+                    // A pad as wide as the kernel gives outputs that see only padding.
+                    bounded(node, &format!("pad (kernel {kh})"), p, 0, kh - 1)?;
+                }
+                if cin_g.checked_mul(groups).is_none_or(|c| c > MAX_CHANNELS) {
+                    return Err(format!(
+                        "{}: {cin_g} input channels x {groups} groups, the runtime supports at most {MAX_CHANNELS} channels",
+                        label()
+                    ));
+                }
                 let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
                 if let Some(a) = attr(node, "auto_pad") {
                     let s = String::from_utf8_lossy(&a.s);

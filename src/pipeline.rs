@@ -157,6 +157,7 @@ impl Embedder {
         let mut e = Vec::with_capacity(self.model.dim());
         self.model
             .forward_nhwc(&mut |dst| fill_nhwc(crop, norm, dst), &mut e)?;
+        check_embedding(&e)?;
         l2_normalise(&mut e);
         Ok(e)
     }
@@ -166,6 +167,31 @@ impl Embedder {
         let crop = norm_crop(img, kps, self.model.input_size() as u32);
         self.embed_crop(&crop)
     }
+}
+
+/// Smallest norm of a raw embedding that still has a direction: the recogniser's real
+/// embeddings have norms of order 1 to 100, so anything this small means a broken model
+/// (or an all-zero layer), never a face.
+pub const MIN_EMBEDDING_NORM: f32 = 1e-4;
+
+/// A raw embedding must be finite with a norm of at least [`MIN_EMBEDDING_NORM`]: a NaN
+/// embedding would compare as "no match" or, normalised, as anything at all, and a zero one
+/// has no direction. Either means a corrupt recogniser; it is an error, never a template or
+/// a match.
+pub fn check_embedding(e: &[f32]) -> Result<()> {
+    if let Some(i) = e.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Msg(format!(
+            "the recogniser produced a non-finite embedding (value {i} is {}): the model file is broken",
+            e[i]
+        )));
+    }
+    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if !(norm.is_finite() && norm >= MIN_EMBEDDING_NORM) {
+        return Err(Error::Msg(format!(
+            "the recogniser produced an embedding of norm {norm:e} (under {MIN_EMBEDDING_NORM:e}): the model file is broken"
+        )));
+    }
+    Ok(())
 }
 
 /// The face closest to the image centre (how `verify` picks the subject of a photo).

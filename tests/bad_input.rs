@@ -127,3 +127,59 @@ fn int8_model_with_a_minus_128_weight_is_refused_by_name() {
     assert!(stdout.is_empty());
     assert_one_line_error(&stderr, &bad, "-128");
 }
+
+#[test]
+fn tampered_model_and_bad_metadata_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = shared().join("data/images/two_faces.jpg");
+    // One byte of tensor data changed after conversion.
+    let good = std::fs::read(model("det_500m")).unwrap();
+    let mut bytes = good.clone();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x80;
+    let tampered = dir.path().join("tampered.safetensors");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let (ok, stdout, stderr) =
+        facegate(&["detect".as_ref(), "--det".as_ref(), os(&tampered), os(&img)]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_one_line_error(&stderr, &tampered, "integrity digest mismatch");
+    // Zero anchors per cell (a division by zero in decoding), written with a correct digest.
+    let mut file = facegate::format::ModelFile::read(&model("det_500m")).unwrap();
+    if let facegate::format::ModelConfig::Scrfd(c) = &mut file.config {
+        c.anchors_per_cell = 0;
+    }
+    let bad = dir.path().join("anchors0.safetensors");
+    file.write_unvalidated(&bad).unwrap();
+    let (ok, stdout, stderr) = facegate(&["detect".as_ref(), "--det".as_ref(), os(&bad), os(&img)]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_one_line_error(&stderr, &bad, "0 anchors per cell");
+}
+
+#[test]
+fn embed_with_a_zero_embedding_recogniser_fails_instead_of_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = facegate::format::ModelFile::read(&model("mobilefacenet_512")).unwrap();
+    for t in ["embedding.weight", "embedding.bias"] {
+        if let facegate::format::TensorValues::F32(v) = &mut file.tensors.get_mut(t).unwrap().values
+        {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    let rec = dir.path().join("zero.safetensors");
+    file.write(&rec).unwrap();
+    let img = shared().join("data/images/two_faces.jpg");
+    let det = model("det_500m");
+    let (ok, stdout, stderr) = facegate(&[
+        "embed".as_ref(),
+        "--det".as_ref(),
+        os(&det),
+        "--rec".as_ref(),
+        os(&rec),
+        os(&img),
+    ]);
+    assert!(!ok, "exit 0 with a zero embedding: {stdout}");
+    assert!(stdout.is_empty(), "nothing printed: {stdout}");
+    assert_one_line_error(&stderr, &img, "embedding of norm 0");
+}

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use candle_onnx::onnx;
+use prost::Message;
+
 fn shared() -> PathBuf {
     std::env::var_os("FACEGATE_SHARED")
         .map(PathBuf::from)
@@ -109,4 +112,81 @@ fn all_six_models_convert_and_the_family_comes_from_the_graph() {
         ));
         assert_eq!(file.source.sha256, sha, "{name}: source sha256 recorded");
     }
+}
+
+/// `det_500m.onnx` with `change` applied, written to `dir/name`.
+fn mutated_det(dir: &Path, name: &str, change: impl FnOnce(&mut onnx::ModelProto)) -> PathBuf {
+    let bytes = std::fs::read(shared().join("models/onnx/det_500m.onnx")).unwrap();
+    let mut m = onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+    change(&mut m);
+    let p = dir.join(name);
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+/// Sets the integer-list attribute `attr` of the graph's first convolution.
+fn set_first_conv_ints(m: &mut onnx::ModelProto, attr: &str, ints: Vec<i64>) {
+    let node = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Conv")
+        .unwrap();
+    match node.attribute.iter_mut().find(|a| a.name == attr) {
+        Some(a) => a.ints = ints,
+        None => node.attribute.push(onnx::AttributeProto {
+            name: attr.into(),
+            ints,
+            r#type: onnx::attribute_proto::AttributeType::Ints as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn graphs_the_runtime_cannot_run_are_refused_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    // Negative pads (which an unchecked cast stored as 2^64 - 5), huge pads and strides.
+    for (name, attr, ints, what) in [
+        (
+            "negative_pads.onnx",
+            "pads",
+            vec![-5; 4],
+            "(Conv): pad (kernel 3) -5",
+        ),
+        (
+            "huge_pads.onnx",
+            "pads",
+            vec![100_000; 4],
+            "(Conv): pad (kernel 3) 100000",
+        ),
+        (
+            "huge_strides.onnx",
+            "strides",
+            vec![1 << 40; 2],
+            "(Conv): stride 1099511627776",
+        ),
+    ] {
+        let p = mutated_det(dir.path(), name, |m| set_first_conv_ints(m, attr, ints));
+        assert_refused(&p, what);
+    }
+    // An input of 100000×100000.
+    let p = mutated_det(dir.path(), "huge_input.onnx", |m| {
+        use onnx::tensor_shape_proto::dimension::Value;
+        let input = &mut m.graph.as_mut().unwrap().input[0];
+        let Some(onnx::type_proto::Value::TensorType(t)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            panic!("a tensor input");
+        };
+        for d in &mut t.shape.as_mut().unwrap().dim[2..4] {
+            d.value = Some(Value::DimValue(100_000));
+        }
+    });
+    assert_refused(
+        &p,
+        "is 100000x100000, the runtime supports at most 4096x4096",
+    );
 }

@@ -120,7 +120,9 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     };
     Ok(for_each_image(&args.images, |path| {
         let img = crate::image_io::load_rgb(path)?;
-        let faces = pipeline.embed_all(&img)?;
+        let faces = pipeline
+            .embed_all(&img)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(serde_json::json!({ "image": path, "faces": faces }))
     }))
 }

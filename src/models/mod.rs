@@ -69,11 +69,19 @@ impl LoadOptions {
 
     /// Opens the model file (see [`open`]) and applies the requested precision.
     pub fn open(&self, path: &Path) -> Result<ModelFile> {
-        let file = open(path)?;
+        Ok(self.open_with_id(path)?.0)
+    }
+
+    /// [`LoadOptions::open`], also returning the identity of exactly what will run: the
+    /// file's integrity digest (`sha256:<hex>`), with `+f16` when its f32 weights are narrowed
+    /// on load (they give other embeddings than the file as stored).
+    pub fn open_with_id(&self, path: &Path) -> Result<(ModelFile, String)> {
+        let (file, digest) = open_with_digest(path)?;
+        let id = format!("sha256:{digest}");
         match (self.precision, file.precision) {
-            (None, _) => Ok(file),
-            (Some(want), have) if want == have => Ok(file),
-            (Some(Precision::F16), Precision::F32) => Ok(file.to_f16()),
+            (None, _) => Ok((file, id)),
+            (Some(want), have) if want == have => Ok((file, id)),
+            (Some(Precision::F16), Precision::F32) => Ok((file.to_f16(), format!("{id}+f16"))),
             (Some(want), have) => Err(Error::Model {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -201,12 +209,18 @@ pub fn cache_dir() -> PathBuf {
 /// on the fly and the result cached (keyed by the ONNX file's sha256, so a changed file is
 /// converted again). A cache that cannot be written only costs a warning.
 pub fn open(path: &Path) -> Result<ModelFile> {
+    Ok(open_with_digest(path)?.0)
+}
+
+/// [`open`], also returning the integrity digest of the model file (for an ONNX file, of its
+/// converted file as cached, see [`ModelFile::digest`]).
+pub fn open_with_digest(path: &Path) -> Result<(ModelFile, String)> {
     let is_onnx = path
         .extension()
         .map(|e| e.eq_ignore_ascii_case("onnx"))
         .unwrap_or(false);
     if !is_onnx {
-        return ModelFile::read(path);
+        return ModelFile::read_with_digest(path);
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let sha = crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
@@ -215,17 +229,18 @@ pub fn open(path: &Path) -> Result<ModelFile> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let cached = cache_dir().join(format!("{stem}-{}.safetensors", &sha[..12]));
-    if let Ok(file) = ModelFile::read(&cached) {
+    if let Ok((file, digest)) = ModelFile::read_with_digest(&cached) {
         if file.source.sha256 == sha {
-            return Ok(file);
+            return Ok((file, digest));
         }
     }
     let file = crate::onnx::convert(path)?;
+    let digest = file.digest()?;
     if let Err(e) = std::fs::create_dir_all(cache_dir())
         .map_err(|e| Error::io(cache_dir(), e))
         .and_then(|_| file.write(&cached))
     {
         log::warn!("could not cache the converted model: {e}");
     }
-    Ok(file)
+    Ok((file, digest))
 }

@@ -30,6 +30,36 @@ pub struct LevelOutput {
     pub kps: Option<Vec<f32>>,
 }
 
+impl LevelOutput {
+    /// The sizes decoding relies on (a score per anchor of every cell, four box and ten
+    /// keypoint values per score): checked after each run so that `detect::decode` can
+    /// index without panicking whatever the maps came out as.
+    fn check(&self) -> Result<()> {
+        let n = self.scores.len();
+        let cells = self.height.checked_mul(self.width);
+        let ok = self.anchors > 0
+            && cells.and_then(|c| c.checked_mul(self.anchors)) == Some(n)
+            && self.boxes.len() == 4 * n
+            && self.kps.as_ref().is_none_or(|k| k.len() == 10 * n);
+        if !ok {
+            return Err(Error::Shape {
+                what: format!("detector outputs at stride {}", self.stride),
+                expected: format!(
+                    "{}x{} cells x {} anchors with 1, 4 and 10 values each",
+                    self.width, self.height, self.anchors
+                ),
+                got: format!(
+                    "{} scores, {} box values, {:?} keypoint values",
+                    n,
+                    self.boxes.len(),
+                    self.kps.as_ref().map(Vec::len)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 pub struct Scrfd {
     config: ScrfdConfig,
     precision: Precision,
@@ -170,6 +200,7 @@ impl Scrfd {
         self.runner.run_nhwc(h, w, fill, &self.wanted, &mut sink)?;
         let sigmoid = crate::kernels::kernels().sigmoid_f32;
         for l in out.iter_mut() {
+            l.check()?;
             sigmoid(&mut l.scores);
         }
         Ok(())
@@ -201,7 +232,7 @@ impl Scrfd {
             let bbox = it.next().expect("one tensor per wanted value");
             let kps = if l.kps.is_some() { it.next() } else { None };
             let (_, _, fh, fw) = score.dims4()?;
-            out.push(LevelOutput {
+            let level = LevelOutput {
                 stride: l.stride,
                 height: fh,
                 width: fw,
@@ -209,7 +240,9 @@ impl Scrfd {
                 scores: cells_last(&candle_nn_sigmoid(&score)?)?,
                 boxes: cells_last(&bbox)?,
                 kps: kps.map(|k| cells_last(&k)).transpose()?,
-            });
+            };
+            level.check()?;
+            out.push(level);
         }
         Ok(out)
     }

@@ -42,8 +42,11 @@ pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.4753;
 /// The detector and recogniser a board names, with what the store and policy need to know.
 pub struct Models {
     pub pipeline: Pipeline,
-    /// The recogniser's identity: the sha256 of the ONNX file it was converted from. The
-    /// template store records it, so templates of another model are refused.
+    /// The recogniser's identity: the integrity digest of the recogniser FILE
+    /// (`sha256:<hex>`, `+f16` when narrowed on load; see [`LoadOptions::open_with_id`]), not
+    /// of the ONNX file it came from: two conversions of one ONNX file (f32 and int8, or a
+    /// file with one weight changed and its digest recomputed) embed differently. The
+    /// template store records it, so templates enrolled with another file are refused.
     pub recognizer_id: String,
     /// The threshold stored in the recogniser file, if any.
     pub model_threshold: Option<f32>,
@@ -63,7 +66,7 @@ pub fn load_models(
         Scrfd::from_file_with(&det_file, detector, opts)?,
         Some(det_size),
     );
-    let rec_file = opts.open(recognizer)?;
+    let (rec_file, recognizer_id) = opts.open_with_id(recognizer)?;
     let rec = MobileFaceNet::from_file_with(&rec_file, recognizer, opts)?;
     let model_threshold = rec.match_threshold();
     let dim = rec.dim();
@@ -72,7 +75,7 @@ pub fn load_models(
             detector: det,
             embedder: Embedder::new(rec),
         },
-        recognizer_id: rec_file.source.sha256.clone(),
+        recognizer_id,
         model_threshold,
         dim,
     })
