@@ -9,6 +9,7 @@
 
 pub mod actuator;
 pub mod app;
+pub mod frozen;
 pub mod policy;
 pub mod session;
 pub mod store;
