@@ -18,6 +18,7 @@ pub mod format;
 pub mod graph;
 pub mod image_io;
 pub mod kernels;
+pub mod liveness;
 pub mod models;
 pub mod nn;
 pub mod onnx;
