@@ -38,23 +38,33 @@ pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.4753;
 
 /// The anti-spoofing network as the loop sees it: the live probability of a face.
 pub struct LiveModel {
-    score: Box<dyn Fn(&image::RgbImage, &Face) -> Result<f32> + Send + Sync>,
+    inner: crate::liveness::Liveness,
     path: PathBuf,
 }
 
 impl LiveModel {
     /// Loads the converted anti-spoofing model at `path` (`opts`: threads and precision).
+    /// It must name class 0 `live`: the loop's threshold applies to that probability.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<LiveModel> {
-        let _ = opts;
-        Err(Error::Model {
+        let inner = crate::liveness::Liveness::load_with(path, opts)?;
+        if inner.class_names().first().map(String::as_str) != Some("live") {
+            return Err(Error::Model {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "class 0 is {:?}, not \"live\": not an anti-spoofing model the loop can use",
+                    inner.class_names().first()
+                ),
+            });
+        }
+        Ok(LiveModel {
+            inner,
             path: path.to_path_buf(),
-            reason: "the anti-spoofing model cannot be loaded by this build yet".into(),
         })
     }
 
     /// The live probability (class 0) of `face` in `img`.
     pub fn live(&self, img: &image::RgbImage, face: &Face) -> Result<f32> {
-        (self.score)(img, face)
+        Ok(self.inner.score(img, face)?.live)
     }
 
     /// The file it was loaded from.
@@ -307,7 +317,7 @@ pub const DEFAULT_LIVE_MODEL: &str = "antispoof_print_replay_1.5_128";
 /// Live-probability threshold of the boards and the demo: the publisher's decision rule
 /// (class 0 ≥ 0.5), at which the reference pipeline measures BPCER 4/140 and APCER 0/9 on
 /// the pourfard dev half.
-pub const DEFAULT_LIVE_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_LIVE_THRESHOLD: f32 = crate::liveness::DEFAULT_THRESHOLD;
 
 /// Every person folder of `examples` (sub-folders not starting with `_`), sorted.
 pub fn example_people(examples: &Path) -> Result<Vec<(String, PathBuf)>> {
