@@ -13,6 +13,11 @@
 //! same whoever starts it. Device paths (`camera.device`, `gpio.chip`) must be absolute.
 //! Files are not opened here: a missing model or store is reported by the stage that opens it.
 //!
+//! `[liveness]` is required: a board either names its anti-spoofing model and threshold, or
+//! says `enabled = false` explicitly (and every start then warns that photos can open the
+//! lock). A profile written before the liveness stage existed is refused rather than run
+//! without it. `liveness.model` is resolved against the root like the other models.
+//!
 //! Tables `[match]` and `[gpio]` are optional: without `[match].threshold` the model's stored
 //! threshold is used; without `[gpio]` the board has no lock wired and the loop must use the
 //! log-only actuator (fail closed: nothing can open).
@@ -41,6 +46,64 @@ pub struct BoardProfile {
     pub policy: PolicySettings,
     #[serde(default)]
     pub enroll: EnrollConfig,
+    /// Required (see the module doc); `Option` only so that its absence is reported with a
+    /// reason instead of serde's bare "missing field".
+    #[serde(default)]
+    pub liveness: Option<LivenessConfig>,
+}
+
+/// How the live verdicts of the frames that make up an unlock combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveCombine {
+    /// Every recognised frame must be live; one that is not is a spoof and fails the
+    /// attempt. (The minimum over the K frames, judged frame by frame: a spoof frame cannot
+    /// be averaged away by live-looking ones, and it is refused when it happens.)
+    Every,
+}
+
+/// `[liveness]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// False turns the anti-spoofing network off (photos and screens can then open the
+    /// lock); must be written out, never implied.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Converted anti-spoofing model (absolute after loading); required when enabled.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Live probability (class 0) at or above which a face is live, in (0, 1); required
+    /// when enabled.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    #[serde(default = "default_combine")]
+    pub combine: LiveCombine,
+    /// Mean absolute difference (levels) of the aligned face crop under which a frame is
+    /// the same picture as an earlier counted one (frozen input), 0..=32; 0 turns the check
+    /// off. Default: [`crate::unlock::frozen::DEFAULT_FROZEN_FLOOR`].
+    #[serde(default = "default_frozen_floor")]
+    pub frozen_floor: f32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_combine() -> LiveCombine {
+    LiveCombine::Every
+}
+fn default_frozen_floor() -> f32 {
+    crate::unlock::frozen::DEFAULT_FROZEN_FLOOR
+}
+
+impl LivenessConfig {
+    /// The model and threshold when the network is on (`None`: explicitly off).
+    pub fn network(&self) -> Option<(&Path, f32)> {
+        match (self.enabled, &self.model, self.threshold) {
+            (true, Some(m), Some(t)) => Some((m.as_path(), t)),
+            _ => None,
+        }
+    }
 }
 
 /// `[board]`
@@ -261,6 +324,7 @@ impl BoardProfile {
         ]
         .into_iter()
         .chain(p.store.key.as_mut())
+        .chain(p.liveness.as_mut().and_then(|l| l.model.as_mut()))
         {
             if f.is_relative() {
                 *f = root.join(&*f);
@@ -390,6 +454,52 @@ impl BoardProfile {
 
         range("enroll.frames", self.enroll.frames, 1, 50)?;
         range("enroll.min_face_px", self.enroll.min_face_px, 16, 2048)?;
+
+        let Some(l) = &self.liveness else {
+            return Err((
+                "liveness",
+                "missing: name the anti-spoofing model and threshold in [liveness], or write \
+                 `enabled = false` there to run without it (photos can then open the lock)"
+                    .into(),
+            ));
+        };
+        if l.enabled {
+            match &l.model {
+                None => return Err(("liveness.model", "missing (required when enabled)".into())),
+                Some(m) => non_empty("liveness.model", &m.to_string_lossy())?,
+            }
+            match l.threshold {
+                None => {
+                    return Err((
+                        "liveness.threshold",
+                        "missing (required when enabled)".into(),
+                    ))
+                }
+                Some(t) if !(t.is_finite() && t > 0.0 && t < 1.0) => {
+                    return Err((
+                        "liveness.threshold",
+                        format!("{t} is not in (0, 1) exclusive"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let f = l.frozen_floor;
+        if !(f.is_finite() && (0.0..=32.0).contains(&f)) {
+            return Err(("liveness.frozen_floor", format!("{f} is not in [0, 32]")));
+        }
+        // The frozen check compares the frames an unlock is made of: one frame cannot be
+        // compared with anything, so a 1-frame unlock would let a still through.
+        if f > 0.0 && p.k < 2 {
+            return Err((
+                "policy.k",
+                format!(
+                    "{} frame(s) cannot show a frozen input: k must be >= 2 while \
+                     liveness.frozen_floor > 0",
+                    p.k
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -493,6 +603,10 @@ open_ms = 3000
 k = 3
 n = 5
 window_s = 2.0
+
+[liveness]
+model = "models/antispoof_print_replay_1.5_128.safetensors"
+threshold = 0.5
 "#;
 
     fn parse(text: &str) -> Result<BoardProfile> {
@@ -606,6 +720,18 @@ window_s = 2.0
             assert!(p.models.detector.is_absolute() && p.store.path.is_absolute());
             p.policy_config(0.5).validate().unwrap();
         }
+        for n in &names {
+            let l = load_shipped(n).liveness.unwrap();
+            let (model, threshold) = l.network().unwrap_or_else(|| panic!("{n}: liveness off"));
+            assert!(
+                model.ends_with("models/antispoof_print_replay_1.5_128.safetensors"),
+                "{n}: {}",
+                model.display()
+            );
+            assert!(model.is_absolute());
+            assert!(threshold > 0.0 && threshold < 1.0);
+            assert_eq!(l.combine, LiveCombine::Every);
+        }
         let pi4 = load_shipped("rpi4.toml");
         assert_eq!(pi4.board.target, "aarch64-unknown-linux-gnu");
         let g = pi4.gpio.unwrap();
@@ -682,6 +808,61 @@ window_s = 2.0
         );
         let r = refused(&with("k = 3\n", ""), "policy.k");
         assert!(r.contains("missing"), "{r}");
+    }
+
+    #[test]
+    fn liveness_table_is_required_unless_explicitly_off() {
+        let p = parse(GOOD).unwrap();
+        let l = p.liveness.unwrap();
+        assert_eq!(
+            l.network(),
+            Some((
+                Path::new("/opt/facegate/models/antispoof_print_replay_1.5_128.safetensors"),
+                0.5
+            ))
+        );
+        assert_eq!(l.combine, LiveCombine::Every);
+        assert_eq!(l.frozen_floor, crate::unlock::frozen::DEFAULT_FROZEN_FLOOR);
+
+        let (head, _) = GOOD.split_once("[liveness]").unwrap();
+        let r = refused(head, "liveness");
+        assert!(r.contains("enabled = false"), "{r}");
+        let off = parse(&format!("{head}[liveness]\nenabled = false\n")).unwrap();
+        let l = off.liveness.unwrap();
+        assert!(!l.enabled);
+        assert_eq!(l.network(), None);
+
+        refused(
+            &format!("{head}[liveness]\nthreshold = 0.5\n"),
+            "liveness.model",
+        );
+        refused(
+            &format!("{head}[liveness]\nmodel = \"m.safetensors\"\n"),
+            "liveness.threshold",
+        );
+        refused(
+            &with("threshold = 0.5", "threshold = 1.0"),
+            "liveness.threshold",
+        );
+        refused(
+            &with("threshold = 0.5", "threshold = 0.5\ncombine = \"mean\""),
+            "liveness.combine",
+        );
+        refused(
+            &with("threshold = 0.5", "threshold = 0.5\nfrozen_floor = -1.0"),
+            "liveness.frozen_floor",
+        );
+        refused(
+            &with("threshold = 0.5", "threshold = 0.5\nthresold = 0.5"),
+            "liveness.thresold",
+        );
+        // One frame cannot show a frozen input.
+        refused(&with("k = 3", "k = 1"), "policy.k");
+        parse(
+            &with("threshold = 0.5", "threshold = 0.5\nfrozen_floor = 0.0")
+                .replace("k = 3", "k = 1"),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -76,12 +76,30 @@ pub struct MobileFaceNetConfig {
     pub match_threshold: Option<f32>,
 }
 
+/// A presentation-attack (anti-spoofing) classifier: a square crop around the detector's box
+/// in, one logit per class out; class 0 is a live face.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LivenessConfig {
+    pub graph: Graph,
+    /// RGB `(x − mean)/std` (the published models take RGB / 255).
+    pub norm: InputNorm,
+    /// Square input side (128).
+    pub input_size: usize,
+    /// The crop is a square of this many times the box's longer side about its centre.
+    pub crop_scale: f32,
+    /// The value whose 1×1 map holds the logits.
+    pub logits: ValueId,
+    /// One name per logit, class 0 first (`live`).
+    pub classes: Vec<String>,
+}
+
 /// The architecture of a model file, tagged by family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum ModelConfig {
     Scrfd(ScrfdConfig),
     MobileFaceNet(MobileFaceNetConfig),
+    Liveness(LivenessConfig),
 }
 
 impl ModelConfig {
@@ -89,6 +107,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Scrfd(_) => "scrfd",
             ModelConfig::MobileFaceNet(_) => "mobilefacenet",
+            ModelConfig::Liveness(_) => "liveness",
         }
     }
 
@@ -96,6 +115,16 @@ impl ModelConfig {
         match self {
             ModelConfig::Scrfd(c) => &c.graph,
             ModelConfig::MobileFaceNet(c) => &c.graph,
+            ModelConfig::Liveness(c) => &c.graph,
+        }
+    }
+
+    /// The input normalisation of any family.
+    pub fn norm(&self) -> InputNorm {
+        match self {
+            ModelConfig::Scrfd(c) => c.norm,
+            ModelConfig::MobileFaceNet(c) => c.norm,
+            ModelConfig::Liveness(c) => c.norm,
         }
     }
 }

@@ -51,6 +51,13 @@ pub enum Op {
     MaxPool2x { input: ValueId },
     /// 2×2 average pooling with stride 2.
     AvgPool2x { input: ValueId },
+    /// The mean of each channel over the whole map: an `h×w×c` value becomes `1×1×c`
+    /// (the squeeze of a squeeze-excitation block).
+    GlobalAvgPool { input: ValueId },
+    /// `input × sigmoid(gate)`, the gate being a `1×1×c` value broadcast over the map (the
+    /// excitation of a squeeze-excitation block). The sigmoid lives here, not as an
+    /// activation, so that no convolution kernel needs a sigmoid epilogue.
+    ChannelGate { input: ValueId, gate: ValueId },
 }
 
 impl Op {
@@ -60,8 +67,10 @@ impl Op {
             Op::Conv { input, .. }
             | Op::Upsample2x { input }
             | Op::MaxPool2x { input }
-            | Op::AvgPool2x { input } => vec![*input],
+            | Op::AvgPool2x { input }
+            | Op::GlobalAvgPool { input } => vec![*input],
             Op::Add { a, b, .. } => vec![*a, *b],
+            Op::ChannelGate { input, gate } => vec![*input, *gate],
         }
     }
 
@@ -72,7 +81,9 @@ impl Op {
             Op::Conv { stride, .. } => (*stride, 1),
             Op::MaxPool2x { .. } | Op::AvgPool2x { .. } => (2, 1),
             Op::Upsample2x { .. } => (1, 2),
-            Op::Add { .. } => (1, 1),
+            Op::Add { .. } | Op::ChannelGate { .. } => (1, 1),
+            // The map collapses to one pixel: no stride relative to the input means anything.
+            Op::GlobalAvgPool { .. } => (0, 1),
         }
     }
 }
@@ -97,9 +108,11 @@ impl Graph {
             let c = match op {
                 Op::Conv { cout, .. } => *cout,
                 Op::Add { a, .. } => ch[*a],
-                Op::Upsample2x { input } | Op::MaxPool2x { input } | Op::AvgPool2x { input } => {
-                    ch[*input]
-                }
+                Op::Upsample2x { input }
+                | Op::MaxPool2x { input }
+                | Op::AvgPool2x { input }
+                | Op::GlobalAvgPool { input }
+                | Op::ChannelGate { input, .. } => ch[*input],
             };
             ch.push(c);
         }
@@ -115,7 +128,7 @@ impl Graph {
             let (mul, div) = op.stride_factor();
             st.push(base.and_then(|s| {
                 let s = s * mul;
-                (s % div == 0).then_some(s / div)
+                (s > 0 && s % div == 0).then_some(s / div)
             }));
         }
         st
@@ -184,9 +197,19 @@ impl Graph {
                     }
                     ch[*a]
                 }
-                Op::Upsample2x { input } | Op::MaxPool2x { input } | Op::AvgPool2x { input } => {
+                Op::ChannelGate { input, gate } => {
+                    if ch[*input] != ch[*gate] {
+                        return Err(format!(
+                            "channel gate op {i}: {} channels gated by {}",
+                            ch[*input], ch[*gate]
+                        ));
+                    }
                     ch[*input]
                 }
+                Op::Upsample2x { input }
+                | Op::MaxPool2x { input }
+                | Op::AvgPool2x { input }
+                | Op::GlobalAvgPool { input } => ch[*input],
             };
             ch.push(c);
         }

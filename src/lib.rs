@@ -19,6 +19,7 @@ pub mod graph;
 pub mod image_io;
 pub mod kernels;
 pub mod limits;
+pub mod liveness;
 pub mod models;
 pub mod nn;
 pub mod onnx;

@@ -9,7 +9,7 @@
 //! a 1 GB board could hold. A new op or family adds its arm to [`check_op`] or
 //! [`check_config`].
 
-use crate::format::{InputNorm, MobileFaceNetConfig, ModelConfig, ScrfdConfig};
+use crate::format::{InputNorm, LivenessConfig, MobileFaceNetConfig, ModelConfig, ScrfdConfig};
 use crate::graph::{Act, Graph, Op, ValueId};
 
 /// Largest side of a model's fixed input (recogniser crop, detector export size).
@@ -98,7 +98,11 @@ pub fn check_op(i: usize, op: &Op) -> Check {
             }
             check_act(act).map_err(|e| format!("add op {i}: {e}"))
         }
-        Op::Upsample2x { .. } | Op::MaxPool2x { .. } | Op::AvgPool2x { .. } => Ok(()),
+        Op::Upsample2x { .. }
+        | Op::MaxPool2x { .. }
+        | Op::AvgPool2x { .. }
+        | Op::GlobalAvgPool { .. }
+        | Op::ChannelGate { .. } => Ok(()),
     }
 }
 
@@ -208,6 +212,16 @@ pub fn check_sizes(g: &Graph, h: usize, w: usize) -> std::result::Result<Vec<[us
                 }
                 [ih / 2, iw / 2]
             }
+            Op::GlobalAvgPool { .. } => [1, 1],
+            Op::ChannelGate { gate, .. } => {
+                if s[*gate] != [1, 1] {
+                    return Err(format!(
+                        "channel gate op {i}: the gate is a {:?} map at a {w}x{h} network input, expected 1x1",
+                        s[*gate]
+                    ));
+                }
+                [ih, iw]
+            }
         };
         let elems = o[0].saturating_mul(o[1]).saturating_mul(channels[i + 1]);
         if elems > MAX_ACTIVATION {
@@ -238,6 +252,7 @@ pub fn check_config(c: &ModelConfig) -> Check {
     match c {
         ModelConfig::Scrfd(s) => check_scrfd(s),
         ModelConfig::MobileFaceNet(m) => check_mobilefacenet(m),
+        ModelConfig::Liveness(l) => check_liveness(l),
     }
 }
 
@@ -326,6 +341,51 @@ fn check_mobilefacenet(c: &MobileFaceNetConfig) -> Check {
         if !(t.is_finite() && t > 0.0 && t < 1.0) {
             return Err(format!("match threshold {t}, expected a cosine in (0, 1)"));
         }
+    }
+    Ok(())
+}
+
+/// Most classes of an anti-spoofing model (live plus the attack types).
+pub const MAX_LIVENESS_CLASSES: usize = 16;
+/// Largest liveness crop, in multiples of the detector box's longer side.
+pub const MAX_CROP_SCALE: f32 = 4.0;
+
+fn check_liveness(c: &LivenessConfig) -> Check {
+    let g = &c.graph;
+    check_norm(&c.norm)?;
+    if g.input_channels != 3 {
+        return Err(format!(
+            "{} input channels, expected 3 (RGB)",
+            g.input_channels
+        ));
+    }
+    let s = c.input_size;
+    if !(1..=MAX_RECOGNISER_INPUT).contains(&s) {
+        return Err(format!(
+            "input size {s}, expected 1 to {MAX_RECOGNISER_INPUT}"
+        ));
+    }
+    if !(c.crop_scale.is_finite() && (1.0..=MAX_CROP_SCALE).contains(&c.crop_scale)) {
+        return Err(format!(
+            "crop scale {}, expected 1 to {MAX_CROP_SCALE}",
+            c.crop_scale
+        ));
+    }
+    check_value(g, c.logits, "the logits")?;
+    let n = c.classes.len();
+    if !(2..=MAX_LIVENESS_CLASSES).contains(&n) {
+        return Err(format!(
+            "{n} classes, expected live and 1 to {} attack classes",
+            MAX_LIVENESS_CLASSES - 1
+        ));
+    }
+    let sizes = check_sizes(g, s, s)?;
+    let ch = g.channels()[c.logits];
+    if sizes[c.logits] != [1, 1] || ch != n {
+        return Err(format!(
+            "the logits (value {}) are a {:?} map of {ch} channels at a {s}x{s} input; the config names {n} classes",
+            c.logits, sizes[c.logits]
+        ));
     }
     Ok(())
 }

@@ -37,6 +37,10 @@ enum Command {
     /// Detection AP on the WIDER FACE validation images present (optionally next to another
     /// engine's detections).
     WiderAp(cli::wider::WiderArgs),
+    /// Detect faces and score each for liveness (photo or screen attacks); JSON lines.
+    Liveness(cli::liveness::LivenessArgs),
+    /// BPCER, APCER, AUC of a liveness model on folders of live and attack photos.
+    LivenessEval(cli::liveness::LivenessEvalArgs),
     /// Time the detector and/or recogniser: median, p90, min, load time, peak RSS.
     Bench(cli::bench::BenchArgs),
 }
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Unlock(a) => cli::unlock::unlock(a),
         Command::Demo(a) => cli::unlock::demo(a),
         Command::Threshold(a) => cli::unlock::threshold(a),
+        Command::Liveness(a) => cli::liveness::liveness(a),
+        Command::LivenessEval(a) => cli::liveness::liveness_eval(a),
     };
     match result {
         Ok(code) => code,

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    InputNorm, MobileFaceNetConfig, ModelConfig, ModelFile, Precision, ScrfdConfig, ScrfdLevel,
-    SourceInfo, TensorData,
+    InputNorm, LivenessConfig, MobileFaceNetConfig, ModelConfig, ModelFile, Precision, ScrfdConfig,
+    ScrfdLevel, SourceInfo, TensorData,
 };
 use crate::graph::{Act, Graph, Op, ValueId};
 use crate::limits::{MAX_CHANNELS, MAX_INPUT_SIDE, MAX_KERNEL, MAX_STRIDE};
@@ -28,6 +28,17 @@ pub const SCRFD_NORM: InputNorm = InputNorm {
     mean: 127.5,
     std: 128.0,
 };
+/// The anti-spoofing models' input: RGB / 255.
+pub const LIVENESS_NORM: InputNorm = InputNorm {
+    mean: 0.0,
+    std: 255.0,
+};
+/// The anti-spoofing models' crop: a square 1.5× the detector box's longer side.
+pub const LIVENESS_CROP_SCALE: f32 = 1.5;
+/// Largest class count read as an anti-spoofing classifier (a recogniser's embedding has
+/// 64 dimensions or more).
+const MAX_LIVENESS_CLASSES: usize = 8;
+
 /// InsightFace's recogniser normalisation.
 pub const RECOGNISER_NORM: InputNorm = InputNorm {
     mean: 127.5,
@@ -36,7 +47,9 @@ pub const RECOGNISER_NORM: InputNorm = InputNorm {
 
 const SUPPORTED: &str =
     "supported: Conv, BatchNormalization, Relu, Clip, PRelu, Add, Mul by a scalar, \
-MaxPool/AveragePool 2x2, Resize (nearest) and the output Transpose/Reshape/Sigmoid";
+MaxPool/AveragePool 2x2, Resize (nearest), squeeze-excitation (GlobalAveragePool, Sigmoid, \
+Mul by a channel gate), Flatten/Reshape to a vector then MatMul/Gemm linear layers, and the \
+output Transpose/Reshape/Sigmoid";
 
 /// Converts the ONNX file at `path` to an f32 model file in memory.
 pub fn convert(path: &Path) -> Result<ModelFile> {
@@ -110,6 +123,9 @@ struct Lowered {
     value_of: HashMap<String, ValueId>,
     input_channels: usize,
     input_hw: Option<[usize; 2]>,
+    /// Values read by a linear layer (a MatMul lowered to a 1×1 conv): they must be 1×1
+    /// maps, or the conv would not compute the flattened product.
+    linear_inputs: Vec<(ValueId, String)>,
 }
 
 struct Lowering<'g> {
@@ -242,6 +258,7 @@ impl<'g> Lowering<'g> {
                 value_of: HashMap::new(),
                 input_channels: 0,
                 input_hw: None,
+                linear_inputs: Vec::new(),
             },
         }
     }
@@ -304,6 +321,27 @@ impl<'g> Lowering<'g> {
             ));
         }
         Ok(op_index)
+    }
+
+    /// For `Mul(x, sigmoid(g))` (either order) with the sigmoid read by this node alone: the
+    /// map's name and the gate value `g`.
+    fn gate_of<'n>(&self, node: &'n NodeProto) -> Option<(&'n String, ValueId)> {
+        let [a, b] = &node.input[..] else {
+            return None;
+        };
+        let gate = |n: &String| {
+            self.out
+                .formatted
+                .get(n)
+                .filter(|f| f.sigmoid && self.consumers.get(n).copied() == Some(1))
+                .map(|f| f.value)
+        };
+        let is_map = |n: &String| self.out.value_of.contains_key(n);
+        match (gate(b), gate(a)) {
+            (Some(g), _) if is_map(a) => Some((a, g)),
+            (_, Some(g)) if is_map(b) => Some((b, g)),
+            _ => None,
+        }
     }
 
     fn set_act(&mut self, op_index: usize, new_act: Act) {
@@ -490,6 +528,93 @@ impl<'g> Lowering<'g> {
                 let v = i + 1;
                 self.out.value_of.insert(output, v);
             }
+            "Mul" if self.gate_of(node).is_some() => {
+                // Squeeze-excitation: a map times the sigmoid of its 1×1 channel gate.
+                let (x, gate) = self.gate_of(node).expect("checked by the guard");
+                let x = self.value(x, node)?;
+                self.push(Op::ChannelGate { input: x, gate }, None, &output);
+            }
+            "GlobalAveragePool" => {
+                let x = self.value(&node.input[0], node)?;
+                self.push(Op::GlobalAvgPool { input: x }, None, &output);
+            }
+            "MatMul" | "Gemm" => {
+                // A linear layer on a flattened 1×1 map is a 1×1 convolution.
+                let src = &node.input[0];
+                let x = match self.out.formatted.get(src) {
+                    Some(f) if !f.sigmoid => f.value,
+                    Some(_) => {
+                        return Err(format!("{}: reads a sigmoid output", label()));
+                    }
+                    None => self.value(src, node)?,
+                };
+                let w_name = node
+                    .input
+                    .get(1)
+                    .ok_or_else(|| format!("{}: no weight", label()))?;
+                let w = self.constant(w_name, node)?;
+                let dims: Vec<usize> = self.constants[w_name.as_str()]
+                    .dims
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect();
+                let [rows, cols] = dims[..] else {
+                    return Err(format!(
+                        "{}: weight shape {dims:?}, expected a 2-D matrix",
+                        label()
+                    ));
+                };
+                let trans_a = attr_int(node, "transA").unwrap_or(0);
+                let trans_b = node.op_type == "Gemm" && attr_int(node, "transB").unwrap_or(0) != 0;
+                let alpha = attr(node, "alpha").map(|a| a.f).unwrap_or(1.0);
+                let beta = attr(node, "beta").map(|a| a.f).unwrap_or(1.0);
+                if trans_a != 0 || alpha != 1.0 || beta != 1.0 {
+                    return Err(format!(
+                        "{}: transA {trans_a}, alpha {alpha}, beta {beta}: expected a plain x·W + b",
+                        label()
+                    ));
+                }
+                // The conv weight is [out, in, 1, 1]: W transposed unless Gemm already is.
+                let (cin, cout) = if trans_b { (cols, rows) } else { (rows, cols) };
+                let weight: Vec<f32> = if trans_b {
+                    w
+                } else {
+                    (0..cout)
+                        .flat_map(|o| (0..cin).map(move |i| (o, i)))
+                        .map(|(o, i)| w[i * cols + o])
+                        .collect()
+                };
+                let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(b) if node.op_type == "Gemm" => self.constant(b, node)?,
+                    _ => vec![0.0; cout],
+                };
+                if bias.len() != cout {
+                    return Err(format!(
+                        "{}: bias has {} values for {cout} outputs",
+                        label(),
+                        bias.len()
+                    ));
+                }
+                let op = Op::Conv {
+                    name: String::new(),
+                    input: x,
+                    cin,
+                    cout,
+                    kernel: 1,
+                    stride: 1,
+                    pad: 0,
+                    groups: 1,
+                    act: Act::None,
+                };
+                let weights = ConvWeights {
+                    weight,
+                    shape: vec![cout, cin, 1, 1],
+                    bias,
+                    alpha: None,
+                };
+                self.out.linear_inputs.push((x, label()));
+                self.push(op, Some(weights), &output);
+            }
             "Mul" => {
                 // SCRFD's per-level `Scale` on the box regression: fold it into the conv.
                 let (x, k) = match (&node.input[0], &node.input[1]) {
@@ -624,11 +749,6 @@ impl<'g> Lowering<'g> {
                 let src = &node.input[0];
                 let f = if let Some(f) = self.out.formatted.get(src) {
                     f.clone()
-                } else if node.op_type == "Sigmoid" {
-                    return Err(format!(
-                        "{}: a sigmoid inside the network (only the score outputs may have one)",
-                        label()
-                    ));
                 } else {
                     Formatted {
                         value: self.value(src, node)?,
@@ -756,6 +876,11 @@ impl Lowered {
                     names[c.embedding - 1] = "embedding".into();
                 }
             }
+            ModelConfig::Liveness(c) => {
+                if c.logits > 0 {
+                    names[c.logits - 1] = "logits".into();
+                }
+            }
         }
         names
     }
@@ -789,6 +914,7 @@ fn rename_ops(config: &mut ModelConfig, names: &[String]) {
     let graph = match config {
         ModelConfig::Scrfd(c) => &mut c.graph,
         ModelConfig::MobileFaceNet(c) => &mut c.graph,
+        ModelConfig::Liveness(c) => &mut c.graph,
     };
     for (op, n) in graph.ops.iter_mut().zip(names) {
         if let Op::Conv { name, .. } = op {
@@ -812,7 +938,8 @@ pub fn spatial_sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
                 let f = |i: usize| (i + 2 * pad).saturating_sub(*kernel) / stride + 1;
                 (f(ih), f(iw))
             }
-            Op::Add { .. } => (ih, iw),
+            Op::Add { .. } | Op::ChannelGate { .. } => (ih, iw),
+            Op::GlobalAvgPool { .. } => (1, 1),
             Op::Upsample2x { .. } => (ih * 2, iw * 2),
             Op::MaxPool2x { .. } | Op::AvgPool2x { .. } => (ih / 2, iw / 2),
         };
@@ -837,7 +964,69 @@ fn recognise_family(
     g.validate()?;
     let channels = g.channels();
     let strides = g.strides();
+    let gated = g
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::GlobalAvgPool { .. } | Op::ChannelGate { .. }));
+    if let Some(hw) = l.input_hw {
+        let sizes = spatial_sizes(&g, hw[0], hw[1]);
+        for (i, op) in g.ops.iter().enumerate() {
+            if let Op::ChannelGate { gate, .. } = op {
+                if sizes[*gate] != (1, 1) {
+                    return Err(format!(
+                        "channel gate op {i}: the gate is a {:?} map, expected 1x1 (squeeze-excitation)",
+                        sizes[*gate]
+                    ));
+                }
+            }
+        }
+        for (v, node) in &l.linear_inputs {
+            if sizes[*v] != (1, 1) {
+                return Err(format!(
+                    "{node}: a linear layer on a {:?} map; only a flattened 1x1 map is supported",
+                    sizes[*v]
+                ));
+            }
+        }
+    } else if gated || !l.linear_inputs.is_empty() {
+        return Err(
+            "squeeze-excitation or linear layers with a dynamic input size: expected a fixed-size classifier"
+                .into(),
+        );
+    }
     match outputs.len() {
+        1 if l.input_hw.is_some_and(|[h, w]| {
+            let v = outputs[0].value;
+            h == w
+                && spatial_sizes(&g, h, w)[v] == (1, 1)
+                && (2..=MAX_LIVENESS_CLASSES).contains(&channels[v])
+        }) =>
+        {
+            // A handful of logits from a fixed square input: an anti-spoofing classifier
+            // (MiniFASNet: live, then the attack classes).
+            let f = &outputs[0];
+            if f.sigmoid {
+                return Err("a classifier output after a sigmoid: expected raw logits".into());
+            }
+            let [h, _] = l.input_hw.expect("checked by the guard");
+            let classes = match channels[f.value] {
+                2 => vec!["live", "spoof"],
+                3 => vec!["live", "print", "replay"],
+                n => {
+                    return Err(format!(
+                        "{n} logits: expected an anti-spoofing classifier with 2 (live, spoof) or 3 (live, print, replay) classes"
+                    ))
+                }
+            };
+            Ok(ModelConfig::Liveness(LivenessConfig {
+                graph: g,
+                norm: LIVENESS_NORM,
+                input_size: h,
+                crop_scale: LIVENESS_CROP_SCALE,
+                logits: f.value,
+                classes: classes.into_iter().map(String::from).collect(),
+            }))
+        }
         1 => {
             let hw = l.input_hw.ok_or("a one-output graph with a dynamic input size: expected a 112x112 recogniser")?;
             let v = outputs[0].value;

@@ -38,6 +38,25 @@ fn linear_taps(src: usize, dst: usize) -> Vec<(usize, [i32; 2])> {
         .collect()
 }
 
+/// For each destination row: the two source rows and their fixed-point weights. Unlike the
+/// columns, OpenCV does not clamp a row's fraction at the borders: it clamps the row
+/// indices, so when upscaling, the first and last rows blend a source row with itself with
+/// weights that do not sum to one power of two exactly, and round accordingly.
+fn row_taps(src: usize, dst: usize) -> Vec<([usize; 2], [i32; 2])> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let s = f.floor() as i64;
+            let frac = f - s as f32;
+            let clamp = |y: i64| y.clamp(0, src as i64 - 1) as usize;
+            let w0 = ((1.0 - frac) * COEF_SCALE).round_ties_even() as i32;
+            let w1 = (frac * COEF_SCALE).round_ties_even() as i32;
+            ([clamp(s), clamp(s + 1)], [w0, w1])
+        })
+        .collect()
+}
+
 /// Bilinear resize of an RGB image, equal to OpenCV's `cv2.resize(..., INTER_LINEAR)`:
 /// a horizontal pass into 32-bit sums, then a vertical pass that rounds like OpenCV's
 /// vectorised code (`((s0>>4)*b0 >> 16) + ((s1>>4)*b1 >> 16)`, then `+2 >> 2`).
@@ -45,7 +64,7 @@ pub fn resize_bilinear(src: &RgbImage, dw: u32, dh: u32) -> RgbImage {
     let (sw, sh) = (src.width() as usize, src.height() as usize);
     let (dw_, dh_) = (dw as usize, dh as usize);
     let xt = linear_taps(sw, dw_);
-    let yt = linear_taps(sh, dh_);
+    let yt = row_taps(sh, dh_);
     let s = src.as_raw();
     let hrow = |y: usize, out: &mut Vec<i32>| {
         out.clear();
@@ -60,8 +79,7 @@ pub fn resize_bilinear(src: &RgbImage, dw: u32, dh: u32) -> RgbImage {
     let mut dst = vec![0u8; dw_ * dh_ * 3];
     let (mut r0, mut r1) = (Vec::new(), Vec::new());
     let mut cached: (Option<usize>, Option<usize>) = (None, None);
-    for (dy, &(y, [b0, b1])) in yt.iter().enumerate() {
-        let y1 = (y + 1).min(sh - 1);
+    for (dy, &([y, y1], [b0, b1])) in yt.iter().enumerate() {
         if cached.0 != Some(y) {
             if cached.1 == Some(y) {
                 std::mem::swap(&mut r0, &mut r1);
@@ -192,6 +210,32 @@ mod tests {
         assert!(
             r.pixels().all(|p| p.0 == [200, 17, 255]),
             "a flat image stays flat"
+        );
+    }
+
+    #[test]
+    fn upscaling_equals_opencv_at_the_border_rows() {
+        // cv2.resize(img, (7, 8)) of this 5×3 image (OpenCV 5.1, INTER_LINEAR): the first and
+        // last rows sample outside the image, where OpenCV keeps the unclamped row weights.
+        let img = RgbImage::from_fn(5, 3, |x, y| {
+            image::Rgb(std::array::from_fn(|c| {
+                ((x * 53 + y * 29 + c as u32 * 71) % 256) as u8
+            }))
+        });
+        let want: [u8; 168] = [
+            0, 71, 142, 30, 101, 172, 68, 139, 210, 106, 177, 248, 144, 215, 103, 182, 143, 68,
+            212, 27, 98, 2, 73, 144, 32, 103, 174, 70, 141, 207, 108, 179, 234, 146, 205, 100, 183,
+            136, 69, 214, 29, 100, 13, 84, 155, 43, 114, 185, 81, 152, 191, 119, 190, 149, 156,
+            147, 84, 194, 92, 80, 225, 40, 111, 24, 95, 165, 54, 125, 196, 92, 163, 174, 129, 200,
+            64, 167, 90, 67, 205, 48, 91, 236, 51, 121, 34, 105, 176, 65, 136, 207, 102, 173, 171,
+            140, 211, 26, 178, 66, 64, 195, 31, 102, 198, 61, 132, 45, 116, 187, 75, 146, 218, 113,
+            184, 182, 151, 222, 37, 189, 77, 75, 165, 42, 113, 113, 72, 143, 56, 127, 198, 86, 157,
+            228, 124, 195, 193, 162, 233, 48, 200, 88, 86, 135, 53, 124, 28, 83, 154, 58, 129, 200,
+            88, 159, 230, 126, 197, 195, 164, 235, 50, 202, 90, 88, 130, 55, 126, 14, 85, 156,
+        ];
+        assert_eq!(
+            resize_bilinear(&img, 7, 8).as_raw().as_slice(),
+            want.as_slice()
         );
     }
 

@@ -245,6 +245,7 @@ pub fn equalize(file: &ModelFile) -> Result<ModelFile> {
             }
         }
         ModelConfig::MobileFaceNet(c) => outputs[c.embedding] = true,
+        ModelConfig::Liveness(c) => outputs[c.logits] = true,
     }
     let mut pairs = Vec::new();
     for (i, op) in graph.ops.iter().enumerate() {
@@ -358,10 +359,7 @@ pub fn input_abs_max(norm: InputNorm) -> f32 {
 }
 
 fn norm_of(file: &ModelFile) -> InputNorm {
-    match &file.config {
-        ModelConfig::Scrfd(c) => c.norm,
-        ModelConfig::MobileFaceNet(c) => c.norm,
-    }
+    file.config.norm()
 }
 
 /// One scale per value: the input's from its normalised range, pass-through ops share their
@@ -446,6 +444,30 @@ pub fn prepare_inputs(
                 let faces = detector.detect(&img)?;
                 match most_central(&faces, img.width(), img.height()).and_then(|f| f.kps) {
                     Some(kps) => out.push(norm_crop(&img, &kps, c.input_size as u32)),
+                    None => skipped += 1,
+                }
+                tick();
+            }
+        }
+        ModelConfig::Liveness(c) => {
+            // The crop the liveness stage takes: around the largest face, as the unlock
+            // loop picks it.
+            let det = det.ok_or_else(|| {
+                Error::Msg("calibrating a liveness model needs a detector model".into())
+            })?;
+            let detector = Detector::load_with(
+                det,
+                Some((DET_SIZE as u32, DET_SIZE as u32)),
+                &LoadOptions {
+                    precision: Some(Precision::F32),
+                    ..LoadOptions::fast(threads)
+                },
+            )?;
+            for p in images {
+                let img = crate::image_io::load_rgb(p)?;
+                let faces = detector.detect(&img)?;
+                match crate::pipeline::largest(&faces) {
+                    Some(f) => out.push(crate::liveness::crop(&img, f, c)),
                     None => skipped += 1,
                 }
                 tick();
@@ -663,7 +685,7 @@ pub fn evaluate_with(
         run_on(&mut reference, img, norm)?;
         let ref_faces = match &file.config {
             ModelConfig::Scrfd(_) => Some(levels_of(&reference, file).map(|l| (faces_of(&l), l))?),
-            ModelConfig::MobileFaceNet(_) => None,
+            ModelConfig::MobileFaceNet(_) | ModelConfig::Liveness(_) => None,
         };
         for (qi, e) in engines.iter_mut().enumerate() {
             run_on(e, img, norm)?;
@@ -679,6 +701,11 @@ pub fn evaluate_with(
             match (&file.config, &ref_faces) {
                 (ModelConfig::MobileFaceNet(c), _) => {
                     let (a, b) = (reference.output(c.embedding)?.0, e.output(c.embedding)?.0);
+                    cos[qi].push(cosine(a, b));
+                }
+                (ModelConfig::Liveness(c), _) => {
+                    // The logits' cosine (the classifier's "embedding").
+                    let (a, b) = (reference.output(c.logits)?.0, e.output(c.logits)?.0);
                     cos[qi].push(cosine(a, b));
                 }
                 (ModelConfig::Scrfd(_), Some((rf, rl))) => {
@@ -860,7 +887,8 @@ pub fn op_macs(graph: &Graph, h: usize, w: usize) -> Vec<u64> {
                 let m = (y.0 * y.1 * cout * kernel * kernel * (cin / groups)) as u64;
                 (y, m)
             }
-            Op::Add { .. } => (x, 0),
+            Op::Add { .. } | Op::ChannelGate { .. } => (x, 0),
+            Op::GlobalAvgPool { .. } => ((1, 1), 0),
             Op::Upsample2x { .. } => ((2 * x.0, 2 * x.1), 0),
             Op::MaxPool2x { .. } | Op::AvgPool2x { .. } => ((x.0 / 2, x.1 / 2), 0),
         };
@@ -900,7 +928,7 @@ pub fn calibrate_with(
     let (cal, held) = inputs.split_at(n_cal);
     let (cal, held) = match &file.config {
         ModelConfig::Scrfd(_) => (with_mosaics(cal), with_mosaics(held)),
-        ModelConfig::MobileFaceNet(_) => (cal.to_vec(), held.to_vec()),
+        ModelConfig::MobileFaceNet(_) | ModelConfig::Liveness(_) => (cal.to_vec(), held.to_vec()),
     };
     let (cal, held) = (cal.as_slice(), held.as_slice());
     let input_max = input_abs_max(norm_of(file));
@@ -1060,6 +1088,7 @@ fn float_search(
         let (h, w) = match &file.config {
             ModelConfig::Scrfd(_) => (DET_SIZE, DET_SIZE),
             ModelConfig::MobileFaceNet(c) => (c.input_size, c.input_size),
+            ModelConfig::Liveness(c) => (c.input_size, c.input_size),
         };
         let macs = op_macs(graph, h, w);
         let total = macs.iter().sum::<u64>().max(1) as f64;
@@ -1144,6 +1173,8 @@ pub fn sqnr_table(graph: &Graph, f: &Fidelity) -> Vec<(ValueId, String, f64)> {
                 Op::Upsample2x { .. } => "upsample2x".into(),
                 Op::MaxPool2x { .. } => "maxpool2x".into(),
                 Op::AvgPool2x { .. } => "avgpool2x".into(),
+                Op::GlobalAvgPool { .. } => "global_avgpool".into(),
+                Op::ChannelGate { .. } => "channel_gate".into(),
             };
             (i + 1, what, f.sqnr_db[i + 1])
         })

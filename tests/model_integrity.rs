@@ -172,8 +172,9 @@ fn a_store_enrolled_with_one_recogniser_file_refuses_another() {
     let mut t = vec![0f32; models_a.dim];
     t[0] = 1.0;
     store.add_templates("owner", vec![t]).unwrap();
-    store.save(&store_path).unwrap();
-    load_unlock_store(&store_path, &models_a.recognizer_id, models_a.dim)
+    let key = facegate::unlock::seal::DeviceKey::generate().unwrap();
+    store.save(&store_path, &key).unwrap();
+    load_unlock_store(&store_path, &key, &models_a.recognizer_id, models_a.dim)
         .expect("the store loads for its own recogniser file");
 
     for b in [&b_f16, &b_bias] {
@@ -182,7 +183,7 @@ fn a_store_enrolled_with_one_recogniser_file_refuses_another() {
         assert_eq!(file_b.source.sha256, file_a.source.sha256);
         let models_b = load_models(&det, b, (320, 320), &opts).unwrap();
         assert_ne!(models_b.recognizer_id, models_a.recognizer_id);
-        let e = load_unlock_store(&store_path, &models_b.recognizer_id, models_b.dim)
+        let e = load_unlock_store(&store_path, &key, &models_b.recognizer_id, models_b.dim)
             .err()
             .unwrap_or_else(|| panic!("{} matched a store of another file", b.display()))
             .to_string();
@@ -199,7 +200,7 @@ fn a_store_enrolled_with_one_recogniser_file_refuses_another() {
         narrowed.recognizer_id,
         format!("{}+f16", models_a.recognizer_id)
     );
-    assert!(load_unlock_store(&store_path, &narrowed.recognizer_id, narrowed.dim).is_err());
+    assert!(load_unlock_store(&store_path, &key, &narrowed.recognizer_id, narrowed.dim).is_err());
 }
 
 type Mutation = (&'static str, fn(&mut ModelFile));
@@ -223,6 +224,7 @@ fn first_conv(m: &mut ModelFile) -> &mut Op {
     let g = match &mut m.config {
         ModelConfig::Scrfd(c) => &mut c.graph,
         ModelConfig::MobileFaceNet(c) => &mut c.graph,
+        ModelConfig::Liveness(c) => &mut c.graph,
     };
     g.ops
         .iter_mut()

@@ -19,7 +19,7 @@ use facegate::unlock::app::{
 };
 use facegate::unlock::policy::{Decision, Policy, PolicyConfig};
 use facegate::unlock::session::{
-    assess_frame, run_loop, LoopConfig, PolicyTime, QualityGates, Rejection,
+    assess_frame, run_loop, LiveGate, LoopConfig, PolicyTime, QualityGates, Rejection,
 };
 
 /// The demo's detector size for the 640×360 clips.
@@ -85,6 +85,7 @@ fn hamilton_replay_unlocks_for_the_enrolled_photo_with_one_pulse() {
         m,
         &store,
         policy(),
+        LiveGate::OFF,
         &clip("hamilton_640x360.mjpeg"),
         &mut lock,
         false, // the whole clip: the cooldown must keep it to one pulse

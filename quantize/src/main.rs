@@ -9,7 +9,7 @@ use facegate::format::Precision;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Convert an ONNX SCRFD or MobileFaceNet model to a facegate model file"
+    about = "Convert an ONNX SCRFD, MobileFaceNet or anti-spoofing model to a facegate model file"
 )]
 struct Args {
     /// The ONNX model to convert.
@@ -26,8 +26,8 @@ struct Args {
     /// the last 20 % held back to compare the calibration methods.
     #[arg(long)]
     calib: Option<PathBuf>,
-    /// int8 recogniser: the detector (run in f32) that finds the face to align in each
-    /// calibration photo. Default: `det_500m.onnx` beside the `--onnx` file.
+    /// int8 recogniser or liveness model: the detector (run in f32) that finds the face to
+    /// align (or crop the liveness way) in each calibration photo. Default: `det_500m.onnx` beside the `--onnx` file.
     #[arg(long)]
     calib_det: Option<PathBuf>,
     /// int8: calibration methods to compare (the best on the held-back images is written):
@@ -96,7 +96,12 @@ fn int8(
             .unwrap_or(std::path::Path::new("."))
             .join("det_500m.onnx")
     });
-    let is_rec = matches!(file.config, facegate::format::ModelConfig::MobileFaceNet(_));
+    // Recognisers and liveness models calibrate on face crops, which need a detector.
+    let is_rec = matches!(
+        file.config,
+        facegate::format::ModelConfig::MobileFaceNet(_)
+            | facegate::format::ModelConfig::Liveness(_)
+    );
     let (q, report) = {
         let mut bars = Bars(None);
         quant::calibrate_with(

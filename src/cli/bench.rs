@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Recogniser model (MobileFaceNet; converted file or ONNX).
     #[arg(long)]
     pub rec: Option<PathBuf>,
+    /// Liveness model (anti-spoofing classifier; converted file or ONNX): times the whole
+    /// stage, crop from a detector-size frame to scores.
+    #[arg(long)]
+    pub live: Option<PathBuf>,
     /// Weight precision to run (f16 narrows an f32 file on load; int8 needs a quantised file).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
@@ -172,8 +176,8 @@ fn label(path: &Path) -> String {
 
 /// Runs the benchmark and prints the table and the JSON line.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.det.is_none() && args.rec.is_none() {
-        anyhow::bail!("nothing to bench: give --det MODEL and/or --rec MODEL");
+    if args.det.is_none() && args.rec.is_none() && args.live.is_none() {
+        anyhow::bail!("nothing to bench: give --det MODEL, --rec MODEL and/or --live MODEL");
     }
     if args.iters == 0 {
         anyhow::bail!("--iters must be at least 1");
@@ -204,6 +208,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             MobileFaceNet::load_with(p, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         })
         .transpose()?;
+    let live = args
+        .live
+        .as_ref()
+        .map(|p| {
+            crate::liveness::Liveness::load_with(p, &opts)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     println!(
@@ -229,6 +241,34 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let what = format!("{:<28} {n}x{n}", label(path));
         let s = bench_stage("rec", &what, model.engine(), args, run)?;
         json.insert("rec".into(), s.json());
+    }
+    if let (Some(model), Some(path)) = (&live, &args.live) {
+        // A frame of the detector's size with a face box a third of its height in the
+        // middle: the stage crops, resizes, runs and takes the softmax.
+        let frame = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (x + y * 3) as u8, (x ^ y) as u8])
+        });
+        let (cx, cy, half) = (w as f32 / 2.0, h as f32 / 2.0, h as f32 / 6.0);
+        let face = crate::Face {
+            score: 1.0,
+            bbox: [cx - half, cy - half, cx + half, cy + half],
+            kps: None,
+        };
+        let run = || model.score(&frame, &face).map(|_| ());
+        let n = model.input_size();
+        let what = format!("{:<28} {n}x{n}", label(path));
+        let s = bench_stage("live", &what, model.engine(), args, run)?;
+        json.insert("live".into(), s.json());
+        let stage = |k: &str| json.get(k).and_then(|v| v["median_ms"].as_f64());
+        if let (Some(d), Some(r), Some(l)) = (stage("det"), stage("rec"), stage("live")) {
+            let share = l / (d + r);
+            println!(
+                "liveness adds {:.1} % to detect + embed ({l:.3} ms on {:.3} ms, medians)",
+                100.0 * share,
+                d + r
+            );
+            json.insert("live_over_det_rec".into(), round3(share).into());
+        }
     }
     let rss = peak_rss_mb();
     println!(

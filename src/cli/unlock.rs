@@ -183,8 +183,8 @@ fn source_spec(arg: &Option<String>, b: &BoardProfile) -> Result<SourceSpec> {
     })
 }
 
-fn load_models(b: &BoardProfile, threads: Option<usize>) -> Result<Models> {
-    app::load_board_models(b, threads).context("loading the board's models")
+fn load_models(b: &BoardProfile, threads: Option<usize>, liveness: bool) -> Result<Models> {
+    app::load_board_models(b, threads, liveness).context("loading the board's models")
 }
 
 /// `facegate enroll`
@@ -193,7 +193,8 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     crate::unlock::store::validate_user_name(&args.user)?;
     let files = app::StoreFiles::for_board(&b, args.store.as_deref());
     let store_path = files.store.clone();
-    let models = load_models(&b, None)?;
+    // Enrolment does not judge liveness: the enrolling user is present, attended.
+    let models = load_models(&b, None, false)?;
     // Refuse a corrupt store or one of another model before looking at any frame (it is
     // loaded again, under the writer lock, when the templates are added).
     if store::exists(&store_path)? {
@@ -346,9 +347,15 @@ fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
 /// `facegate unlock`
 pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
+    let (live_gate, live_warning) = app::board_live_gate(&b);
+    if let Some(w) = &live_warning {
+        // On every start, to the log and to the terminal.
+        log::warn!("{w}");
+        eprintln!("{w}");
+    }
     let files = app::StoreFiles::for_board(&b, args.store.as_deref());
     let store_path = files.store.clone();
-    let models = load_models(&b, args.threads)?;
+    let models = load_models(&b, args.threads, true)?;
     // Fail closed: a missing, corrupt, open-mode, symlinked or foreign store stops here (the
     // store is checked before its key so that "no store" reads as such).
     if !store::exists(&store_path)? {
@@ -407,22 +414,28 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         once: args.once,
         time,
         min_interval: LoopConfig::interval_for(&policy_cfg),
+        liveness: live_gate,
         ..LoopConfig::default()
     };
     let stop = session::stop_flag()?;
     println!(
-        "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, source {spec}, {}",
+        "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, liveness {}, frozen floor {:.2}, source {spec}, {}",
         store.current().map_or(0, |s| s.user_count()),
         store_path.display(),
         policy_cfg.threshold,
         policy_cfg.k,
         policy_cfg.n,
         policy_cfg.window,
+        match (live_gate.threshold, &models.liveness) {
+            (Some(t), Some(m)) => format!("{} at live >= {t:.3}", m.path().display()),
+            _ => "OFF".into(),
+        },
+        live_gate.frozen_floor,
         actuator.describe()
     );
     let out = session::run_loop_live(
         &mut source,
-        &models.pipeline,
+        &models,
         &mut store,
         Some(&mut state),
         &mut policy,
@@ -433,10 +446,12 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     );
     drop(actuator);
     println!(
-        "stopped ({:?}): {} frames, {} unlock(s), {} error(s)",
+        "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s)",
         out.stop,
         out.frames,
         out.unlocks.len(),
+        out.spoofs,
+        out.frozen,
         out.errors
     );
     if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
@@ -448,6 +463,15 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
                 .map(|m| format!("{m:.1} MB"))
                 .unwrap_or_else(|| "unknown".into())
         );
+    }
+    if let (Some(p50), Some(p90)) = (out.live_quantile_ms(0.5), out.live_quantile_ms(0.9)) {
+        println!(
+            "liveness over {} recognised frames: p50 {p50:.1} ms, p90 {p90:.1} ms",
+            out.live_latencies_ms.len()
+        );
+    }
+    if let Some(w) = &live_warning {
+        eprintln!("{w}");
     }
     Ok(match (args.once, out.stop) {
         (true, StopReason::Unlocked) => ExitCode::SUCCESS,
@@ -487,11 +511,15 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     println!(
         "demo {}",
         if ok {
-            "PASSED: hamilton unlocked, webcam_talking stayed locked"
+            "PASSED: hamilton unlocked with liveness on, webcam_talking stayed locked, \
+             the owner's still stayed locked (frozen), the spoof photos stayed locked (liveness)"
         } else {
             "FAILED"
         }
     );
+    for c in cases.iter().filter(|c| !c.passed) {
+        println!("  {} went NOT as expected", c.name);
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -106,6 +106,8 @@ pub(crate) enum Layer {
     Upsample2x,
     MaxPool2x,
     AvgPool2x,
+    GlobalAvgPool,
+    ChannelGate,
 }
 
 /// The kernels' fused activation for a graph activation, plus a clamp to apply afterwards
@@ -272,6 +274,8 @@ impl Layer {
             Op::Upsample2x { .. } => Layer::Upsample2x,
             Op::MaxPool2x { .. } => Layer::MaxPool2x,
             Op::AvgPool2x { .. } => Layer::AvgPool2x,
+            Op::GlobalAvgPool { .. } => Layer::GlobalAvgPool,
+            Op::ChannelGate { .. } => Layer::ChannelGate,
         })
     }
 }

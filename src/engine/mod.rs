@@ -17,6 +17,7 @@ mod fuse;
 mod layers;
 mod plan;
 pub mod pool;
+mod squeeze;
 
 use std::time::{Duration, Instant};
 
@@ -365,6 +366,8 @@ impl Engine {
             (Op::Upsample2x { .. }, _) => "upsample2x".into(),
             (Op::MaxPool2x { .. }, _) => "maxpool2x".into(),
             (Op::AvgPool2x { .. }, _) => "avgpool2x".into(),
+            (Op::GlobalAvgPool { .. }, _) => "global_avgpool".into(),
+            (Op::ChannelGate { .. }, _) => "channel_gate".into(),
             _ => unreachable!(),
         };
         let fused = match self.fused_away[i] {
@@ -535,6 +538,14 @@ impl Engine {
                             let [h, w, c] = plan.shapes[*input];
                             (k.avgpool2_f32)(value(*input), h, w, c, r0, r1, o)
                         }
+                        (Op::GlobalAvgPool { input }, _) => {
+                            squeeze::global_avg_pool_f32(value(*input), out_shape[2], o)
+                        }
+                        (Op::ChannelGate { input, gate }, _) => {
+                            let r = r0 * row_len..r1 * row_len;
+                            let c = out_shape[2];
+                            squeeze::channel_gate_f32(&value(*input)[r], value(*gate), c, o)
+                        }
                         _ => unreachable!("layers are built from the ops in order"),
                     }
                 };
@@ -673,6 +684,15 @@ impl Engine {
                         (Op::AvgPool2x { input }, _) => {
                             let [h, w, c] = plan.shapes[*input];
                             generic::avgpool2_i8(value(*input), h, w, c, r0, r1, o)
+                        }
+                        (Op::GlobalAvgPool { input }, _) => {
+                            let (si, so) = (scale(*input), scale(v));
+                            squeeze::global_avg_pool_i8(value(*input), out_shape[2], si, so, o)
+                        }
+                        (Op::ChannelGate { input, gate }, _) => {
+                            let scales = (scale(*input), scale(*gate), scale(v));
+                            let x = &value(*input)[from..from + len];
+                            squeeze::channel_gate_i8(x, value(*gate), out_shape[2], scales, o)
                         }
                         _ => unreachable!("layers are built from the ops in order"),
                     }

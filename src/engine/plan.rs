@@ -79,6 +79,17 @@ impl Plan {
                     }
                     [x[0] / 2, x[1] / 2, c]
                 }
+                (Op::GlobalAvgPool { .. }, _) => [1, 1, c],
+                (Op::ChannelGate { input, gate }, _) => {
+                    if shapes[*gate] != [1, 1, c] {
+                        return Err(Error::Shape {
+                            what: format!("gate of channel gate layer {i}"),
+                            expected: format!("[1, 1, {c}]"),
+                            got: format!("{:?}", shapes[*gate]),
+                        });
+                    }
+                    shapes[*input]
+                }
                 _ => unreachable!("layers are built from the ops in order"),
             };
             shapes.push(s);

@@ -33,6 +33,8 @@ enum Layer {
     Upsample2x,
     MaxPool2x,
     AvgPool2x,
+    GlobalAvgPool,
+    ChannelGate,
 }
 
 /// A network ready to run: the layer program and its weights as tensors.
@@ -117,6 +119,8 @@ impl Network {
                 Op::Upsample2x { .. } => Layer::Upsample2x,
                 Op::MaxPool2x { .. } => Layer::MaxPool2x,
                 Op::AvgPool2x { .. } => Layer::AvgPool2x,
+                Op::GlobalAvgPool { .. } => Layer::GlobalAvgPool,
+                Op::ChannelGate { .. } => Layer::ChannelGate,
             };
             layers.push(layer);
         }
@@ -183,6 +187,23 @@ impl Network {
                 }
                 (Op::MaxPool2x { input }, Layer::MaxPool2x) => get(*input).max_pool2d(2)?,
                 (Op::AvgPool2x { input }, Layer::AvgPool2x) => get(*input).avg_pool2d(2)?,
+                (Op::GlobalAvgPool { input }, Layer::GlobalAvgPool) => {
+                    get(*input).mean_keepdim(3)?.mean_keepdim(2)?
+                }
+                (Op::ChannelGate { input, gate }, Layer::ChannelGate) => {
+                    let (x, g) = (get(*input), get(*gate));
+                    let (_, c, gh, gw) = g.dims4()?;
+                    if (gh, gw) != (1, 1) || x.dim(1)? != c {
+                        return Err(Error::Shape {
+                            what: format!("channel gate at layer {i}"),
+                            expected: format!("a 1x1x{} gate", x.dim(1)?),
+                            got: format!("{gh}x{gw}x{c}"),
+                        });
+                    }
+                    // sigmoid(g) = 1 / (1 + exp(-g))
+                    let s = (g.neg()?.exp()? + 1.0)?.recip()?;
+                    x.broadcast_mul(&s)?
+                }
                 _ => unreachable!("layers are built from the ops in order"),
             };
             values[i + 1] = Some(y);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::board::BoardProfile;
 use crate::camera::{ReplayOptions, ReplaySource, SourceSpec, SystemClock};
+use crate::detect::Face;
 use crate::error::{Error, Result};
 use crate::format::ModelFile;
 use crate::models::mobilefacenet::MobileFaceNet;
@@ -24,7 +25,7 @@ use crate::unlock::seal::{self, DeviceKey};
 use crate::unlock::securefs::{self, FileLock};
 use crate::unlock::session::{
     collect_enrolment, enrol_into, run_loop, EnrolmentCapture, FaceEngine, FrameReport,
-    FrameVerdict, LoopConfig, LoopOutcome, PolicyTime, QualityGates,
+    FrameVerdict, LiveGate, LoopConfig, LoopOutcome, PolicyTime, QualityGates,
 };
 use crate::unlock::store::TemplateStore;
 use crate::unlock::{policy_state, store};
@@ -39,9 +40,48 @@ use crate::unlock::{policy_state, store};
 /// 867-photo subset at 0.486.) For comparison the reference pipeline puts FAR 1e-3 at 0.333.
 pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.4753;
 
+/// The anti-spoofing network as the loop sees it: the live probability of a face.
+pub struct LiveModel {
+    inner: crate::liveness::Liveness,
+    path: PathBuf,
+}
+
+impl LiveModel {
+    /// Loads the converted anti-spoofing model at `path` (`opts`: threads and precision).
+    /// It must name class 0 `live`: the loop's threshold applies to that probability.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<LiveModel> {
+        let inner = crate::liveness::Liveness::load_with(path, opts)?;
+        if inner.class_names().first().map(String::as_str) != Some("live") {
+            return Err(Error::Model {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "class 0 is {:?}, not \"live\": not an anti-spoofing model the loop can use",
+                    inner.class_names().first()
+                ),
+            });
+        }
+        Ok(LiveModel {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The live probability (class 0) of `face` in `img`.
+    pub fn live(&self, img: &image::RgbImage, face: &Face) -> Result<f32> {
+        Ok(self.inner.score(img, face)?.live)
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The detector and recogniser a board names, with what the store and policy need to know.
 pub struct Models {
     pub pipeline: Pipeline,
+    /// The anti-spoofing network, when the board's `[liveness]` table turns it on.
+    pub liveness: Option<LiveModel>,
     /// The recogniser's identity: the integrity digest of the recogniser FILE
     /// (`sha256:<hex>`, `+f16` when narrowed on load; see [`LoadOptions::open_with_id`]), not
     /// of the ONNX file it came from: two conversions of one ONNX file (f32 and int8, or a
@@ -78,24 +118,78 @@ pub fn load_models(
         recognizer_id,
         model_threshold,
         dim,
+        liveness: None,
     })
 }
 
+impl FaceEngine for Models {
+    fn detect(&self, img: &image::RgbImage) -> Result<Vec<Face>> {
+        self.pipeline.detect(img)
+    }
+    fn embed(&self, img: &image::RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>> {
+        self.pipeline.embed(img, kps)
+    }
+    fn live_score(&self, img: &image::RgbImage, face: &Face) -> Result<f32> {
+        match &self.liveness {
+            Some(l) => l.live(img, face),
+            // The trait's refusal: a loop asking for liveness without a model fails closed.
+            None => self.pipeline.live_score(img, face),
+        }
+    }
+}
+
 /// The board's models at the board's detector size, precision and thread count
-/// (`threads` overrides the profile's).
-pub fn load_board_models(board: &BoardProfile, threads: Option<usize>) -> Result<Models> {
+/// (`threads` overrides the profile's), with the anti-spoofing model when `liveness` is
+/// asked for and `[liveness]` turns it on.
+pub fn load_board_models(
+    board: &BoardProfile,
+    threads: Option<usize>,
+    liveness: bool,
+) -> Result<Models> {
     let d = board.models.det_size;
     let opts = LoadOptions {
         threads: threads.unwrap_or(board.models.threads as usize),
         precision: Some(board.models.precision),
         ..LoadOptions::default()
     };
-    load_models(
+    let mut models = load_models(
         &board.models.detector,
         &board.models.recognizer,
         (d.width, d.height),
         &opts,
-    )
+    )?;
+    if let Some((path, _)) = board
+        .liveness
+        .as_ref()
+        .and_then(|l| l.network())
+        .filter(|_| liveness)
+    {
+        models.liveness = Some(LiveModel::load(path, &opts)?);
+    }
+    Ok(models)
+}
+
+/// The board's liveness stage, and a warning to print at every start when it lets photos
+/// through (`None` when it is fully on). `BoardProfile::load` already refused a board
+/// without `[liveness]`; one that still has none here is treated as off, with the warning.
+pub fn board_live_gate(board: &BoardProfile) -> (LiveGate, Option<String>) {
+    let Some(l) = &board.liveness else {
+        return (
+            LiveGate::OFF,
+            Some("WARNING: liveness is OFF (no [liveness] table): a photo or a screen of an enrolled user can open the lock".into()),
+        );
+    };
+    let gate = LiveGate::from_board(l);
+    let warning = match (gate.threshold, gate.frozen_floor > 0.0) {
+        (Some(_), true) => None,
+        (Some(_), false) => Some(
+            "WARNING: the frozen-input check is OFF (liveness.frozen_floor = 0): a still fed in as the camera stream can open the lock".to_string(),
+        ),
+        (None, _) => Some(
+            "WARNING: liveness is OFF (liveness.enabled = false): a photo or a screen of an enrolled user held up to the camera can open the lock".to_string(),
+        ),
+    };
+    (gate, warning)
 }
 
 /// The project/install root a board file's relative paths are resolved against:
@@ -379,8 +473,19 @@ pub struct DemoCase {
     pub enrolled: Vec<(String, usize)>,
     pub expect_unlock: bool,
     pub outcome: LoopOutcome,
+    /// The same replay with liveness off, where the case must show that liveness alone kept
+    /// the lock closed.
+    pub control: Option<LoopOutcome>,
     pub passed: bool,
 }
+
+/// The anti-spoofing model the boards and the demo use by default.
+pub const DEFAULT_LIVE_MODEL: &str = "antispoof_print_replay_1.5_128";
+
+/// Live-probability threshold of the boards and the demo: the publisher's decision rule
+/// (class 0 ≥ 0.5), at which the reference pipeline measures BPCER 4/140 and APCER 0/9 on
+/// the pourfard dev half.
+pub const DEFAULT_LIVE_THRESHOLD: f32 = crate::liveness::DEFAULT_THRESHOLD;
 
 /// Every person folder of `examples` (sub-folders not starting with `_`), sorted.
 pub fn example_people(examples: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -449,39 +554,124 @@ pub fn enrol_people(
 /// Replays `clip` against `store` as a 30 fps camera whose loop hands the policy one frame per
 /// [`LoopConfig::interval_for`] (the frames between are read and skipped), deterministically:
 /// the policy's clock is the frame number, not the machine's speed.
+/// `liveness` is the liveness stage (the anti-spoofing network runs from `models.liveness`).
+#[allow(clippy::too_many_arguments)]
 pub fn replay_clip(
     models: &Models,
     store: &TemplateStore,
     policy: PolicyConfig,
+    liveness: LiveGate,
     spec: &SourceSpec,
     actuator: &mut dyn Actuator,
     once: bool,
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> Result<LoopOutcome> {
-    let mut src = open_replay(spec)?;
     let cfg = LoopConfig {
         once,
         time: PolicyTime::FrameRate(30.0),
         min_interval: LoopConfig::interval_for(&policy),
+        liveness,
         ..LoopConfig::default()
     };
+    replay_with(models, store, policy, &cfg, spec, actuator, on_frame)
+}
+
+/// [`replay_clip`] with the whole loop configuration given.
+pub fn replay_with(
+    models: &Models,
+    store: &TemplateStore,
+    policy: PolicyConfig,
+    cfg: &LoopConfig,
+    spec: &SourceSpec,
+    actuator: &mut dyn Actuator,
+    on_frame: &mut dyn FnMut(&FrameReport),
+) -> Result<LoopOutcome> {
+    let mut src = open_replay(spec)?;
     let mut policy = Policy::new(policy)?;
     let never = AtomicBool::new(false);
     Ok(run_loop(
         &mut src,
-        &models.pipeline,
+        models,
         store,
         &mut policy,
         actuator,
-        &cfg,
+        cfg,
         &never,
         on_frame,
     ))
 }
 
+/// The issue's attack: one still of `photo`, scaled to `width` pixels wide (even height),
+/// JPEG-encoded once and repeated `frames` times as an MJPEG stream, exactly what
+/// `ffmpeg -loop 1 -i PHOTO -vf scale=W:-2 -c:v mjpeg -f mjpeg` feeds a camera replay.
+pub fn still_mjpeg(photo: &Path, width: u32, frames: usize) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(photo).map_err(|e| Error::io(photo, e))?;
+    let img = crate::image_io::decode_rgb(&bytes, photo)?;
+    let height =
+        ((img.height() as u64 * width as u64 / img.width().max(1) as u64) as u32 / 2 * 2).max(2);
+    let small = image::imageops::resize(&img, width, height, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&small)
+        .map_err(|e| Error::Msg(format!("{}: JPEG encoding: {e}", photo.display())))?;
+    Ok(jpeg.repeat(frames))
+}
+
+/// Enrols the largest face of each image file (named after the file's stem) as the loop
+/// would see it, with no quality gate: the worst case for the liveness stage, where
+/// recognition matches the attack perfectly. Files without a face are skipped (logged).
+pub fn enrol_largest_faces(
+    models: &Models,
+    files: &[PathBuf],
+    log_line: &mut dyn FnMut(&str),
+) -> Result<(TemplateStore, Vec<(String, usize)>)> {
+    let mut store = TemplateStore::new(models.recognizer_id.clone(), models.dim)?;
+    let mut enrolled = Vec::new();
+    for f in files {
+        let user = f
+            .file_stem()
+            .map(|s| {
+                s.to_string_lossy()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            })
+            .unwrap_or_default();
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        let img = crate::image_io::decode_rgb(&bytes, f)?;
+        let faces = models.detect(&img)?;
+        let Some(kps) = crate::pipeline::largest(&faces).and_then(|face| face.kps) else {
+            log_line(&format!("  {}: no face found, not enrolled", f.display()));
+            continue;
+        };
+        let emb = models.embed(&img, &kps)?;
+        store.add_templates(&user, vec![emb])?;
+        enrolled.push((user, 1));
+    }
+    Ok((store, enrolled))
+}
+
+/// Image files of `dir` (jpg, jpeg, png), sorted, as the `images:DIR` source plays them.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                let e = e.to_string_lossy().to_ascii_lowercase();
+                e == "jpg" || e == "jpeg" || e == "png"
+            })
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// The README's demo: converts the default models if needed, enrols Lin-Manuel Miranda and
-/// replays the hamilton clip (must unlock), then enrols every example person and replays the
-/// webcam clip (must stay locked). Each case's `passed` says whether it went as expected.
+/// replays the hamilton clip (must unlock, liveness on), enrols every example person and
+/// replays the webcam clip (must stay locked), replays a still of Lin-Manuel Miranda as an
+/// MJPEG camera (must stay locked: frozen), then enrols the face of every spoof photo of
+/// `data/liveness/pourfard_dev/fake` from that very photo and replays the folder as a camera
+/// (must stay locked because of liveness alone: the same replay without liveness unlocks).
+/// Each case's `passed` says whether it went as expected.
 pub fn run_demo(
     opts: &DemoOptions,
     log_line: &mut dyn FnMut(&str),
@@ -489,7 +679,14 @@ pub fn run_demo(
 ) -> Result<Vec<DemoCase>> {
     let det = opts.models_dir.join("det_500m.safetensors");
     let rec = opts.models_dir.join("mobilefacenet_512.safetensors");
-    for (name, out) in [("det_500m", &det), ("mobilefacenet_512", &rec)] {
+    let live = opts
+        .models_dir
+        .join(format!("{DEFAULT_LIVE_MODEL}.safetensors"));
+    for (name, out) in [
+        ("det_500m", &det),
+        ("mobilefacenet_512", &rec),
+        (DEFAULT_LIVE_MODEL, &live),
+    ] {
         let onnx = opts.onnx_dir.join(format!("{name}.onnx"));
         if ensure_converted(&onnx, out)? {
             log_line(&format!(
@@ -499,7 +696,12 @@ pub fn run_demo(
             ));
         }
     }
-    let models = load_models(&det, &rec, opts.det_size, &LoadOptions::default())?;
+    let mut models = load_models(&det, &rec, opts.det_size, &LoadOptions::default())?;
+    models.liveness = Some(LiveModel::load(&live, &LoadOptions::default())?);
+    let gate = LiveGate {
+        threshold: Some(DEFAULT_LIVE_THRESHOLD),
+        frozen_floor: crate::unlock::frozen::DEFAULT_FROZEN_FLOOR,
+    };
     let threshold = opts
         .threshold
         .or(models.model_threshold)
@@ -509,38 +711,54 @@ pub fn run_demo(
         ..PolicyConfig::default()
     };
     log_line(&format!(
-        "models: {} + {} at {}x{}, threshold {threshold:.3}, policy {} of {} within {:?}",
+        "models: {} + {} at {}x{}, threshold {threshold:.3}, policy {} of {} within {:?}; \
+         liveness {} at live >= {:.2}, frozen floor {:.2}",
         det.display(),
         rec.display(),
         opts.det_size.0,
         opts.det_size.1,
         policy.k,
         policy.n,
-        policy.window
+        policy.window,
+        live.display(),
+        DEFAULT_LIVE_THRESHOLD,
+        gate.frozen_floor
     ));
     std::fs::create_dir_all(&opts.work_dir).map_err(|e| Error::io(&opts.work_dir, e))?;
     let examples = opts.shared.join("data/faces/examples");
     let video = opts.shared.join("data/video");
-    type Case<'a> = (&'a str, Vec<(String, PathBuf)>, &'a str, bool);
-    let cases: [Case; 2] = [
+    let lin = || {
+        vec![(
+            "lin_manuel_miranda".to_string(),
+            examples.join("lin_manuel_miranda"),
+        )]
+    };
+    // The issue's attack, built without ffmpeg: 2 s of one still at 30 fps.
+    let still = opts.work_dir.join("owner_still.mjpeg");
+    let bytes = still_mjpeg(
+        &examples.join("lin_manuel_miranda/lin-manuel-miranda.png"),
+        640,
+        60,
+    )?;
+    std::fs::write(&still, bytes).map_err(|e| Error::io(&still, e))?;
+    type Case<'a> = (&'a str, Vec<(String, PathBuf)>, PathBuf, bool);
+    let cases: [Case; 3] = [
         (
             "hamilton",
-            vec![(
-                "lin_manuel_miranda".to_string(),
-                examples.join("lin_manuel_miranda"),
-            )],
-            "hamilton_640x360.mjpeg",
+            lin(),
+            video.join("hamilton_640x360.mjpeg"),
             true,
         ),
         (
             "webcam_talking",
             example_people(&examples)?,
-            "webcam_talking_640x360.mjpeg",
+            video.join("webcam_talking_640x360.mjpeg"),
             false,
         ),
+        ("owner_still", lin(), still, false),
     ];
     let mut results = Vec::new();
-    for (name, people, clip, expect_unlock) in cases {
+    for (name, people, clip_path, expect_unlock) in cases {
         log_line(&format!("--- {name}: enrolling {} person(s)", people.len()));
         let (store, enrolled) = enrol_people(&models, &people, opts.frames, log_line)?;
         let store_path = opts.work_dir.join(format!("{name}.fgt"));
@@ -548,7 +766,6 @@ pub fn run_demo(
         // Read back through the fail-closed loader, as `unlock` would.
         let store =
             TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
-        let clip_path = video.join(clip);
         log_line(&format!(
             "--- {name}: replaying {} (must {})",
             clip_path.display(),
@@ -563,6 +780,7 @@ pub fn run_demo(
             &models,
             &store,
             policy.clone(),
+            gate,
             &SourceSpec::Mjpeg {
                 path: clip_path.clone(),
             },
@@ -571,41 +789,163 @@ pub fn run_demo(
             &mut |r| on_frame(name, r),
         )?;
         let unlocked = !outcome.unlocks.is_empty();
-        let passed = unlocked == expect_unlock && outcome.errors == 0;
-        let t = outcome.mean_face_timings;
-        log_line(&format!(
-            "--- {name}: {} frames, {} with a face, {} unlock(s){}, {} error(s); best score {}; \
-             mean per face frame: capture {:.1} ms, detect {:.1} ms, align+embed {:.1} ms, match {:.2} ms => {}",
-            outcome.frames,
-            outcome.face_frames,
-            outcome.unlocks.len(),
-            outcome
-                .unlocks
-                .first()
-                .map(|u| format!(" (first at frame {}, {} {:.3})", u.seq, u.user, u.score))
-                .unwrap_or_default(),
-            outcome.errors,
-            outcome
-                .best_score
-                .as_ref()
-                .map(|(u, s)| format!("{u} {s:.3}"))
-                .unwrap_or_else(|| "-".into()),
-            t.capture_ms,
-            t.detect_ms,
-            t.embed_ms,
-            t.match_ms,
-            if passed { "as expected" } else { "NOT as expected" }
-        ));
+        // The still must be refused as frozen, not merely miss the threshold.
+        let passed = unlocked == expect_unlock
+            && outcome.errors == 0
+            && (name != "owner_still" || outcome.frozen > 0);
+        log_line(&summary(name, &outcome, passed));
         results.push(DemoCase {
             name: name.to_string(),
             clip: clip_path,
             enrolled,
             expect_unlock,
             outcome,
+            control: None,
             passed,
         });
     }
+    results.push(spoof_photos_case(
+        &models,
+        &policy,
+        gate,
+        &opts.shared.join("data/liveness/pourfard_dev/fake"),
+        log_line,
+        on_frame,
+    )?);
     Ok(results)
+}
+
+/// The demo's last case: every spoof photo's face enrolled from that very photo, the folder
+/// replayed as a camera, each photo one whole attempt (k = n = 1, no cooldown, no lockout)
+/// so that every photo is judged and the frozen check (which needs two frames) plays no
+/// part. Without liveness the photos unlock; with it, none may.
+fn spoof_photos_case(
+    models: &Models,
+    policy: &PolicyConfig,
+    gate: LiveGate,
+    dir: &Path,
+    log_line: &mut dyn FnMut(&str),
+    on_frame: &mut dyn FnMut(&str, &FrameReport),
+) -> Result<DemoCase> {
+    let name = "spoof_photos";
+    let files = image_files(dir)?;
+    log_line(&format!(
+        "--- {name}: enrolling the largest face of each of the {} photos of {} from that very photo",
+        files.len(),
+        dir.display()
+    ));
+    let (store, enrolled) = enrol_largest_faces(models, &files, log_line)?;
+    let policy = PolicyConfig {
+        k: 1,
+        n: 1,
+        cooldown: std::time::Duration::ZERO,
+        max_failures: 100,
+        ..policy.clone()
+    };
+    let spec = SourceSpec::Images {
+        dir: dir.to_path_buf(),
+    };
+    let run = |liveness: LiveGate, label: &str, on_frame: &mut dyn FnMut(&str, &FrameReport)| {
+        let cfg = LoopConfig {
+            time: PolicyTime::FrameRate(30.0),
+            liveness,
+            ..LoopConfig::default()
+        };
+        let mut actuator = LogActuator::new();
+        replay_with(
+            models,
+            &store,
+            policy.clone(),
+            &cfg,
+            &spec,
+            &mut actuator,
+            &mut |r| on_frame(label, r),
+        )
+    };
+    log_line(&format!(
+        "--- {name}: control, liveness OFF, each photo one attempt (k = n = 1): the photos must unlock"
+    ));
+    let control = run(LiveGate::OFF, "spoof_photos, liveness OFF", on_frame)?;
+    log_line(&summary(
+        "spoof_photos, liveness OFF",
+        &control,
+        !control.unlocks.is_empty(),
+    ));
+    log_line(&format!(
+        "--- {name}: liveness ON (network only, no frozen check): must stay locked"
+    ));
+    let outcome = run(
+        LiveGate {
+            frozen_floor: 0.0,
+            ..gate
+        },
+        name,
+        on_frame,
+    )?;
+    let passed = outcome.unlocks.is_empty()
+        && outcome.errors == 0
+        && control.errors == 0
+        && !control.unlocks.is_empty()
+        && outcome.spoofs >= control.unlocks.len() as u64;
+    log_line(&format!(
+        "--- {name}: without liveness {} of {} photos unlocked; with liveness {} unlocked, {} refused as spoof => {}",
+        control.unlocks.len(),
+        files.len(),
+        outcome.unlocks.len(),
+        outcome.spoofs,
+        if passed {
+            "stayed locked because of liveness alone, as expected"
+        } else {
+            "NOT as expected"
+        }
+    ));
+    Ok(DemoCase {
+        name: name.to_string(),
+        clip: dir.to_path_buf(),
+        enrolled,
+        expect_unlock: false,
+        outcome,
+        control: Some(control),
+        passed,
+    })
+}
+
+/// The demo's one-line summary of a replay.
+fn summary(name: &str, outcome: &LoopOutcome, passed: bool) -> String {
+    let t = outcome.mean_face_timings;
+    format!(
+        "--- {name}: {} frames, {} with a face, {} unlock(s){}, {} spoof, {} frozen, {} error(s); best score {}; \
+         mean per face frame: capture {:.1} ms, detect {:.1} ms, align+embed {:.1} ms, match {:.2} ms, liveness {:.1} ms; \
+         frame -> decision p50 {} ms, liveness p50 {} ms => {}",
+        outcome.frames,
+        outcome.face_frames,
+        outcome.unlocks.len(),
+        outcome
+            .unlocks
+            .first()
+            .map(|u| format!(" (first at frame {}, {} {:.3})", u.seq, u.user, u.score))
+            .unwrap_or_default(),
+        outcome.spoofs,
+        outcome.frozen,
+        outcome.errors,
+        outcome
+            .best_score
+            .as_ref()
+            .map(|(u, s)| format!("{u} {s:.3}"))
+            .unwrap_or_else(|| "-".into()),
+        t.capture_ms,
+        t.detect_ms,
+        t.embed_ms,
+        t.match_ms,
+        t.live_ms,
+        fmt_ms(outcome.latency_quantile_ms(0.5)),
+        fmt_ms(outcome.live_quantile_ms(0.5)),
+        if passed { "as expected" } else { "NOT as expected" }
+    )
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
 }
 
 #[cfg(test)]
@@ -629,6 +969,32 @@ mod tests {
         let rel = default_root(Path::new("boards/x86-dev.toml"));
         assert!(rel.is_absolute(), "{}", rel.display());
         assert_eq!(rel, std::env::current_dir().unwrap());
+    }
+
+    #[test]
+    fn a_board_with_liveness_off_is_accepted_and_warns() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("boards/x86-dev.toml")).unwrap();
+        let board = |t: &str| BoardProfile::from_toml_str(t, Path::new("b.toml"), root);
+        // Shipped: on, no warning.
+        let (gate, warning) = board_live_gate(&board(&text).unwrap());
+        assert_eq!(gate.threshold, Some(DEFAULT_LIVE_THRESHOLD));
+        assert!(gate.frozen_floor > 0.0);
+        assert_eq!(warning, None);
+        // Without the table: refused at load.
+        let (head, _) = text.split_once("[liveness]").unwrap();
+        let e = board(head).unwrap_err().to_string();
+        assert!(e.contains("b.toml") && e.contains("liveness"), "{e}");
+        // Explicitly off: accepted, and the warning says photos can open the lock.
+        let off = board(&format!("{head}[liveness]\nenabled = false\n")).unwrap();
+        let (gate, warning) = board_live_gate(&off);
+        assert_eq!(gate.threshold, None);
+        let w = warning.unwrap();
+        assert!(w.contains("OFF") && w.contains("photo"), "{w}");
+        // The frozen check off alone warns too.
+        let no_frozen = board(&text.replace("frozen_floor = ", "frozen_floor = 0.0 #")).unwrap();
+        let w = board_live_gate(&no_frozen).1.unwrap();
+        assert!(w.contains("frozen"), "{w}");
     }
 
     #[test]

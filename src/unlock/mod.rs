@@ -9,6 +9,7 @@
 
 pub mod actuator;
 pub mod app;
+pub mod frozen;
 pub mod live_store;
 pub mod policy;
 pub mod policy_state;

@@ -38,6 +38,14 @@
 //!   decision is [`Decision::Cooldown`]: one unlock per presentation, no re-firing while the
 //!   door is still open. After the cooldown a new attempt starts from an empty window, so a
 //!   user still standing there needs `k` fresh matching frames.
+//! * **Spoof.** [`Observation::Spoof`] is a recognised face the liveness stage judged not
+//!   alive (the anti-spoofing network's live score under its threshold, or frozen input:
+//!   no change of the face crop since an earlier counted frame). It is a **failed attempt**
+//!   at once, whatever the attempt's length: the window is cleared, one failure is counted
+//!   (a lockout may start on this very frame) and the decision is [`Decision::Spoof`]. A
+//!   spoof is the one observation where the attacker's face already matches, so it must
+//!   cost as much as a full wrong attempt; and a live user the network misjudges on one
+//!   frame only loses that attempt (the boards allow 5 before a lockout).
 //! * **Errors.** [`Observation::Error`] (a failed camera read, detector, embedder…) and a
 //!   malformed observation (NaN score, empty user) yield [`Decision::Error`], never unlock,
 //!   and clear the window's hits. They do not count as failures, and they do not erase the
@@ -68,8 +76,36 @@ pub enum Observation {
     /// A face was seen. `best` is the best-scoring enrolled user and its cosine score, or
     /// `None` if the store holds no templates. The policy applies the threshold.
     Face { best: Option<(String, f32)> },
+    /// A face that matched `user` at `score` (at or above the threshold) but was judged a
+    /// presentation attack; `live` is the anti-spoofing network's live score when it ran.
+    Spoof {
+        user: String,
+        score: f32,
+        live: Option<f32>,
+        kind: SpoofKind,
+    },
     /// A stage failed for this frame; the string says which and why.
     Error(String),
+}
+
+/// Why a recognised face was refused as a spoof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoofKind {
+    /// The anti-spoofing network's live score was under the board's threshold.
+    Spoof,
+    /// The face crop did not change beyond the noise floor since an earlier counted frame:
+    /// a still fed in as the camera stream.
+    Frozen,
+}
+
+impl std::fmt::Display for SpoofKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpoofKind::Spoof => "spoof",
+            SpoofKind::Frozen => "frozen",
+        })
+    }
 }
 
 /// The policy's verdict for one frame. Only [`Decision::Unlock`] may open the lock.
@@ -88,6 +124,14 @@ pub enum Decision {
     /// A face was seen but did not reach the threshold; `best_score` is its best score
     /// (`None` if there are no templates at all).
     NoMatch { best_score: Option<f32> },
+    /// A recognised face judged a presentation attack (see [`Observation::Spoof`]); the
+    /// attempt failed.
+    Spoof {
+        user: String,
+        score: f32,
+        live: Option<f32>,
+        kind: SpoofKind,
+    },
     /// Too many failed attempts; every frame is refused for `remaining`.
     LockedOut { remaining: Duration },
     /// An unlock just happened; frames are ignored for `remaining`.
@@ -425,6 +469,31 @@ impl Policy {
             Observation::Error(msg) => {
                 self.window.clear();
                 Decision::Error(msg.clone())
+            }
+            Observation::Spoof {
+                user,
+                score,
+                live,
+                kind,
+            } => {
+                if user.is_empty() || !score.is_finite() || live.is_some_and(|l| !l.is_finite()) {
+                    self.window.clear();
+                    return Decision::Error(format!(
+                        "malformed observation: spoof of user {user:?}, score {score}, live {live:?}"
+                    ));
+                }
+                // A failed attempt at once, whatever its length (see the module doc).
+                self.reset_attempt();
+                self.count_failure(now);
+                if let Some(remaining) = self.locked_out_for(now) {
+                    return Decision::LockedOut { remaining };
+                }
+                Decision::Spoof {
+                    user: user.clone(),
+                    score: *score,
+                    live: *live,
+                    kind: *kind,
+                }
             }
             Observation::NoFace => {
                 self.push(Slot {
@@ -915,6 +984,86 @@ mod tests {
                 remaining: Duration::from_secs(30)
             }
         );
+    }
+
+    fn spoof(kind: SpoofKind) -> Observation {
+        Observation::Spoof {
+            user: "alice".into(),
+            score: 0.9,
+            live: Some(0.1),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_spoof_is_a_failed_attempt_at_once_and_clears_the_hits() {
+        let c = Clock::new();
+        let mut p = Policy::new(cfg()).unwrap();
+        // Two matching frames, then a spoof: the hits are gone and one failure is counted
+        // although the attempt saw fewer than k face frames.
+        p.observe(&face("alice", 0.8), c.at(0));
+        p.observe(&face("alice", 0.8), c.at(100));
+        assert_eq!(
+            p.observe(&spoof(SpoofKind::Spoof), c.at(200)),
+            Decision::Spoof {
+                user: "alice".into(),
+                score: 0.9,
+                live: Some(0.1),
+                kind: SpoofKind::Spoof
+            }
+        );
+        assert_eq!(p.failures(), 1);
+        // The next matching frame starts from an empty window: 1 of 3.
+        assert_eq!(
+            p.observe(&face("alice", 0.8), c.at(300)),
+            Decision::Pending {
+                user: "alice".into(),
+                hits: 1,
+                needed: 3
+            }
+        );
+    }
+
+    #[test]
+    fn max_failures_spoofs_lock_out_a_matching_face_included() {
+        let c = Clock::new();
+        let mut p = Policy::new(cfg()).unwrap();
+        for i in 0..4 {
+            let kind = if i % 2 == 0 {
+                SpoofKind::Spoof
+            } else {
+                SpoofKind::Frozen
+            };
+            assert!(matches!(
+                p.observe(&spoof(kind), c.at(i * 100)),
+                Decision::Spoof { .. }
+            ));
+        }
+        assert_eq!(p.failures(), 4);
+        // The 5th failure (max_failures = 5) locks out on this very frame for 30 s.
+        assert_eq!(
+            p.observe(&spoof(SpoofKind::Frozen), c.at(400)),
+            Decision::LockedOut {
+                remaining: Duration::from_secs(30)
+            }
+        );
+        assert!(matches!(
+            p.observe(&face("alice", 0.99), c.at(500)),
+            Decision::LockedOut { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_spoof_is_an_error() {
+        let c = Clock::new();
+        let mut p = Policy::new(cfg()).unwrap();
+        let bad = Observation::Spoof {
+            user: "alice".into(),
+            score: 0.9,
+            live: Some(f32::NAN),
+            kind: SpoofKind::Spoof,
+        };
+        assert!(matches!(p.observe(&bad, c.at(0)), Decision::Error(_)));
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //!   decision that changed them and *before* the decision is acted upon or reported, so a
 //!   `kill -9` or power cut right after a failure cannot lose it; a failed write turns the
 //!   decision into an error.
+//!
+//! Liveness ([`LiveGate`], from the board's `[liveness]` table): a face that matches a user
+//! (score at or above the threshold) is then judged by the anti-spoofing network
+//! ([`FaceEngine::live_score`]) and by the frozen-input check ([`FrozenCheck`]). Only a
+//! frame that is recognised *and* live reaches the policy as a match; a recognised face
+//! judged a spoof reaches it as [`Observation::Spoof`], a failed attempt. A liveness error is
+//! an [`Observation::Error`] like any stage's: it never opens. Faces that match nobody are
+//! not judged (they cannot unlock, and the network's time is saved).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,19 +38,27 @@ use crate::detect::Face;
 use crate::error::{Error, Result};
 use crate::pipeline::{largest, Pipeline};
 use crate::unlock::actuator::Actuator;
+use crate::unlock::frozen::FrozenCheck;
 use crate::unlock::live_store::LiveStore;
-use crate::unlock::policy::{Decision, Observation, Policy};
+use crate::unlock::policy::{Decision, Observation, Policy, SpoofKind};
 use crate::unlock::policy_state::StateFile;
 use crate::unlock::store::TemplateStore;
 use crate::unlock::{act, observe};
 
-/// The two model stages the loop needs. [`Pipeline`] implements it; tests implement it to
-/// inject failures.
+/// The model stages the loop needs. [`Pipeline`] implements it (without liveness), the
+/// board's models (`unlock::app::Models`) with it; tests implement it to inject failures.
 pub trait FaceEngine {
     /// Faces in the frame, best first.
     fn detect(&self, img: &RgbImage) -> Result<Vec<Face>>;
     /// Aligns the face with keypoints `kps` and returns its L2-normalised embedding.
     fn embed(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>>;
+    /// The anti-spoofing network's live probability (0..=1) for `face`. An engine without
+    /// the network returns an error, so a loop that asks for liveness fails closed.
+    fn live_score(&self, _img: &RgbImage, _face: &Face) -> Result<f32> {
+        Err(Error::Msg(
+            "liveness: no anti-spoofing model is loaded".into(),
+        ))
+    }
 }
 
 impl FaceEngine for Pipeline {
@@ -64,11 +80,19 @@ pub struct StageTimings {
     pub embed_ms: f64,
     /// Cosine against every template.
     pub match_ms: f64,
+    /// The anti-spoofing network and the frozen-input check (0 when they did not run: no
+    /// recognised face, or liveness off).
+    pub live_ms: f64,
 }
 
 impl StageTimings {
     pub fn total_ms(&self) -> f64 {
-        self.capture_ms + self.detect_ms + self.embed_ms + self.match_ms
+        self.capture_ms + self.detect_ms + self.embed_ms + self.match_ms + self.live_ms
+    }
+
+    /// Frame → decision: every stage after the frame was decoded.
+    pub fn decision_ms(&self) -> f64 {
+        self.detect_ms + self.embed_ms + self.match_ms + self.live_ms
     }
 }
 
@@ -81,6 +105,11 @@ pub struct FrameReport {
     /// Best-matching user and cosine score of this frame's face, if a face was matched.
     pub best: Option<(String, f32)>,
     pub threshold: f32,
+    /// The anti-spoofing network's live probability, when it ran on this frame.
+    pub live: Option<f32>,
+    /// Smallest mean absolute difference of the face crop to the last counted frames', when
+    /// the frozen check ran and had something to compare with.
+    pub crop_diff: Option<f32>,
     pub timings: StageTimings,
     /// Whether the lock was pulsed open on this frame.
     pub opened: bool,
@@ -97,6 +126,9 @@ impl std::fmt::Display for FrameReport {
             Decision::Pending { user, hits, needed } => {
                 format!("pending {user} {hits}/{needed}")
             }
+            Decision::Spoof {
+                user, score, kind, ..
+            } => format!("{} {user} ({score:.3})", kind.to_string().to_uppercase()),
             Decision::NoFace => "no face".into(),
             Decision::NoMatch { .. } => "no match".into(),
             Decision::LockedOut { remaining } => {
@@ -112,15 +144,22 @@ impl std::fmt::Display for FrameReport {
             Some((u, s)) => write!(f, " | best {u} {s:.3}")?,
             None => write!(f, " | best -")?,
         }
+        if let Some(l) = self.live {
+            write!(f, " | live {l:.3}")?;
+        }
+        if let Some(d) = self.crop_diff {
+            write!(f, " | crop diff {d:.2}")?;
+        }
         let t = &self.timings;
         write!(
             f,
-            " | thr {:.3} | capture {:.1} ms, detect {:.1} ms, align+embed {:.1} ms, match {:.2} ms{}",
+            " | thr {:.3} | capture {:.1} ms, detect {:.1} ms, align+embed {:.1} ms, match {:.2} ms, liveness {:.1} ms{}",
             self.threshold,
             t.capture_ms,
             t.detect_ms,
             t.embed_ms,
             t.match_ms,
+            t.live_ms,
             if self.opened { " | LOCK OPENED" } else { "" }
         )
     }
@@ -135,6 +174,32 @@ pub enum PolicyTime {
     /// by frame behaves as if a camera delivered it at `fps`, whatever the machine's speed
     /// (deterministic demos and tests).
     FrameRate(f64),
+}
+
+/// The liveness stage's settings (the board's `[liveness]` table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveGate {
+    /// Live probability at or above which a recognised face is live; `None` runs without
+    /// the anti-spoofing network (photos and screens can then open the lock).
+    pub threshold: Option<f32>,
+    /// Noise floor of the frozen-input check (see `unlock::frozen`); 0 turns it off.
+    pub frozen_floor: f32,
+}
+
+impl LiveGate {
+    /// No liveness at all: neither the network nor the frozen check.
+    pub const OFF: LiveGate = LiveGate {
+        threshold: None,
+        frozen_floor: 0.0,
+    };
+
+    /// The gate a board's `[liveness]` table asks for.
+    pub fn from_board(l: &crate::board::LivenessConfig) -> LiveGate {
+        LiveGate {
+            threshold: l.network().map(|(_, t)| t),
+            frozen_floor: l.frozen_floor,
+        }
+    }
 }
 
 /// Settings of [`run_loop`].
@@ -158,6 +223,10 @@ pub struct LoopConfig {
     /// [`PolicyTime::FrameRate`] frames due earlier are read and skipped. See
     /// [`LoopConfig::interval_for`].
     pub min_interval: Duration,
+    /// The liveness stage. The default is [`LiveGate::OFF`] (for scripted engines); the
+    /// CLI and the demo take it from the board's `[liveness]` table, which every board must
+    /// have.
+    pub liveness: LiveGate,
 }
 
 impl LoopConfig {
@@ -177,6 +246,7 @@ impl Default for LoopConfig {
             time: PolicyTime::Wall,
             error_pause: Duration::from_millis(20),
             min_interval: Duration::ZERO,
+            liveness: LiveGate::OFF,
         }
     }
 }
@@ -213,27 +283,44 @@ pub struct LoopOutcome {
     pub unlocks: Vec<UnlockEvent>,
     /// Frames whose decision was [`Decision::Error`].
     pub errors: u64,
+    /// Recognised faces refused by the anti-spoofing network ([`SpoofKind::Spoof`]).
+    pub spoofs: u64,
+    /// Recognised faces refused as frozen input ([`SpoofKind::Frozen`]).
+    pub frozen: u64,
     /// Frames with a face.
     pub face_frames: u64,
     /// Mean timings over frames that had a face (all four stages ran).
     pub mean_face_timings: StageTimings,
     /// Highest score seen, with its user.
     pub best_score: Option<(String, f32)>,
-    /// Frame → decision latency (detect + align/embed + match, the frame already decoded) of
-    /// every frame with a face, in milliseconds, in arrival order.
+    /// Frame → decision latency (detect + align/embed + match + liveness, the frame already
+    /// decoded) of every frame with a face, in milliseconds, in arrival order.
     pub face_latencies_ms: Vec<f64>,
+    /// Time of the liveness stage (network + frozen check) on every frame where it ran, in
+    /// milliseconds, in arrival order.
+    pub live_latencies_ms: Vec<f64>,
+}
+
+/// The `q`-quantile (0..=1, nearest rank) of `v`.
+fn quantile(v: &[f64], q: f64) -> Option<f64> {
+    let mut v = v.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
 }
 
 impl LoopOutcome {
     /// The `q`-quantile (0..=1, nearest rank) of the frame → decision latency.
     pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
-        let mut v = self.face_latencies_ms.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        Some(v[rank - 1])
+        quantile(&self.face_latencies_ms, q)
+    }
+
+    /// The `q`-quantile (0..=1, nearest rank) of the liveness stage's time.
+    pub fn live_quantile_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.live_latencies_ms, q)
     }
 }
 
@@ -280,11 +367,16 @@ pub fn run_loop_live(
         log::error!("actuator: cannot drive LOCKED at start: {e}");
     }
     log::info!(
-        "unlock loop: source {}, actuator {}, {} user(s), threshold {threshold:.3}",
+        "unlock loop: source {}, actuator {}, {} user(s), threshold {threshold:.3}, liveness {}",
         source.name(),
         actuator.describe(),
-        store.current().map_or(0, |s| s.user_count())
+        store.current().map_or(0, |s| s.user_count()),
+        match cfg.liveness.threshold {
+            Some(t) => format!("threshold {t:.3}"),
+            None => "network OFF".into(),
+        }
     );
+    let mut frozen = FrozenCheck::new(cfg.liveness.frozen_floor, policy.config().n);
     let t0 = Instant::now();
     let mut out = LoopOutcome {
         stop: StopReason::SourceEnded,
@@ -292,9 +384,12 @@ pub fn run_loop_live(
         skipped: 0,
         unlocks: Vec::new(),
         errors: 0,
+        spoofs: 0,
+        frozen: 0,
         face_frames: 0,
         mean_face_timings: StageTimings::default(),
         face_latencies_ms: Vec::new(),
+        live_latencies_ms: Vec::new(),
         best_score: None,
     };
     let mut sum = StageTimings::default();
@@ -325,6 +420,7 @@ pub fn run_loop_live(
         let start = Instant::now();
         let frame = source.next_frame();
         t.capture_ms = ms(start.elapsed());
+        let mut judged = Judged::default();
         let (seq, obs, best) = match frame {
             Ok(None) => {
                 out.stop = StopReason::SourceEnded;
@@ -344,7 +440,16 @@ pub fn run_loop_live(
             }
             Ok(Some(frame)) => {
                 last_seq = frame.seq;
-                let (obs, best) = process_frame(engine, store, &frame.rgb, &mut t);
+                let (obs, best) = process_frame(
+                    engine,
+                    store,
+                    &frame.rgb,
+                    threshold,
+                    &cfg.liveness,
+                    &mut frozen,
+                    &mut judged,
+                    &mut t,
+                );
                 (Some(frame.seq), obs, best)
             }
         };
@@ -365,14 +470,28 @@ pub fn run_loop_live(
                 false
             }
         };
-        if matches!(obs, Observation::Face { .. }) {
+        if matches!(obs, Observation::Face { .. } | Observation::Spoof { .. }) {
             out.face_frames += 1;
             sum.capture_ms += t.capture_ms;
             sum.detect_ms += t.detect_ms;
             sum.embed_ms += t.embed_ms;
             sum.match_ms += t.match_ms;
-            out.face_latencies_ms
-                .push(t.detect_ms + t.embed_ms + t.match_ms);
+            sum.live_ms += t.live_ms;
+            out.face_latencies_ms.push(t.decision_ms());
+        }
+        if judged.ran {
+            out.live_latencies_ms.push(t.live_ms);
+        }
+        match &decision {
+            Decision::Spoof {
+                kind: SpoofKind::Spoof,
+                ..
+            } => out.spoofs += 1,
+            Decision::Spoof {
+                kind: SpoofKind::Frozen,
+                ..
+            } => out.frozen += 1,
+            _ => {}
         }
         if let Some((u, s)) = &best {
             if out.best_score.as_ref().is_none_or(|(_, b)| s > b) {
@@ -387,10 +506,12 @@ pub fn run_loop_live(
             decision,
             best,
             threshold,
+            live: judged.live,
+            crop_diff: judged.crop_diff,
             timings: t,
             opened,
         };
-        if matches!(report.decision, Decision::Error(_)) {
+        if matches!(report.decision, Decision::Error(_) | Decision::Spoof { .. }) {
             log::warn!("{report}");
         } else {
             log::info!("{report}");
@@ -422,16 +543,32 @@ pub fn run_loop_live(
             detect_ms: sum.detect_ms / n,
             embed_ms: sum.embed_ms / n,
             match_ms: sum.match_ms / n,
+            live_ms: sum.live_ms / n,
         };
     }
     out
 }
 
-/// Detect → largest face → align + embed → best match, timing each stage.
+/// What the liveness stage found on one frame.
+#[derive(Debug, Clone, Copy, Default)]
+struct Judged {
+    /// The stage ran (the face was recognised and liveness is on).
+    ran: bool,
+    live: Option<f32>,
+    crop_diff: Option<f32>,
+}
+
+/// Detect → largest face → align + embed → best match → liveness of a recognised face,
+/// timing each stage.
+#[allow(clippy::too_many_arguments)]
 fn process_frame(
     engine: &dyn FaceEngine,
     store: &mut LiveStore,
     rgb: &RgbImage,
+    match_threshold: f32,
+    gate: &LiveGate,
+    frozen: &mut FrozenCheck,
+    judged: &mut Judged,
     t: &mut StageTimings,
 ) -> (Observation, Option<(String, f32)>) {
     let start = Instant::now();
@@ -468,7 +605,66 @@ fn process_frame(
         Observation::Face { best } => best.clone(),
         _ => None,
     };
+    // Only a recognised face is judged (see the module doc). A NaN score is not recognised
+    // here; the policy reports it as malformed.
+    let recognised = match &best {
+        Some((user, score)) if *score >= match_threshold => Some((user.clone(), *score)),
+        _ => None,
+    };
+    let Some((user, score)) = recognised else {
+        return (obs, best);
+    };
+    if gate.threshold.is_none() && gate.frozen_floor <= 0.0 {
+        return (obs, best);
+    }
+    judged.ran = true;
+    let start = Instant::now();
+    let verdict = judge_liveness(engine, rgb, face, &kps, gate, frozen, judged);
+    t.live_ms = ms(start.elapsed());
+    let obs = match verdict {
+        Err(e) => Observation::Error(format!("liveness: {e}")),
+        Ok(None) => obs,
+        Ok(Some(kind)) => Observation::Spoof {
+            user,
+            score,
+            live: judged.live,
+            kind,
+        },
+    };
     (obs, best)
+}
+
+/// The anti-spoofing network (if on), then the frozen check on a face the network found
+/// live. `Ok(None)`: live; `Ok(Some(kind))`: a spoof of that kind.
+fn judge_liveness(
+    engine: &dyn FaceEngine,
+    rgb: &RgbImage,
+    face: &Face,
+    kps: &[[f32; 2]; 5],
+    gate: &LiveGate,
+    frozen: &mut FrozenCheck,
+    judged: &mut Judged,
+) -> Result<Option<SpoofKind>> {
+    if let Some(th) = gate.threshold {
+        let live = engine.live_score(rgb, face)?;
+        if !live.is_finite() || !(0.0..=1.0).contains(&live) {
+            return Err(Error::Msg(format!(
+                "the anti-spoofing model gave live probability {live}"
+            )));
+        }
+        judged.live = Some(live);
+        if live < th {
+            return Ok(Some(SpoofKind::Spoof));
+        }
+    }
+    if gate.frozen_floor > 0.0 {
+        let v = frozen.check(norm_crop(rgb, kps, 112));
+        judged.crop_diff = v.min_diff;
+        if v.frozen {
+            return Ok(Some(SpoofKind::Frozen));
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------------

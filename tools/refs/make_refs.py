@@ -25,6 +25,9 @@ REPO_ROOT = SCRIPT_DIR.parent.parent
 HEAD_MODELS = ["det_500m", "det_2.5g", "scrfd_500m_kps", "scrfd_2.5g_kps"]
 DETECT_MODELS = ["det_500m", "det_2.5g"]
 REC_MODELS = ["mobilefacenet_512", "mobilefacenet_128_relu6"]
+LIVE_MODELS = ["antispoof_print_replay_1.5_128", "antispoof_bin_1.5_128"]
+LIVE_DIRS = ["data/liveness/pourfard_dev/real", "data/liveness/pourfard_dev/fake",
+             "data/liveness/silentface"]
 CROWD = "data/images/crowd_selfie.jpg"
 TWO = "data/images/two_faces.jpg"
 WIDER_DIR = "data/detection/wider_face/WIDER_val/images"
@@ -176,6 +179,13 @@ class Gen:
                          ["embed", "--det", "models/onnx/det_500m.onnx",
                           "--rec", f"models/onnx/{rec}.onnx"], examples)
 
+    def liveness(self):
+        images = [p for d in LIVE_DIRS for p in list_images(self.shared, d)]
+        for live in LIVE_MODELS:
+            self.run_ref(f"liveness/det_500m_{live}.jsonl",
+                         ["liveness", "--det", "models/onnx/det_500m.onnx",
+                          "--live", f"models/onnx/{live}.onnx"], images)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,7 +195,7 @@ def main():
                     help="output folder (default: <repo>/target/refs; a relative path is "
                          "taken relative to the current directory)")
     ap.add_argument("--force", action="store_true", help="regenerate outputs already present")
-    ap.add_argument("--only", choices=["heads", "rec", "detect", "embed"], action="append",
+    ap.add_argument("--only", choices=["heads", "rec", "detect", "embed", "liveness"], action="append",
                     help="generate only these groups (repeatable; default: all)")
     a = ap.parse_args()
     shared, out = a.shared.resolve(), a.out.resolve()
@@ -193,7 +203,7 @@ def main():
         raise SystemExit(f"{shared}: no tools/ref_pipeline.py here; pass --shared DIR")
     g = Gen(shared, out, a.force)
     t0 = time.time()
-    for step in ["heads", "rec", "detect", "embed"]:
+    for step in ["heads", "rec", "detect", "embed", "liveness"]:
         if a.only is None or step in a.only:
             getattr(g, step)()
     log(f"done   {out} in {time.time() - t0:.1f}s")

@@ -1,0 +1,140 @@
+//! The anti-spoofing models' input crop, as their publishers take it (see
+//! `ref_pipeline.py liveness`): the detector box (corners truncated to whole pixels) grown to
+//! a square `scale` times its longer side about its centre, zero padding where the square
+//! leaves the frame, then OpenCV's bilinear resize to the network's input size.
+//!
+//! The arithmetic copies the reference's integer truncations (`int()` rounds towards zero,
+//! as Rust's `as` does) so that the crop, not just the model, agrees with onnxruntime's.
+
+use image::RgbImage;
+
+use crate::detect::Face;
+use crate::preprocess::resize_bilinear;
+
+/// Where the square lands in the frame: the pixels copied (`x1..x2`, `y1..y2`) and the zero
+/// borders around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropWindow {
+    pub x1: i64,
+    pub y1: i64,
+    pub x2: i64,
+    pub y2: i64,
+    pub top: i64,
+    pub bottom: i64,
+    pub left: i64,
+    pub right: i64,
+}
+
+impl CropWindow {
+    /// The window for `bbox` (`[x1, y1, x2, y2]`) in a `width × height` frame.
+    pub fn new(bbox: [f32; 4], scale: f32, width: u32, height: u32) -> CropWindow {
+        let (fw, fh) = (width as i64, height as i64);
+        let [bx, by, bx2, by2] = bbox.map(|v| v as f64 as i64);
+        let (w, h) = (bx2 - bx, by2 - by);
+        let l = w.max(h);
+        let (xc, yc) = (bx as f64 + w as f64 / 2.0, by as f64 + h as f64 / 2.0);
+        let side = l as f64 * scale as f64;
+        let (x, y) = ((xc - side / 2.0) as i64, (yc - side / 2.0) as i64);
+        let (x1, y1) = (x.max(0), y.max(0));
+        let x2 = if x as f64 + side > fw as f64 {
+            fw
+        } else {
+            x + side as i64
+        };
+        let y2 = if y as f64 + side > fh as f64 {
+            fh
+        } else {
+            y + side as i64
+        };
+        CropWindow {
+            x1,
+            y1,
+            x2,
+            y2,
+            top: y1 - y,
+            bottom: (side - y2 as f64 + y as f64) as i64,
+            left: x1 - x,
+            right: side as i64 - x2 + x,
+        }
+    }
+
+    /// Size of the padded square before resizing.
+    pub fn size(&self) -> (i64, i64) {
+        (
+            self.left + (self.x2 - self.x1).max(0) + self.right,
+            self.top + (self.y2 - self.y1).max(0) + self.bottom,
+        )
+    }
+}
+
+/// The padded square around `bbox` at full resolution (zero outside the frame).
+pub fn square(img: &RgbImage, bbox: [f32; 4], scale: f32) -> RgbImage {
+    let win = CropWindow::new(bbox, scale, img.width(), img.height());
+    let (w, h) = win.size();
+    let (w, h) = (w.max(1) as u32, h.max(1) as u32);
+    let mut out = RgbImage::new(w, h);
+    // Left and top are never negative (x1 = max(x, 0)), and the square holds left + copied
+    // + right columns; a box wholly outside the frame copies nothing and stays all zero.
+    let cw = (win.x2 - win.x1).clamp(0, w as i64 - win.left) as usize;
+    let ch = (win.y2 - win.y1).clamp(0, h as i64 - win.top) as usize;
+    if cw > 0 && ch > 0 {
+        let src = img.as_raw();
+        let dst: &mut [u8] = &mut out;
+        let (sw, dw) = (img.width() as usize * 3, w as usize * 3);
+        for row in 0..ch {
+            let s = (win.y1 as usize + row) * sw + win.x1 as usize * 3;
+            let d = (win.top as usize + row) * dw + win.left as usize * 3;
+            dst[d..d + cw * 3].copy_from_slice(&src[s..s + cw * 3]);
+        }
+    }
+    out
+}
+
+/// The network input crop of `face`: [`square`], resized to `size × size` like
+/// `cv2.resize(..., INTER_LINEAR)`.
+pub fn crop_box(img: &RgbImage, bbox: [f32; 4], scale: f32, size: u32) -> RgbImage {
+    resize_bilinear(&square(img, bbox, scale), size, size)
+}
+
+/// [`crop_box`] of a detected face.
+pub fn crop_face(img: &RgbImage, face: &Face, scale: f32, size: u32) -> RgbImage {
+    crop_box(img, face.bbox, scale, size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_inside_the_frame() {
+        // Box 100..140 × 50..110 (40 × 60): l = 60, side 90, centre (120, 80):
+        // x = int(120 − 45) = 75, y = int(80 − 45) = 35; no padding.
+        let w = CropWindow::new([100.7, 50.2, 140.9, 110.5], 1.5, 640, 480);
+        assert_eq!((w.x1, w.y1, w.x2, w.y2), (75, 35, 165, 125));
+        assert_eq!((w.top, w.bottom, w.left, w.right), (0, 0, 0, 0));
+        assert_eq!(w.size(), (90, 90));
+    }
+
+    #[test]
+    fn window_padded_at_the_edges() {
+        // Box 0..41 × 5..46 (41 × 41) in a 50×40 frame: side 61.5, centre (20.5, 25.5):
+        // x = int(-10.25) = -10 (towards zero), y = int(-5.25) = -5; x + 61.5 > 50 → x2 = 50,
+        // y2 = 40; left 10, top 5, right int(61.5) − 50 − 10 = 1, bottom int(61.5 − 40 − 5) = 16.
+        let w = CropWindow::new([0.0, 5.0, 41.0, 46.0], 1.5, 50, 40);
+        assert_eq!((w.x1, w.y1, w.x2, w.y2), (0, 0, 50, 40));
+        assert_eq!((w.top, w.bottom, w.left, w.right), (5, 16, 10, 1));
+        assert_eq!(w.size(), (61, 61));
+    }
+
+    #[test]
+    fn square_copies_the_frame_and_pads_with_zeros() {
+        let img = RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8, y as u8, 200]));
+        let sq = square(&img, [0.0, 5.0, 41.0, 46.0], 1.5);
+        assert_eq!(sq.dimensions(), (61, 61));
+        // Frame pixel (0, 0) lands at (left, top) = (10, 5); the corner is padding.
+        assert_eq!(sq.get_pixel(10, 5).0, [0, 0, 200]);
+        assert_eq!(sq.get_pixel(10 + 49, 5 + 39).0, [49, 39, 200]);
+        assert_eq!(sq.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(sq.get_pixel(60, 60).0, [0, 0, 0]);
+    }
+}
