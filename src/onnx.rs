@@ -622,7 +622,7 @@ impl<'g> Lowering<'g> {
                     (a, b) if self.constants.contains_key(a) => (b, a),
                     _ => {
                         return Err(format!(
-                            "{}: only multiplication by a constant scalar is supported",
+                            "{}: only multiplication by a constant scalar, or of a map by the sigmoid of its channel gate read by nothing else (squeeze-excitation), is supported",
                             label()
                         ))
                     }

@@ -549,9 +549,19 @@ pub struct RecAgreement {
     pub min_cos: f64,
 }
 
+/// Agreement of a liveness model's int8 live probability with f32 (what decides an unlock;
+/// the logits' cosine barely moves when the decision flips).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveAgreement {
+    pub images: usize,
+    pub mean_abs_diff: f64,
+    pub max_abs_diff: f64,
+}
+
 /// How faithful an int8 model is to its f32 original on some images.
 #[derive(Debug, Clone, Default)]
 pub struct Fidelity {
+    pub live: Option<LiveAgreement>,
     /// SQNR (dB) of every value of the int8 engine against f32 (index = value id; the
     /// input's too), over all images.
     pub sqnr_db: Vec<f64>,
@@ -563,6 +573,12 @@ impl Fidelity {
     /// One line: the final-output agreement.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        if let Some(l) = &self.live {
+            s += &format!(
+                "live probability vs f32 over {} crops: |diff| mean {:.5}, max {:.5}",
+                l.images, l.mean_abs_diff, l.max_abs_diff
+            );
+        }
         if let Some(r) = &self.rec {
             s += &format!(
                 "embedding cosine vs f32 over {} crops: mean {:.5}, min {:.5}",
@@ -599,6 +615,9 @@ impl Fidelity {
 
     /// Larger is better: the embedding's mean cosine; the detector's recall, then mean IoU.
     pub fn merit(&self) -> f64 {
+        if let Some(l) = &self.live {
+            return 1.0 - l.mean_abs_diff - 0.1 * l.max_abs_diff;
+        }
         if let Some(r) = &self.rec {
             return r.mean_cos + 0.1 * r.min_cos;
         }
@@ -704,9 +723,9 @@ pub fn evaluate_with(
                     cos[qi].push(cosine(a, b));
                 }
                 (ModelConfig::Liveness(c), _) => {
-                    // The logits' cosine (the classifier's "embedding").
                     let (a, b) = (reference.output(c.logits)?.0, e.output(c.logits)?.0);
-                    cos[qi].push(cosine(a, b));
+                    let p = |z: &[f32]| crate::liveness::softmax(z)[0] as f64;
+                    cos[qi].push((p(a) - p(b)).abs());
                 }
                 (ModelConfig::Scrfd(_), Some((rf, rl))) => {
                     let ql = levels_of(e, quantised[qi])?;
@@ -778,8 +797,21 @@ pub fn evaluate_with(
                 10.0 * (boxes[qi].0 / boxes[qi].1).log10()
             };
             let c = &cos[qi];
+            if let ModelConfig::Liveness(_) = file.config {
+                // `cos` holds the live probabilities' differences here.
+                return Fidelity {
+                    sqnr_db,
+                    live: Some(LiveAgreement {
+                        images: c.len(),
+                        mean_abs_diff: c.iter().sum::<f64>() / c.len().max(1) as f64,
+                        max_abs_diff: c.iter().cloned().fold(0.0, f64::max),
+                    }),
+                    ..Default::default()
+                };
+            }
             Fidelity {
                 sqnr_db,
+                live: None,
                 det: is_det.then_some(d),
                 rec: (!is_det).then(|| RecAgreement {
                     images: c.len(),

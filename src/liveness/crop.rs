@@ -29,7 +29,17 @@ impl CropWindow {
     /// The window for `bbox` (`[x1, y1, x2, y2]`) in a `width × height` frame.
     pub fn new(bbox: [f32; 4], scale: f32, width: u32, height: u32) -> CropWindow {
         let (fw, fh) = (width as i64, height as i64);
-        let [bx, by, bx2, by2] = bbox.map(|v| v as f64 as i64);
+        // Bound the box to a frame's size around the frame (NaN → 0): a real face box is
+        // well inside, and a corrupt one can then never ask for a huge square.
+        let (mw, mh) = (width as f32, height as f32);
+        let bounded = [
+            bbox[0].clamp(-mw, 2.0 * mw),
+            bbox[1].clamp(-mh, 2.0 * mh),
+            bbox[2].clamp(-mw, 2.0 * mw),
+            bbox[3].clamp(-mh, 2.0 * mh),
+        ];
+        let scale = scale.clamp(1.0, 4.0);
+        let [bx, by, bx2, by2] = bounded.map(|v| if v.is_nan() { 0 } else { v as f64 as i64 });
         let (w, h) = (bx2 - bx, by2 - by);
         let l = w.max(h);
         let (xc, yc) = (bx as f64 + w as f64 / 2.0, by as f64 + h as f64 / 2.0);
@@ -124,6 +134,23 @@ mod tests {
         assert_eq!((w.x1, w.y1, w.x2, w.y2), (0, 0, 50, 40));
         assert_eq!((w.top, w.bottom, w.left, w.right), (5, 16, 10, 1));
         assert_eq!(w.size(), (61, 61));
+    }
+
+    #[test]
+    fn corrupt_boxes_stay_bounded() {
+        for b in [
+            [f32::NAN, 0.0, 10.0, 10.0],
+            [0.0, 0.0, f32::INFINITY, 1e30],
+            [-1e30, -1e30, 1e30, 1e30],
+            [30.0, 30.0, 10.0, 10.0],
+        ] {
+            let (w, h) = CropWindow::new(b, 1.5, 50, 40).size();
+            assert!(
+                (0..=400).contains(&w) && (0..=400).contains(&h),
+                "{b:?}: {w}x{h}"
+            );
+            let _ = crop_box(&RgbImage::new(50, 40), b, 1.5, 16);
+        }
     }
 
     #[test]

@@ -111,11 +111,25 @@ impl Liveness {
 
     /// Scores the face `face` (detector box) of `img`.
     pub fn score(&self, img: &RgbImage, face: &Face) -> Result<LiveScore> {
-        self.score_crop(&self.crop(img, face))
+        self.score_box(img, face.bbox)
     }
 
-    /// Scores the face inside the box `bbox` (`[x1, y1, x2, y2]`) of `img`.
+    /// Scores the face inside the box `bbox` (`[x1, y1, x2, y2]`) of `img`. A box that is
+    /// not finite, empty or far outside the frame is an error (never a score).
     pub fn score_box(&self, img: &RgbImage, bbox: [f32; 4]) -> Result<LiveScore> {
+        let (w, h) = (img.width() as f32, img.height() as f32);
+        let inside = bbox.iter().all(|v| v.is_finite())
+            && bbox[2] > bbox[0]
+            && bbox[3] > bbox[1]
+            && bbox[0] >= -w
+            && bbox[1] >= -h
+            && bbox[2] <= 2.0 * w
+            && bbox[3] <= 2.0 * h;
+        if !inside {
+            return Err(Error::Msg(format!(
+                "face box {bbox:?} is not a box inside the {w}x{h} frame"
+            )));
+        }
         let s = self.config.input_size as u32;
         self.score_crop(&crop::crop_box(img, bbox, self.config.crop_scale, s))
     }
