@@ -262,10 +262,10 @@ fn dev_half_meets_the_targets_end_to_end() {
 }
 
 /// The published graph with one node changed, written to a temporary file.
-fn edited_graph(edit: impl FnOnce(&mut candle_onnx::onnx::GraphProto)) -> tempfile::TempDir {
+fn edited_graph(edit: impl FnOnce(&mut facegate::onnx_proto::GraphProto)) -> tempfile::TempDir {
     use prost::Message;
     let bytes = std::fs::read(shared().join(format!("models/onnx/{}.onnx", MODELS[0]))).unwrap();
-    let mut m = candle_onnx::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut m = facegate::onnx_proto::ModelProto::decode(bytes.as_slice()).unwrap();
     edit(m.graph.as_mut().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("edited.onnx"), m.encode_to_vec()).unwrap();
