@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod detect;
+pub mod out;
 pub mod unlock;
 pub mod verify;
 pub mod wider;

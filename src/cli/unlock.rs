@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::board::{self, BoardProfile};
 use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpec};
+use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::policy::Policy;
@@ -96,6 +97,12 @@ pub struct UnlockArgs {
     /// of processing every frame.
     #[arg(long)]
     pub realtime: bool,
+    /// Pace a replay like a live camera at N frames per second (as --realtime, at N fps).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<f64>,
+    /// Repeat a replay from its first frame after the last one instead of ending.
+    #[arg(long = "loop")]
+    pub looped: bool,
     /// Engine threads (default: the board profile's).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -213,7 +220,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     if !args.append {
         store.remove_user(&args.user)?;
     }
-    println!(
+    logln!(
         "enrolling {} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
         args.user, gates.min_face_px, gates.min_sharpness
     );
@@ -229,11 +236,12 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         &mut |seq, r| {
             let s = seq.map_or("-".into(), |s| s.to_string());
             match r {
-                Ok(a) => println!(
+                Ok(a) => logln!(
                     "frame {s}: kept (face {:.0} px, sharpness {:.0})",
-                    a.face_width, a.sharpness
+                    a.face_width,
+                    a.sharpness
                 ),
-                Err(rej) => println!("frame {s}: skipped: {rej}"),
+                Err(rej) => logln!("frame {s}: skipped: {rej}"),
             }
         },
     )?;
@@ -242,7 +250,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     }
     app::save_store(&store, &store_path)?;
     if n < wanted {
-        println!(
+        logln!(
             "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \
              enrolled from what passed",
             cap.scanned,
@@ -253,7 +261,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
             }
         );
     }
-    println!(
+    logln!(
         "enrolled {} with {n} template(s) into {}",
         args.user,
         store_path.display()
@@ -268,7 +276,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
     let mut store = TemplateStore::load(&path)?;
     match &args.action {
         UsersAction::List => {
-            println!(
+            outln!(
                 "{}: model {}, {}-d, {} user(s)",
                 path.display(),
                 store.model_id(),
@@ -276,7 +284,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
                 store.user_count()
             );
             for (u, n) in store.users() {
-                println!("{u}\t{n} template(s)");
+                outln!("{u}\t{n} template(s)");
             }
         }
         UsersAction::Remove { name } => {
@@ -284,7 +292,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
                 bail!("{}: no user {name:?}", path.display());
             }
             store.save(&path)?;
-            println!("removed {name} from {}", path.display());
+            outln!("removed {name} from {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -337,20 +345,19 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
             camera::open(&spec, &ReplayOptions::default(), &capture_settings(&b))?,
             PolicyTime::Wall,
         )
-    } else if args.realtime {
-        let opts = ReplayOptions {
-            fps: Some(fps),
-            looped: false,
-        };
-        (
-            camera::open(&spec, &opts, &capture_settings(&b))?,
-            PolicyTime::Wall,
-        )
     } else {
-        (
-            Box::new(app::open_replay(&spec)?),
-            PolicyTime::FrameRate(fps),
-        )
+        // --fps N or --realtime: paced like a camera, policy on the wall clock; otherwise
+        // every frame as fast as it goes, policy time from the board's frame rate.
+        let paced = args.fps.or(args.realtime.then_some(fps));
+        let opts = ReplayOptions {
+            fps: paced,
+            looped: args.looped,
+        };
+        let time = match paced {
+            Some(_) => PolicyTime::Wall,
+            None => PolicyTime::FrameRate(fps),
+        };
+        (camera::open(&spec, &opts, &capture_settings(&b))?, time)
     };
     let open_time = b
         .gpio
@@ -365,7 +372,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         ..LoopConfig::default()
     };
     let stop = session::stop_flag()?;
-    println!(
+    logln!(
         "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, source {spec}, {}",
         store.user_count(),
         store_path.display(),
@@ -383,10 +390,10 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         actuator.as_mut(),
         &cfg,
         stop,
-        &mut |r| println!("{r}"),
+        &mut |r| logln!("{r}"),
     );
     drop(actuator);
-    println!(
+    logln!(
         "stopped ({:?}): {} frames, {} unlock(s), {} error(s)",
         out.stop,
         out.frames,
@@ -394,7 +401,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         out.errors
     );
     if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
-        println!(
+        logln!(
             "frame -> decision over {} frames with a face: p50 {p50:.1} ms, p90 {p90:.1} ms (decode {:.1} ms mean); peak RSS {}",
             out.face_frames,
             out.mean_face_timings.capture_ms,
@@ -432,13 +439,13 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         frames: 5,
     };
     let quiet = args.quiet;
-    let cases = app::run_demo(&opts, &mut |l| println!("{l}"), &mut |name, r| {
+    let cases = app::run_demo(&opts, &mut |l| logln!("{l}"), &mut |name, r| {
         if !quiet {
-            println!("[{name}] {r}");
+            logln!("[{name}] {r}");
         }
     })?;
     let ok = cases.iter().all(|c| c.passed);
-    println!(
+    logln!(
         "demo {}",
         if ok {
             "PASSED: hamilton unlocked, webcam_talking stayed locked"
@@ -488,7 +495,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     })?;
     report.detector = args.det.display().to_string();
     report.recognizer = args.rec.display().to_string();
-    println!(
+    outln!(
         "threshold {:.4} at FAR {:e} (reached {:.2e}) over {} impostor pairs; FRR {:.4} over {} genuine pairs; \
          {} images embedded, {} without a face, {} unreadable, {} identities, {:.0} s",
         report.threshold,
@@ -509,7 +516,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     }
     if let Some(m) = &args.write_into {
         threshold::write_into_model(m, report.threshold)?;
-        println!(
+        outln!(
             "stored match_threshold {:.4} in {}",
             report.threshold,
             m.display()
