@@ -147,6 +147,18 @@ fn bombs_are_refused_from_the_header_by_every_source() {
         );
     }
 
+    // Raw YUYV has no header: the size in the spec is what would be allocated per frame.
+    let raw = dir.path().join("big.yuyv");
+    std::fs::write(&raw, vec![128u8; 1 << 16]).unwrap();
+    let e = replay(&format!("yuyv:{}@16000x16000", raw.display()))
+        .err()
+        .expect("a 16000x16000 frame is over the limit")
+        .to_string();
+    assert!(
+        e.contains("16000x16000") && e.contains("refused before decoding"),
+        "{e}"
+    );
+
     // Inside an MJPEG stream the bomb is one corrupt frame; the frames around it play.
     let good = encode_jpeg(64, 48, false);
     let mut stream = good.clone();
