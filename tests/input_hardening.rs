@@ -457,3 +457,47 @@ fn missing_file_error_says_it_once() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("/nonexistent/det.safetensors"), "{err}");
 }
+
+/// Strictness must not refuse real photos: every JPEG and PNG of the shared data (faces,
+/// detection set, liveness photos; every 20th LFW image) decodes.
+#[test]
+fn strict_decoder_reads_every_shared_photo() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&shared().join("data"), &mut files);
+    files.sort();
+    let lfw = shared().join("data/faces/lfw");
+    let mut n_lfw = 0;
+    files.retain(|p| {
+        if p.starts_with(&lfw) {
+            n_lfw += 1;
+            n_lfw % 20 == 0
+        } else {
+            true
+        }
+    });
+    assert!(files.len() > 1000, "{} files", files.len());
+    let bad: Vec<String> = files
+        .iter()
+        .filter_map(|p| facegate::image_io::load_rgb(p).err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} refused: {bad:#?}",
+        bad.len(),
+        files.len()
+    );
+}
