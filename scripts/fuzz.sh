@@ -22,8 +22,8 @@ for t in "${targets[@]}"; do mkdir -p "$seeds/$t" "$corpus/$t"; done
 
 # Images: small JPEGs (grey LFW, colour photos) and PNGs.
 cp "$shared/data/images/two_faces.jpg" "$seeds/image_decode/"
-find "$shared/data/faces/lfw" -name '*.jpg' | sort | head -n 4 | xargs -I{} cp {} "$seeds/image_decode/"
-find "$shared/data/faces/examples" -name '*.png' | sort | head -n 2 | xargs -I{} cp {} "$seeds/image_decode/"
+find "$shared/data/faces/lfw" -name '*.jpg' | sort | sed -n 1,4p | xargs -I{} cp {} "$seeds/image_decode/"
+find "$shared/data/faces/examples" -name '*.png' | sort | sed -n 1,2p | xargs -I{} cp {} "$seeds/image_decode/"
 # MJPEG: the first ~3 frames of each recorded clip (the cut leaves a broken last frame, too).
 for clip in "$shared"/data/video/*.mjpeg; do
     head -c 60000 "$clip" > "$seeds/mjpeg_split/$(basename "$clip")"
