@@ -17,6 +17,7 @@ pub mod eval;
 pub mod format;
 pub mod graph;
 pub mod image_io;
+pub mod image_limits;
 pub mod kernels;
 pub mod limits;
 pub mod liveness;
@@ -27,6 +28,7 @@ pub mod onnx_proto;
 pub mod pipeline;
 pub mod preprocess;
 pub mod quant;
+pub mod signals;
 pub mod unlock;
 
 pub use detect::Face;

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use facegate::cli;
+use facegate::cli::{self, out};
+use facegate::{image_limits, signals};
 
 #[derive(Parser)]
 #[command(
@@ -14,6 +16,8 @@ use facegate::cli;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Subcommand)]
@@ -45,9 +49,86 @@ enum Command {
     Bench(cli::bench::BenchArgs),
 }
 
+/// Limits of the images any command reads (see `facegate::image_limits`).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Largest image or camera frame decoded, WIDTHxHEIGHT, checked from the file's header
+    /// before decoding (default 8192x8192).
+    #[arg(long, global = true, value_parser = image_limits::parse_sides, value_name = "WxH")]
+    max_image: Option<(u32, u32)>,
+    /// Largest image or camera frame decoded, in megapixels (default 40).
+    #[arg(long, global = true, value_name = "MP")]
+    max_megapixels: Option<image_limits::Megapixels>,
+}
+
+impl LimitArgs {
+    fn apply(&self) {
+        let mut l = image_limits::ImageLimits::DEFAULT;
+        if let Some((w, h)) = self.max_image {
+            (l.max_width, l.max_height) = (w, h);
+        }
+        if let Some(mp) = self.max_megapixels {
+            l.max_pixels = (mp.0 * 1e6).round() as u64;
+        }
+        image_limits::set(l);
+    }
+}
+
+/// A clap error as one line: clap's own rendering spreads a usage error over several lines
+/// (the error, a blank line, the usage, a hint), which a service log cuts into unrelated
+/// entries.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "error: a subcommand is missing (see `facegate --help`)".to_string();
+    }
+    let text = e.render().to_string();
+    let body = text.split("\n\nUsage:").next().unwrap_or(&text);
+    let body = body
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or(body);
+    let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{flat} (see `facegate --help`)")
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line already
+/// holds (an I/O error is shown in its wrapper's message, and was printed twice).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::from("error: ");
+    for (i, cause) in e.chain().enumerate() {
+        let text = cause.to_string();
+        if i > 0 && line.contains(&text) {
+            continue;
+        }
+        if i > 0 {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
+    // First of all, before parsing or loading anything: until now a SIGTERM during start-up
+    // killed the process by the default action.
+    if let Err(e) = signals::install() {
+        out::err_line(format_args!("error: {e}"));
+        return ExitCode::FAILURE;
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // Help and version go to stdout; a closed stdout is no reason to panic.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            out::err_line(format_args!("{}", one_line_usage_error(&e)));
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    cli.limits.apply();
     let result = match &cli.command {
         Command::Detect(a) => cli::detect::detect(a),
         Command::Embed(a) => cli::detect::embed(a),
@@ -64,8 +145,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout has gone (`| head`): it took what it wanted.
+        Err(e) if e.downcast_ref::<out::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            out::err_line(format_args!("{}", error_line(&e)));
             ExitCode::FAILURE
         }
     }

@@ -85,14 +85,10 @@ fn camera_err(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn read_image(path: &Path) -> std::result::Result<RgbImage, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string().replace('\n', " "))?;
-    Ok(img.to_rgb8())
+/// Image files go through the project's one decoder ([`crate::image_io`]), so a folder or a
+/// still image refuses exactly what `detect` refuses (the error names the file).
+fn read_image(path: &Path) -> Result<RgbImage> {
+    crate::image_io::load_rgb(path)
 }
 
 fn is_image_file(p: &Path) -> bool {
@@ -161,7 +157,7 @@ impl Clip {
                 let path = &files[i as usize];
                 match read_image(path) {
                     Ok(rgb) => Slot::Frame(rgb),
-                    Err(reason) => Slot::Corrupt(format!("{}: {reason}", path.display())),
+                    Err(e) => Slot::Corrupt(e.to_string()),
                 }
             }
             Clip::Still { image } => Slot::Frame(image.clone()),
@@ -221,6 +217,10 @@ impl ReplaySource {
                         format!("bad YUYV frame size {width}x{height} (both ≥ 1, width even)"),
                     ));
                 }
+                // Raw frames have no header: the size from the spec is what gets allocated.
+                crate::image_limits::current()
+                    .check(width.into(), height.into())
+                    .map_err(|reason| camera_err(&name, reason))?;
                 let frame_bytes = u64::from(width) * u64::from(height) * 2;
                 let file = File::open(path).map_err(|e| Error::io(path, e))?;
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -277,10 +277,7 @@ impl ReplaySource {
                         std::io::Error::from(std::io::ErrorKind::NotFound),
                     ));
                 }
-                let image = read_image(path).map_err(|reason| Error::Image {
-                    path: path.clone(),
-                    reason,
-                })?;
+                let image = read_image(path)?;
                 Clip::Still { image }
             }
         };

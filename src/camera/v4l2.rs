@@ -204,6 +204,10 @@ impl V4l2Source {
                 format!("driver reports a {}x{} frame", got.width, got.height),
             ));
         }
+        // The negotiated size is what each converted frame allocates: bound it like a photo.
+        crate::image_limits::current()
+            .check(got.width.into(), got.height.into())
+            .map_err(|reason| err(&name, format!("driver's frame size: {reason}")))?;
         if (got.width, got.height) != (want.width, want.height) {
             log::warn!(
                 "{name}: asked for {}x{}, the driver gives {}x{}",

@@ -3,6 +3,7 @@
 //! The last line of output is one JSON object, so scripts (e.g. `benches/peers/`) can
 //! compare runs and engines without parsing the table.
 
+use crate::cli::out::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -145,27 +146,36 @@ fn bench_stage(
             .set_profiling(true);
     }
     let s = Stats::of(&time(0, args.iters, &mut run)?);
-    println!(
+    outln!(
         "{stage:<4} {what}: median {:8.3} ms  p90 {:8.3} ms  min {:8.3} ms",
-        s.median_ms, s.p90_ms, s.min_ms
+        s.median_ms,
+        s.p90_ms,
+        s.min_ms
     );
     if let (true, Some(e)) = (args.profile, engine) {
-        print_profile(stage, e, args.iters);
+        print_profile(stage, e, args.iters)?;
     }
     Ok(s)
 }
 
-fn print_profile(name: &str, engine: &std::sync::Mutex<crate::engine::Engine>, iters: usize) {
+fn print_profile(
+    name: &str,
+    engine: &std::sync::Mutex<crate::engine::Engine>,
+    iters: usize,
+) -> anyhow::Result<()> {
     let e = engine.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(times) = e.layer_times() else { return };
+    let Some(times) = e.layer_times() else {
+        return Ok(());
+    };
     let total: Duration = times.iter().sum();
-    println!("{name}: per-layer profile (mean of {iters} runs)");
-    println!("  {:>4} {:>9} {:>6}  layer", "op", "ms", "%");
+    outln!("{name}: per-layer profile (mean of {iters} runs)");
+    outln!("  {:>4} {:>9} {:>6}  layer", "op", "ms", "%");
     for (i, t) in times.iter().enumerate() {
         let ms = t.as_secs_f64() * 1e3 / iters.max(1) as f64;
         let pct = 100.0 * t.as_secs_f64() / total.as_secs_f64().max(1e-12);
-        println!("  {i:>4} {ms:>9.3} {pct:>5.1}%  {}", e.describe_op(i));
+        outln!("  {i:>4} {ms:>9.3} {pct:>5.1}%  {}", e.describe_op(i));
     }
+    Ok(())
 }
 
 fn label(path: &Path) -> String {
@@ -218,7 +228,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-    println!(
+    outln!(
         "facegate bench: backend {:?}, precision {}, {threads} thread(s), kernels: {}",
         args.backend,
         args.precision,
@@ -262,7 +272,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let stage = |k: &str| json.get(k).and_then(|v| v["median_ms"].as_f64());
         if let (Some(d), Some(r), Some(l)) = (stage("det"), stage("rec"), stage("live")) {
             let share = l / (d + r);
-            println!(
+            outln!(
                 "liveness adds {:.1} % to detect + embed ({l:.3} ms on {:.3} ms, medians)",
                 100.0 * share,
                 d + r
@@ -271,7 +281,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rss = peak_rss_mb();
-    println!(
+    outln!(
         "load {load_ms:.1} ms, peak RSS {}",
         rss.map(|r| format!("{r:.1} MiB"))
             .unwrap_or_else(|| "unknown".into())
@@ -284,7 +294,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "backend".into(),
         format!("{:?}", args.backend).to_lowercase().into(),
     );
-    println!("{}", serde_json::Value::Object(json));
+    outln!("{}", serde_json::Value::Object(json));
     Ok(ExitCode::SUCCESS)
 }
 

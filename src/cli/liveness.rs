@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::cli::detect::parse_size_arg;
+use crate::cli::out::outln;
 use crate::liveness::eval::{self, Attack};
 use crate::liveness::{Liveness, DEFAULT_THRESHOLD};
 use crate::models::LoadOptions;
@@ -184,7 +185,7 @@ pub fn liveness_eval(args: &LivenessEvalArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    println!(
+    outln!(
         "{} at threshold {}: BPCER {}/{} = {:.2} %, APCER {}/{} = {:.2} % (worst type {:.2} %: {}), AUC {}",
         args.live.display(),
         args.threshold,
@@ -203,12 +204,15 @@ pub fn liveness_eval(args: &LivenessEvalArgs) -> anyhow::Result<ExitCode> {
         auc.map_or("n/a".into(), |a| format!("{a:.4}"))
     );
     if let (Some(t), Some(g)) = (t5, &at5) {
-        println!(
+        outln!(
             "threshold at BPCER <= 5 %: {t:.4} (BPCER {}/{}, APCER {}/{})",
-            g.rejected, g.live, g.accepted, g.attacks
+            g.rejected,
+            g.live,
+            g.accepted,
+            g.attacks
         );
     }
-    println!(
+    outln!(
         "faces not found: {} of {} live photos, {} of {} attack photos",
         real_missing.len(),
         real.len(),
@@ -224,6 +228,6 @@ pub fn liveness_eval(args: &LivenessEvalArgs) -> anyhow::Result<ExitCode> {
         "figures_at_bpcer_5": at5,
         "faces_not_found": { "real": real_missing, "spoof": spoof_missing },
     });
-    println!("{json}");
+    outln!("{json}");
     Ok(ExitCode::SUCCESS)
 }

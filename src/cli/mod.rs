@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod detect;
 pub mod liveness;
+pub mod out;
 pub mod unlock;
 pub mod verify;
 pub mod wider;

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::board::{self, BoardProfile};
 use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpec};
+use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::policy::Policy;
@@ -97,6 +98,12 @@ pub struct UnlockArgs {
     /// of processing every frame.
     #[arg(long)]
     pub realtime: bool,
+    /// Pace a replay like a live camera at N frames per second (as --realtime, at N fps).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<f64>,
+    /// Repeat a replay from its first frame after the last one instead of ending.
+    #[arg(long = "loop")]
+    pub looped: bool,
     /// Engine threads (default: the board profile's).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -218,7 +225,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
     let max_scan = live.then_some(wanted as u64 * 600);
     let stop = session::stop_flag()?;
-    println!(
+    logln!(
         "enrolling {} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
         args.user, gates.min_face_px, gates.min_sharpness
     );
@@ -234,11 +241,12 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         &mut |seq, r| {
             let s = seq.map_or("-".into(), |s| s.to_string());
             match r {
-                Ok(a) => println!(
+                Ok(a) => logln!(
                     "frame {s}: kept (face {:.0} px, sharpness {:.0})",
-                    a.face_width, a.sharpness
+                    a.face_width,
+                    a.sharpness
                 ),
-                Err(rej) => println!("frame {s}: skipped: {rej}"),
+                Err(rej) => logln!("frame {s}: skipped: {rej}"),
             }
         },
     )?;
@@ -255,7 +263,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         s.add_templates(&args.user, templates)
     })?;
     if n < wanted {
-        println!(
+        logln!(
             "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \
              enrolled from what passed",
             cap.scanned,
@@ -266,7 +274,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
             }
         );
     }
-    println!(
+    logln!(
         "enrolled {} with {n} template(s) into {}",
         args.user,
         store_path.display()
@@ -285,7 +293,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
                 return Err(store::missing(&path).into());
             }
             let store = TemplateStore::load(&path, &app::store_key(&files)?)?;
-            println!(
+            outln!(
                 "{}: model {}, {}-d, {} user(s)",
                 path.display(),
                 store.model_id(),
@@ -293,7 +301,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
                 store.user_count()
             );
             for (u, n) in store.users() {
-                println!("{u}\t{n} template(s)");
+                outln!("{u}\t{n} template(s)");
             }
         }
         UsersAction::Remove { name } => {
@@ -309,7 +317,7 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
                 }
             });
             removed?;
-            println!("removed {name} from {}", path.display());
+            outln!("removed {name} from {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -369,11 +377,11 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let mut state = StateFile::open(&files.state, &key, worst)?;
     match state.found() {
         Found::Valid => {}
-        Found::ClockWentBack => println!(
+        Found::ClockWentBack => logln!(
             "policy state {}: the clock is earlier than its last write: a lockout in progress restarts in full",
             files.state.display()
         ),
-        Found::Unusable(r) => println!(
+        Found::Unusable(r) => logln!(
             "policy state {}: {r}: locked out for {:?} (a missing or corrupt record is not a fresh start)",
             files.state.display(),
             policy_cfg.lockout_max
@@ -389,20 +397,19 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
             camera::open(&spec, &ReplayOptions::default(), &capture_settings(&b))?,
             PolicyTime::Wall,
         )
-    } else if args.realtime {
-        let opts = ReplayOptions {
-            fps: Some(fps),
-            looped: false,
-        };
-        (
-            camera::open(&spec, &opts, &capture_settings(&b))?,
-            PolicyTime::Wall,
-        )
     } else {
-        (
-            Box::new(app::open_replay(&spec)?),
-            PolicyTime::FrameRate(fps),
-        )
+        // --fps N or --realtime: paced like a camera, policy on the wall clock; otherwise
+        // every frame as fast as it goes, policy time from the board's frame rate.
+        let paced = args.fps.or(args.realtime.then_some(fps));
+        let opts = ReplayOptions {
+            fps: paced,
+            looped: args.looped,
+        };
+        let time = match paced {
+            Some(_) => PolicyTime::Wall,
+            None => PolicyTime::FrameRate(fps),
+        };
+        (camera::open(&spec, &opts, &capture_settings(&b))?, time)
     };
     let open_time = b
         .gpio
@@ -418,7 +425,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         ..LoopConfig::default()
     };
     let stop = session::stop_flag()?;
-    println!(
+    logln!(
         "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, liveness {}, frozen floor {:.2}, source {spec}, {}",
         store.current().map_or(0, |s| s.user_count()),
         store_path.display(),
@@ -442,10 +449,10 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         actuator.as_mut(),
         &cfg,
         stop,
-        &mut |r| println!("{r}"),
+        &mut |r| logln!("{r}"),
     );
     drop(actuator);
-    println!(
+    logln!(
         "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s)",
         out.stop,
         out.frames,
@@ -455,7 +462,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         out.errors
     );
     if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
-        println!(
+        logln!(
             "frame -> decision over {} frames with a face: p50 {p50:.1} ms, p90 {p90:.1} ms (decode {:.1} ms mean); peak RSS {}",
             out.face_frames,
             out.mean_face_timings.capture_ms,
@@ -465,7 +472,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         );
     }
     if let (Some(p50), Some(p90)) = (out.live_quantile_ms(0.5), out.live_quantile_ms(0.9)) {
-        println!(
+        logln!(
             "liveness over {} recognised frames: p50 {p50:.1} ms, p90 {p90:.1} ms",
             out.live_latencies_ms.len()
         );
@@ -502,13 +509,13 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         frames: 5,
     };
     let quiet = args.quiet;
-    let cases = app::run_demo(&opts, &mut |l| println!("{l}"), &mut |name, r| {
+    let cases = app::run_demo(&opts, &mut |l| logln!("{l}"), &mut |name, r| {
         if !quiet {
-            println!("[{name}] {r}");
+            logln!("[{name}] {r}");
         }
     })?;
     let ok = cases.iter().all(|c| c.passed);
-    println!(
+    logln!(
         "demo {}",
         if ok {
             "PASSED: hamilton unlocked with liveness on, webcam_talking stayed locked, \
@@ -518,7 +525,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         }
     );
     for c in cases.iter().filter(|c| !c.passed) {
-        println!("  {} went NOT as expected", c.name);
+        logln!("  {} went NOT as expected", c.name);
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -562,7 +569,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     })?;
     report.detector = args.det.display().to_string();
     report.recognizer = args.rec.display().to_string();
-    println!(
+    outln!(
         "threshold {:.4} at FAR {:e} (reached {:.2e}) over {} impostor pairs; FRR {:.4} over {} genuine pairs; \
          {} images embedded, {} without a face, {} unreadable, {} identities, {:.0} s",
         report.threshold,
@@ -583,7 +590,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     }
     if let Some(m) = &args.write_into {
         threshold::write_into_model(m, report.threshold)?;
-        println!(
+        outln!(
             "stored match_threshold {:.4} in {}",
             report.threshold,
             m.display()

@@ -1,6 +1,7 @@
 //! `facegate verify`: face verification accuracy on a pair list (LFW's 10-fold protocol or
 //! `a b label` lines), with TAR at fixed false-accept rates.
 
+use crate::cli::out::outln;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,24 +137,24 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let t2 = tar_at_far(&scored, 1e-2)?;
     let t3 = tar_at_far(&scored, 1e-3)?;
-    println!(
+    outln!(
         "pairs: {}, images: {total}, images without a face: {no_face}",
         scored.len()
     );
     if args.lfw {
-        println!(
+        outln!(
             "accuracy: {:.2} % ± {:.2} (10-fold), mean threshold {thr:.3}",
             acc * 100.0,
             std * 100.0
         );
     } else {
-        println!(
+        outln!(
             "accuracy: {:.2} % at the best threshold {thr:.3}",
             acc * 100.0
         );
     }
     for t in [&t2, &t3] {
-        println!(
+        outln!(
             "TAR @ FAR {:.0e}: {:.2} % (threshold {:.4}, measured FAR {:.2e})",
             t.far_target,
             t.tar * 100.0,
@@ -161,7 +162,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             t.far
         );
     }
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "pairs": scored.len(),

@@ -2,6 +2,7 @@
 //! validation images that are present, for our detector and, with `--reference`, for another
 //! engine's detections (JSON lines as `detect` prints them) scored by the same evaluator.
 
+use crate::cli::out::outln;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,7 +90,7 @@ pub fn wider_ap(args: &WiderArgs) -> anyhow::Result<ExitCode> {
     let (w, h) = det.input_size();
     let mut report = serde_json::json!({ "images": gt.len(), "size": format!("{w}x{h}") });
     let (a, b) = both_aps(&gt, &ours)?;
-    print_line("facegate", &args.det, &a, &b);
+    print_line("facegate", &args.det, &a, &b)?;
     report["facegate"] = serde_json::json!({ "ap": a.ap, "ap_ignore_small": b.ap });
     if let Some(r) = &args.reference {
         let by_name: HashMap<String, Vec<Detection>> = read_ref_jsonl(r)?
@@ -125,15 +126,15 @@ pub fn wider_ap(args: &WiderArgs) -> anyhow::Result<ExitCode> {
             r.display()
         );
         let (a, b) = both_aps(&gt, &theirs)?;
-        print_line("reference", r, &a, &b);
+        print_line("reference", r, &a, &b)?;
         report["reference"] = serde_json::json!({ "ap": a.ap, "ap_ignore_small": b.ap });
     }
-    println!("{report}");
+    outln!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_line(who: &str, source: &Path, all: &ApResult, small: &ApResult) {
-    println!(
+fn print_line(who: &str, source: &Path, all: &ApResult, small: &ApResult) -> anyhow::Result<()> {
+    outln!(
         "{who} ({}): AP@0.5 {:.2} % over {} faces; ignoring faces < 16 px and invalid ones {:.2} % over {} faces",
         source.display(),
         all.ap * 100.0,
@@ -141,4 +142,5 @@ fn print_line(who: &str, source: &Path, all: &ApResult, small: &ApResult) {
         small.ap * 100.0,
         small.num_gt
     );
+    Ok(())
 }

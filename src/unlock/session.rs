@@ -670,34 +670,11 @@ fn judge_liveness(
 // ---------------------------------------------------------------------------------------------
 // Stop flag (SIGTERM / SIGINT)
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-#[cfg(unix)]
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Installs SIGTERM and SIGINT handlers that raise the returned flag (once per process; later
-/// calls return the same flag). The loop checks it before each frame, then drives the lock
-/// LOCKED and returns.
+/// Claims SIGTERM and SIGINT (see [`crate::signals`]): from now on they raise the returned
+/// flag instead of ending the process. The loop checks it before each frame, then drives the
+/// lock LOCKED and returns.
 pub fn stop_flag() -> Result<&'static AtomicBool> {
-    #[cfg(unix)]
-    {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        for sig in [libc::SIGTERM, libc::SIGINT] {
-            // SAFETY: `on_signal` only performs an atomic store, which is async-signal-safe,
-            // and has the signature `signal` expects.
-            let prev = unsafe { libc::signal(sig, handler) };
-            if prev == libc::SIG_ERR {
-                return Err(Error::Msg(format!(
-                    "cannot install the handler for signal {sig}: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-        }
-    }
-    Ok(&STOP)
+    crate::signals::claim()
 }
 
 // ---------------------------------------------------------------------------------------------
