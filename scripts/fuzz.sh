@@ -31,8 +31,8 @@ done
 # Models: the converted files the test suite and the demo use.
 cp "$shared"/models/cache/*.safetensors "$seeds/model_load/" 2>/dev/null || true
 cp models/*.safetensors "$seeds/model_load/" 2>/dev/null || true
-# Template store: a payload with one user of two unit 128-d templates, first byte 1 = "add a
-# valid header" (see fuzz/fuzz_targets/store_load.rs).
+# Template store: a payload with one user of two unit 128-d templates, first byte 1 = "seal it
+# under the run's key" (see fuzz/fuzz_targets/store_load.rs).
 python3 - "$seeds/store_load/one_user" <<'PY'
 import struct, sys
 dim, model = 128, b"mobilefacenet_128_relu6"
