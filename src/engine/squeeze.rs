@@ -30,12 +30,23 @@ pub(crate) fn global_avg_pool_f32(x: &[f32], c: usize, out: &mut [f32]) {
 }
 
 /// [`global_avg_pool_f32`] of int8 values of scale `s_in`, written as int8 of scale `s_out`.
+/// Sums run pixel by pixel over a block of channels (contiguous reads, i32 sums on the
+/// stack).
 pub(crate) fn global_avg_pool_i8(x: &[i8], c: usize, s_in: f32, s_out: f32, out: &mut [i8]) {
     let pixels = x.len() / c;
     let k = s_in / (s_out * pixels as f32);
-    for (ch, o) in out[..c].iter_mut().enumerate() {
-        let sum: i32 = x[ch..].iter().step_by(c).map(|&v| v as i32).sum();
-        *o = sat_i8(sum as f32 * k);
+    let mut sums = [0i32; BLOCK];
+    for c0 in (0..c).step_by(BLOCK) {
+        let n = BLOCK.min(c - c0);
+        sums[..n].fill(0);
+        for px in x.chunks_exact(c) {
+            for (s, &v) in sums[..n].iter_mut().zip(&px[c0..c0 + n]) {
+                *s += v as i32;
+            }
+        }
+        for (o, &s) in out[c0..c0 + n].iter_mut().zip(&sums[..n]) {
+            *o = sat_i8(s as f32 * k);
+        }
     }
 }
 
@@ -55,8 +66,13 @@ pub(crate) fn channel_gate_f32(x: &[f32], gate: &[f32], c: usize, out: &mut [f32
     }
 }
 
+/// Fixed-point bits of the int8 gate's per-channel multipliers.
+const GATE_BITS: u32 = 16;
+
 /// [`channel_gate_f32`] on int8 values: `x` of scale `s_x`, the gate's pre-sigmoid values of
-/// scale `s_g`, the output of scale `s_out`.
+/// scale `s_g`, the output of scale `s_out`. Each channel's `sigmoid · s_x / s_out` becomes
+/// a 16-bit fixed-point multiplier once per call, so the map itself is integer arithmetic
+/// (|x| ≤ 127 and multipliers below 2^23 keep the products inside i32).
 pub(crate) fn channel_gate_i8(
     x: &[i8],
     gate: &[i8],
@@ -64,16 +80,17 @@ pub(crate) fn channel_gate_i8(
     (s_x, s_g, s_out): (f32, f32, f32),
     out: &mut [i8],
 ) {
-    let mut s = [0f32; BLOCK];
-    let k = s_x / s_out;
+    let mut m = [0i32; BLOCK];
+    let k = s_x / s_out * (1u32 << GATE_BITS) as f32;
+    let half = 1i32 << (GATE_BITS - 1);
     for c0 in (0..c).step_by(BLOCK) {
         let n = BLOCK.min(c - c0);
-        for (d, &g) in s[..n].iter_mut().zip(&gate[c0..c0 + n]) {
-            *d = sigmoid(g as f32 * s_g) * k;
+        for (d, &g) in m[..n].iter_mut().zip(&gate[c0..c0 + n]) {
+            *d = (sigmoid(g as f32 * s_g) * k).round().min((1 << 23) as f32) as i32;
         }
         for (px, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(&s[..n]) {
-                *o = sat_i8(v as f32 * g);
+            for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(&m[..n]) {
+                *o = ((v as i32 * g + half) >> GATE_BITS).clamp(-127, 127) as i8;
             }
         }
     }
@@ -115,6 +132,27 @@ mod tests {
         let mut oi = [0i8; 4];
         channel_gate_i8(&xi, &[0, 1], 2, (0.5, 1.0, 0.25), &mut oi);
         assert_eq!(oi, [4, 12, -16, 3]);
+    }
+
+    #[test]
+    fn int8_gate_is_within_one_step_of_the_real_product() {
+        // Many channels (several blocks), every int8 input value: the fixed-point multiply
+        // lands within one output step of round(x · s_x · sigmoid(g · s_g) / s_out).
+        let c = BLOCK + 9;
+        let gate: Vec<i8> = (0..c).map(|i| (i as i32 * 7 % 255 - 127) as i8).collect();
+        let x: Vec<i8> = (0..255 * c).map(|i| ((i / c) as i32 - 127) as i8).collect();
+        let (sx, sg, so) = (0.05, 0.08, 0.04);
+        let mut o = vec![0i8; x.len()];
+        channel_gate_i8(&x, &gate, c, (sx, sg, so), &mut o);
+        for (i, (&v, &y)) in x.iter().zip(&o).enumerate() {
+            let real = v as f32 * sx * sigmoid(gate[i % c] as f32 * sg) / so;
+            let want = real.round().clamp(-127.0, 127.0);
+            assert!(
+                (y as f32 - want).abs() <= 1.0,
+                "x {v} gate {}: {y} vs {real}",
+                gate[i % c]
+            );
+        }
     }
 
     #[test]
