@@ -72,7 +72,7 @@ impl Liveness {
                 file.config.family()
             )));
         };
-        check_config(c).map_err(bad)?;
+        check_config(&file.config, c).map_err(bad)?;
         Ok(Liveness {
             config: c.clone(),
             precision: file.precision,
@@ -184,34 +184,13 @@ pub fn softmax(z: &[f32]) -> Vec<f32> {
     e.iter().map(|&x| (x / sum) as f32).collect()
 }
 
-/// What a liveness file's metadata must hold before anything runs on it.
-fn check_config(c: &LivenessConfig) -> std::result::Result<(), String> {
-    c.graph.validate()?;
-    let channels = c.graph.channels();
-    if c.logits == 0 || c.logits >= c.graph.num_values() {
-        return Err(format!(
-            "logits value {} is not in the layer program",
-            c.logits
-        ));
-    }
-    if channels[c.logits] != c.classes.len() || c.classes.len() < 2 {
-        return Err(format!(
-            "{} class names for {} logits (at least live and one attack class needed)",
-            c.classes.len(),
-            channels[c.logits]
-        ));
-    }
+/// What a liveness file's metadata must hold before anything runs on it: the limits every
+/// model file passes ([`crate::limits::check_config`]: sizes, indices, logits a 1×1 map of one
+/// channel per class), and class 0 named `live`, which every score here takes for granted.
+fn check_config(config: &ModelConfig, c: &LivenessConfig) -> std::result::Result<(), String> {
+    crate::limits::check_config(config)?;
     if c.classes[0] != "live" {
         return Err(format!("class 0 is `{}`, expected `live`", c.classes[0]));
-    }
-    if c.input_size == 0 || c.input_size > 1024 {
-        return Err(format!("input size {} out of range", c.input_size));
-    }
-    if !(c.crop_scale.is_finite() && (1.0..=4.0).contains(&c.crop_scale)) {
-        return Err(format!("crop scale {} out of range 1..4", c.crop_scale));
-    }
-    if !(c.norm.std.is_finite() && c.norm.std > 0.0 && c.norm.mean.is_finite()) {
-        return Err(format!("input normalisation {:?} is not usable", c.norm));
     }
     Ok(())
 }
