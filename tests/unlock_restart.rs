@@ -22,24 +22,7 @@ fn clip(name: &str) -> String {
 
 /// The x86-dev board with its model paths pointed at the converted test models.
 fn board(dir: &Path) -> PathBuf {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/x86-dev.toml"))
-            .unwrap();
-    let det = common::model("det_500m");
-    let rec = common::model("mobilefacenet_512");
-    let text = text
-        .replace(
-            "\"models/det_500m.safetensors\"",
-            &format!("{:?}", det.display().to_string()),
-        )
-        .replace(
-            "\"models/mobilefacenet_512.safetensors\"",
-            &format!("{:?}", rec.display().to_string()),
-        );
-    assert!(text.contains(&det.display().to_string()));
-    let p = dir.join("board.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    common::board_with_test_models(dir, "x86-dev")
 }
 
 fn facegate(args: &[&str]) -> Output {

@@ -136,3 +136,24 @@ pub fn model_int8(name: &str) -> PathBuf {
     }
     out
 }
+
+/// `boards/<name>.toml` with its models pointed at the converted f32 test models, written
+/// into `dir`; everything else (camera, policy, liveness threshold...) is the board's own.
+pub fn board_with_test_models(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("boards/{name}.toml"));
+    let text = std::fs::read_to_string(&src).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    let path = |name: &str| toml::Value::from(model(name).display().to_string());
+    let models = doc["models"].as_table_mut().unwrap();
+    models.insert("detector".into(), path("det_500m"));
+    models.insert("recognizer".into(), path("mobilefacenet_512"));
+    models.insert("precision".into(), "f32".into());
+    if let Some(live) = doc.get_mut("liveness").and_then(|v| v.as_table_mut()) {
+        if live.contains_key("model") {
+            live.insert("model".into(), path("antispoof_print_replay_1.5_128"));
+        }
+    }
+    let out = dir.join(format!("{name}.toml"));
+    std::fs::write(&out, toml::to_string(&doc).unwrap()).unwrap();
+    out
+}
