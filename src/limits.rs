@@ -313,21 +313,28 @@ fn check_scrfd(c: &ScrfdConfig) -> Check {
     Ok(())
 }
 
-fn check_mobilefacenet(c: &MobileFaceNetConfig) -> Check {
-    let g = &c.graph;
-    check_norm(&c.norm)?;
+/// What the recogniser and the liveness classifier share: an RGB crop of `s × s` pixels,
+/// normalised by `norm`.
+fn check_crop_input(g: &Graph, norm: &InputNorm, s: usize) -> Check {
+    check_norm(norm)?;
     if g.input_channels != 3 {
         return Err(format!(
             "{} input channels, expected 3 (RGB)",
             g.input_channels
         ));
     }
-    let s = c.input_size;
     if !(1..=MAX_RECOGNISER_INPUT).contains(&s) {
         return Err(format!(
             "input size {s}, expected 1 to {MAX_RECOGNISER_INPUT}"
         ));
     }
+    Ok(())
+}
+
+fn check_mobilefacenet(c: &MobileFaceNetConfig) -> Check {
+    let g = &c.graph;
+    let s = c.input_size;
+    check_crop_input(g, &c.norm, s)?;
     check_value(g, c.embedding, "the embedding")?;
     let sizes = check_sizes(g, s, s)?;
     let ch = g.channels()[c.embedding];
@@ -352,19 +359,8 @@ pub const MAX_CROP_SCALE: f32 = 4.0;
 
 fn check_liveness(c: &LivenessConfig) -> Check {
     let g = &c.graph;
-    check_norm(&c.norm)?;
-    if g.input_channels != 3 {
-        return Err(format!(
-            "{} input channels, expected 3 (RGB)",
-            g.input_channels
-        ));
-    }
     let s = c.input_size;
-    if !(1..=MAX_RECOGNISER_INPUT).contains(&s) {
-        return Err(format!(
-            "input size {s}, expected 1 to {MAX_RECOGNISER_INPUT}"
-        ));
-    }
+    check_crop_input(g, &c.norm, s)?;
     if !(c.crop_scale.is_finite() && (1.0..=MAX_CROP_SCALE).contains(&c.crop_scale)) {
         return Err(format!(
             "crop scale {}, expected 1 to {MAX_CROP_SCALE}",

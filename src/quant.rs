@@ -409,7 +409,8 @@ pub fn read_list(list: &Path) -> Result<Vec<PathBuf>> {
 
 /// The network inputs for `file`, as 8-bit images of the network's input size: letterboxed
 /// photos for a detector; for a recogniser, the aligned crop of the most central face that
-/// the f32 detector `det` finds (photos without a face are skipped and counted).
+/// the f32 detector `det` finds; for a liveness model, its square crop around the largest
+/// face (photos without a face are skipped and counted).
 pub fn prepare_inputs(
     file: &ModelFile,
     images: &[PathBuf],
@@ -428,17 +429,7 @@ pub fn prepare_inputs(
             }
         }
         ModelConfig::MobileFaceNet(c) => {
-            let det = det.ok_or_else(|| {
-                Error::Msg("calibrating a recogniser needs a detector model".into())
-            })?;
-            let detector = Detector::load_with(
-                det,
-                Some((DET_SIZE as u32, DET_SIZE as u32)),
-                &LoadOptions {
-                    precision: Some(Precision::F32),
-                    ..LoadOptions::fast(threads)
-                },
-            )?;
+            let detector = calibration_detector(det, "a recogniser", threads)?;
             for p in images {
                 let img = crate::image_io::load_rgb(p)?;
                 let faces = detector.detect(&img)?;
@@ -452,17 +443,7 @@ pub fn prepare_inputs(
         ModelConfig::Liveness(c) => {
             // The crop the liveness stage takes: around the largest face, as the unlock
             // loop picks it.
-            let det = det.ok_or_else(|| {
-                Error::Msg("calibrating a liveness model needs a detector model".into())
-            })?;
-            let detector = Detector::load_with(
-                det,
-                Some((DET_SIZE as u32, DET_SIZE as u32)),
-                &LoadOptions {
-                    precision: Some(Precision::F32),
-                    ..LoadOptions::fast(threads)
-                },
-            )?;
+            let detector = calibration_detector(det, "a liveness model", threads)?;
             for p in images {
                 let img = crate::image_io::load_rgb(p)?;
                 let faces = detector.detect(&img)?;
@@ -475,6 +456,21 @@ pub fn prepare_inputs(
         }
     }
     Ok((out, skipped))
+}
+
+/// The f32 detector that finds the faces whose crops calibrate `what` (a recogniser or a
+/// liveness model), at the calibration's letterbox size.
+fn calibration_detector(det: Option<&Path>, what: &str, threads: usize) -> Result<Detector> {
+    let det =
+        det.ok_or_else(|| Error::Msg(format!("calibrating {what} needs a detector model")))?;
+    Detector::load_with(
+        det,
+        Some((DET_SIZE as u32, DET_SIZE as u32)),
+        &LoadOptions {
+            precision: Some(Precision::F32),
+            ..LoadOptions::fast(threads)
+        },
+    )
 }
 
 /// An engine keeping every value (for statistics and per-layer comparisons).
