@@ -13,14 +13,23 @@ cd "$(dirname "$0")/.."
 
 venv=target/refvenv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnxruntime, cv2, numpy" 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/refs/requirements.txt
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        # Debian's python3 without python3-venv cannot bootstrap pip (no ensurepip): make the
+        # venv without pip and install pip from its own wheel (sha256-checked).
+        rm -rf "$venv"
+        python3 -m venv --without-pip "$venv"
+        python3 tools/refs/bootstrap_pip.py "$venv/bin/python"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tools/refs/requirements.txt
 fi
 "$venv/bin/python" tools/refs/make_refs.py
 
 case "${1:-host}" in
 host)
     cargo test --workspace
+    # The committed V4L2 bindings' layout tests (vendor/v4l2-sys-mit).
+    cargo test -p v4l2-sys-mit
     ;;
 aarch64)
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
@@ -32,6 +41,7 @@ aarch64)
     # (scripts/dist.sh) then reuses the compiled dependencies.
     QEMU_CPU=cortex-a72 cargo test --release --workspace --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --skip int8_embeddings --skip int8_detector --skip int8_no_allocation
+    QEMU_CPU=cortex-a72 cargo test --release -p v4l2-sys-mit --target aarch64-unknown-linux-gnu
     QEMU_CPU=max cargo test --release --lib --target aarch64-unknown-linux-gnu -- kernels
     # f16 model files against f32 where the f16 arithmetic kernels run (FEAT_FP16): ~2 min.
     QEMU_CPU=max cargo test --release --target aarch64-unknown-linux-gnu --test engine -- \

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod onnx;
+pub mod onnx_proto;
 pub mod pipeline;
 pub mod preprocess;
 pub mod quant;

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use candle_onnx::onnx::{self, NodeProto, TensorProto};
+use crate::onnx_proto::{self as onnx, NodeProto, TensorProto};
 use prost::Message;
 use sha2::{Digest, Sha256};
 

@@ -1,6 +1,6 @@
 //! Live capture from a V4L2 camera (USB UVC webcams, the Pi camera through its V4L2 bridge),
-//! with the `v4l` crate. Built only with the `v4l2` cargo feature on Linux (the crate runs
-//! bindgen at build time, which needs libclang; see the crate README for cross builds).
+//! with the `v4l` crate. Built only with the `v4l2` cargo feature on Linux (its raw bindings
+//! are committed in vendor/v4l2-sys-mit, so the build needs no libclang).
 //!
 //! Shape: open the device; pick a pixel format we can convert (the requested one first,
 //! then YUYV, MJPG, GREY); set the size and frame rate the board profile asks for (the
