@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_onnx::onnx;
+use facegate::onnx_proto as onnx;
 use prost::Message;
 
 fn shared() -> PathBuf {

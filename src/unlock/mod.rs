@@ -9,10 +9,12 @@
 
 pub mod actuator;
 pub mod app;
+pub mod embed_cache;
 pub mod policy;
 pub mod session;
 pub mod store;
 pub mod threshold;
+pub mod threshold_file;
 
 use std::time::Duration;
 
