@@ -19,8 +19,9 @@ const MAX_BYTES: u64 = 64 * 1024;
 /// What `facegate threshold` measured, as written to the threshold file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeasuredThreshold {
-    /// Identity of the recogniser file the embeddings came from (`sha256:<hex>` of the
-    /// whole file, as [`crate::models::LoadOptions::open_with_id`] gives it).
+    /// Identity of the recogniser file the embeddings came from: its integrity digest
+    /// (`sha256:<hex>`, see `format.rs`), as [`crate::models::LoadOptions::open_with_id`]
+    /// gives it.
     pub recognizer_digest: String,
     /// Identity of the detector file that found and aligned the faces.
     pub detector_digest: String,
