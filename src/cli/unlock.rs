@@ -342,9 +342,10 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
     let store_path = args.store.clone().unwrap_or_else(|| b.store.path.clone());
     let models = load_models(&b, args.threads)?;
-    // Fail closed: a missing, corrupt or foreign store stops here.
-    let store = app::load_unlock_store(&store_path, &models.recognizer_id, models.dim)?;
+    // Fail closed: a threshold not measured for this recogniser stops here, as does a
+    // missing, corrupt or foreign store.
     let policy_cfg = app::board_policy(&b, &models)?;
+    let store = app::load_unlock_store(&store_path, &models.recognizer_id, models.dim)?;
     let mut policy = Policy::new(policy_cfg.clone())?;
     let spec = source_spec(&args.source, &b)?;
     let replay = !matches!(spec, SourceSpec::V4l2 { .. });
