@@ -47,10 +47,9 @@ fn clip(name: &str) -> SourceSpec {
     }
 }
 
-/// The threshold measured for the f32 reference recogniser (det_500m at 320x320, FAR 1e-5 over
-/// LFW + CelebA-wild), read from its committed report. That report predates threshold files
-/// keyed by the recogniser digest (so a board cannot use it: it is refused until measured
-/// again with `facegate threshold`); the test takes its number, never a copy of it.
+/// The threshold measured for the f32 reference recogniser (det_500m at 320x256, FAR 1e-5 over
+/// LFW + CelebA-wild), read from its committed threshold file: the test takes its number,
+/// never a copy of it.
 fn policy() -> PolicyConfig {
     let report = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/threshold-mobilefacenet_512.json");
