@@ -18,8 +18,8 @@
 //! lock). A profile written before the liveness stage existed is refused rather than run
 //! without it. `liveness.model` is resolved against the root like the other models.
 //!
-//! Tables `[match]` and `[gpio]` are optional: without `[match].threshold` the model's stored
-//! threshold is used; without `[gpio]` the board has no lock wired and the loop must use the
+//! Tables `[match]` and `[gpio]` are optional: without `[match].threshold_file` the threshold
+//! file beside the recogniser is used (checked against the loaded recogniser); without `[gpio]` the board has no lock wired and the loop must use the
 //! log-only actuator (fail closed: nothing can open).
 
 use std::ops::Range;
@@ -190,9 +190,14 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Overrides the model's stored threshold; in (0, 1).
+    /// A stricter threshold than the measured one (in (0, 1)); a looser one is refused when
+    /// the models are loaded (see `unlock::threshold_file`).
     #[serde(default)]
     pub threshold: Option<f32>,
+    /// The threshold file `facegate threshold` wrote for the recogniser (absolute after
+    /// loading); default `threshold-<recogniser stem>.json` beside the recogniser.
+    #[serde(default)]
+    pub threshold_file: Option<PathBuf>,
 }
 
 /// `[store]`
@@ -325,6 +330,7 @@ impl BoardProfile {
         .into_iter()
         .chain(p.store.key.as_mut())
         .chain(p.liveness.as_mut().and_then(|l| l.model.as_mut()))
+        .chain(p.matching.threshold_file.as_mut())
         {
             if f.is_relative() {
                 *f = root.join(&*f);
@@ -333,12 +339,12 @@ impl BoardProfile {
         Ok(p)
     }
 
-    /// The policy configuration for this board; `model_threshold` is used unless
-    /// `[match].threshold` overrides it.
-    pub fn policy_config(&self, model_threshold: f32) -> PolicyConfig {
+    /// The policy configuration for this board at `threshold` (the measured threshold the
+    /// caller checked against the loaded recogniser; see `unlock::app::board_policy`).
+    pub fn policy_config(&self, threshold: f32) -> PolicyConfig {
         let p = &self.policy;
         PolicyConfig {
-            threshold: self.matching.threshold.unwrap_or(model_threshold),
+            threshold,
             k: p.k as usize,
             n: p.n as usize,
             window: Duration::from_secs_f64(p.window_s),
@@ -688,9 +694,19 @@ threshold = 0.5
     }
 
     #[test]
-    fn match_threshold_overrides_the_model() {
-        let p = parse(&format!("{GOOD}\n[match]\nthreshold = 0.55\n")).unwrap();
-        assert_eq!(p.policy_config(0.3).threshold, 0.55);
+    fn match_table_is_read_and_its_threshold_file_resolved_against_the_root() {
+        // Whether 0.55 may be used is decided against the measured file when the models
+        // load (`unlock::threshold_file`): here only that the values are read.
+        let text = format!(
+            "{GOOD}\n[match]\nthreshold = 0.55\nthreshold_file = \"models/threshold-r.json\"\n"
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(p.matching.threshold, Some(0.55));
+        assert_eq!(
+            p.matching.threshold_file.as_deref(),
+            Some(Path::new("/opt/facegate/models/threshold-r.json"))
+        );
+        assert_eq!(parse(GOOD).unwrap().matching.threshold_file, None);
     }
 
     #[test]
@@ -712,11 +728,23 @@ threshold = 0.5
         );
         for n in &names {
             let p = load_shipped(n);
-            assert!(p.models.detector.ends_with("models/det_500m.safetensors"));
+            // Every board ships int8, with the threshold measured for that recogniser file.
+            assert!(p
+                .models
+                .detector
+                .ends_with("models/det_500m_int8.safetensors"));
             assert!(p
                 .models
                 .recognizer
-                .ends_with("models/mobilefacenet_512.safetensors"));
+                .ends_with("models/mobilefacenet_512_int8.safetensors"));
+            assert_eq!(p.models.precision, Precision::Int8);
+            assert_eq!(
+                p.matching.threshold_file.as_deref(),
+                Some(Path::new(
+                    "/opt/facegate/models/threshold-mobilefacenet_512_int8.json"
+                ))
+            );
+            assert_eq!(p.matching.threshold, None);
             assert!(p.models.detector.is_absolute() && p.store.path.is_absolute());
             p.policy_config(0.5).validate().unwrap();
         }

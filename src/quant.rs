@@ -206,7 +206,7 @@ pub const MAX_FLOAT_LAYERS: usize = 8;
 
 /// Bumped whenever calibration makes a different model from the same inputs (caches of
 /// int8 models, e.g. the tests', key on it).
-pub const RECIPE: u32 = 4;
+pub const RECIPE: u32 = 5;
 
 /// At most this many calibration images (evenly spread over them, mosaics included) measure
 /// the bias correction: a channel's mean over thousands of positions per image settles

@@ -339,12 +339,14 @@ fn closed_stdout_keeps_the_unlock_loop_running_on_stderr() {
              [camera]\ndevice = \"/dev/video0\"\nformat = \"yuyv\"\nwidth = 640\nheight = 360\nfps = 30\n\
              [models]\ndetector = {:?}\nrecognizer = {:?}\ndet_size = \"320x192\"\nprecision = \"f32\"\nthreads = 1\n\
              [store]\npath = {:?}\n\
+             [match]\nthreshold_file = {:?}\n\
              [liveness]\nenabled = false\n\
              [policy]\nk = 3\nn = 5\nwindow_s = 2.0\nmax_failures = 5\nlockout_s = 30\n\
              [enroll]\nframes = 1\nmin_face_px = 40\n",
             model("det_500m"),
             model("mobilefacenet_512"),
-            store
+            store,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-mobilefacenet_512.json")
         ),
     )
     .unwrap();

@@ -15,7 +15,6 @@ use facegate::camera::{FrameSource, SourceSpec};
 use facegate::unlock::actuator::{Lock, LogActuator};
 use facegate::unlock::app::{
     enrol_people, example_people, load_models, open_replay, replay_clip, Models,
-    DEFAULT_MATCH_THRESHOLD,
 };
 use facegate::unlock::policy::{Decision, Policy, PolicyConfig};
 use facegate::unlock::session::{
@@ -48,9 +47,10 @@ fn clip(name: &str) -> SourceSpec {
     }
 }
 
+/// The policy at the threshold measured for the f32 test recogniser.
 fn policy() -> PolicyConfig {
     PolicyConfig {
-        threshold: models().model_threshold.unwrap_or(DEFAULT_MATCH_THRESHOLD),
+        threshold: common::f32_match_threshold(),
         ..PolicyConfig::default()
     }
 }

@@ -18,7 +18,6 @@ use facegate::unlock::actuator::LogActuator;
 use facegate::unlock::app::{
     enrol_largest_faces, enrol_people, load_models, open_replay, replay_clip, replay_with,
     still_mjpeg, LiveModel, Models, DEFAULT_LIVE_MODEL, DEFAULT_LIVE_THRESHOLD,
-    DEFAULT_MATCH_THRESHOLD,
 };
 use facegate::unlock::frozen::{mean_abs_diff, DEFAULT_FROZEN_FLOOR};
 use facegate::unlock::policy::{Decision, PolicyConfig, SpoofKind};
@@ -71,7 +70,7 @@ fn lin() -> Vec<(String, PathBuf)> {
 
 fn policy() -> PolicyConfig {
     PolicyConfig {
-        threshold: models().model_threshold.unwrap_or(DEFAULT_MATCH_THRESHOLD),
+        threshold: common::f32_match_threshold(),
         ..PolicyConfig::default()
     }
 }

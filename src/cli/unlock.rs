@@ -12,11 +12,13 @@ use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpe
 use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
+use crate::unlock::embed_cache::EmbedCache;
 use crate::unlock::policy::Policy;
 use crate::unlock::policy_state::{Found, StateFile};
 use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
 use crate::unlock::store::{self, TemplateStore};
 use crate::unlock::threshold;
+use crate::unlock::threshold_file::{self, MeasuredThreshold};
 
 /// Board selection shared by the commands.
 #[derive(Args, Debug, Clone)]
@@ -123,7 +125,12 @@ pub struct DemoArgs {
     /// Detector input size for the 640x360 clips.
     #[arg(long, default_value = "320x192")]
     pub det_size: String,
-    /// Match threshold (default: the model file's, else the built-in measured value).
+    /// Precision of the models to convert and run: int8 (what the boards ship) or f32 (the
+    /// reference).
+    #[arg(long, default_value = "int8")]
+    pub precision: crate::format::Precision,
+    /// Match threshold (default: the threshold file measured for the recogniser,
+    /// models/threshold-<recogniser stem>.json).
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Print only the summary lines, not every frame.
@@ -139,17 +146,25 @@ pub struct ThresholdArgs {
     /// Recogniser model (.safetensors or .onnx).
     #[arg(long)]
     pub rec: PathBuf,
-    /// Write the report here as JSON.
+    /// The threshold file to write: the report keyed by the digests of the recogniser and
+    /// detector files (default: threshold-<recogniser stem>.json beside the recogniser; with
+    /// --limit nothing is written unless this is given).
     #[arg(long)]
     pub out_json: Option<PathBuf>,
+    /// Embedding cache folder (keyed by the models' digests and each photo's bytes).
+    #[arg(long, default_value = "models/cache")]
+    pub cache: PathBuf,
+    /// Embed everything again (neither read nor write the cache).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Use about N images (whole identities) instead of all.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Target false-accept rate.
     #[arg(long, default_value_t = 1e-5)]
     pub far: f64,
-    /// Detector input size.
-    #[arg(long, default_value = "640x640")]
+    /// Detector input size (the boards run 320x256).
+    #[arg(long, default_value = "320x256")]
     pub det_size: String,
     /// LFW folder (default: <shared>/data/faces/lfw).
     #[arg(long)]
@@ -157,7 +172,8 @@ pub struct ThresholdArgs {
     /// CelebA-wild folder (default: <shared>/data/faces/celeba_wild).
     #[arg(long)]
     pub celeba: Option<PathBuf>,
-    /// Store the measured threshold in this converted recogniser file (atomic rewrite).
+    /// Store the measured threshold in this converted recogniser file (atomic rewrite). This
+    /// changes the file and so its digest: the threshold file no longer matches it.
     #[arg(long)]
     pub write_into: Option<PathBuf>,
 }
@@ -202,6 +218,8 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     let store_path = files.store.clone();
     // Enrolment does not judge liveness: the enrolling user is present, attended.
     let models = load_models(&b, None, false)?;
+    // Templates are only worth enrolling for a recogniser whose threshold was measured.
+    app::board_policy(&b, &models)?;
     // Refuse a corrupt store or one of another model before looking at any frame (it is
     // loaded again, under the writer lock, when the templates are added).
     if store::exists(&store_path)? {
@@ -364,6 +382,9 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let files = app::StoreFiles::for_board(&b, args.store.as_deref());
     let store_path = files.store.clone();
     let models = load_models(&b, args.threads, true)?;
+    // Fail closed: a threshold not measured for this recogniser stops here, as does a
+    // missing, corrupt or foreign store (below).
+    let policy_cfg = app::board_policy(&b, &models)?;
     // Fail closed: a missing, corrupt, open-mode, symlinked or foreign store stops here (the
     // store is checked before its key so that "no store" reads as such).
     if !store::exists(&store_path)? {
@@ -371,7 +392,6 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     }
     let key = app::store_key(&files)?;
     let mut store = app::load_unlock_store(&store_path, &key, &models.recognizer_id, models.dim)?;
-    let policy_cfg = app::board_policy(&b, &models);
     // The failures and lockout of previous runs (a missing or corrupt record locks out).
     let worst = Policy::new(policy_cfg.clone())?.worst_case();
     let mut state = StateFile::open(&files.state, &key, worst)?;
@@ -505,6 +525,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         shared,
         work_dir: root.join("target/demo"),
         det_size,
+        precision: args.precision,
         threshold: args.threshold,
         frames: 5,
     };
@@ -551,22 +572,69 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     let images = threshold::subset(images, args.limit);
     let det_size = crate::pipeline::parse_size(&args.det_size)?;
     let models = app::load_models(&args.det, &args.rec, det_size, &Default::default())?;
+    let out_json = match (&args.out_json, args.limit) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(threshold_file::default_path(&args.rec)),
+        (None, Some(_)) => None,
+    };
+    let key = format!(
+        "det={} rec={} size={}x{}",
+        models.detector_id, models.recognizer_id, det_size.0, det_size.1
+    );
+    let mut cache = (!args.no_cache).then(|| EmbedCache::open(&args.cache, &key, models.dim));
     eprintln!(
-        "threshold: embedding {} images at {}x{} …",
+        "threshold: {} images at {}x{}, {} in the cache {}",
         images.len(),
         det_size.0,
-        det_size.1
+        det_size.1,
+        cache.as_ref().map_or(0, |c| c.len()),
+        if args.no_cache {
+            "(not used)".to_string()
+        } else {
+            EmbedCache::path_for(&args.cache, &key)
+                .display()
+                .to_string()
+        }
     );
     let start = std::time::Instant::now();
-    let mut report = threshold::measure(&models.pipeline, &images, args.far, &mut |i, n| {
-        if i % 250 == 0 && i > 0 {
+    let mut last = 0.0f64;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = threshold::measure_cached(
+        &models.pipeline,
+        &images,
+        args.far,
+        cache.as_mut(),
+        &mut |i, n, cached| {
             let el = start.elapsed().as_secs_f64();
-            eprintln!(
-                "  {i}/{n} images, {el:.0} s, ~{:.0} s left",
-                el / i as f64 * (n - i) as f64
-            );
+            // One line per 5 s (a redrawn line on a terminal).
+            if i == n || el - last >= 5.0 {
+                last = el;
+                let left = if i > cached {
+                    el / (i - cached) as f64 * (n - i) as f64
+                } else {
+                    0.0
+                };
+                let line = format!(
+                    "  embedded {i}/{n} ({cached} from the cache), {el:.0} s, ~{left:.0} s left"
+                );
+                if tty {
+                    eprint!("\r{line}");
+                    if i == n {
+                        eprintln!();
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        },
+    );
+    // Keep what was embedded even when the measurement failed afterwards.
+    if let Some(c) = cache.as_mut() {
+        if let Err(e) = c.save() {
+            eprintln!("warning: embedding cache not saved: {e}");
         }
-    })?;
+    }
+    let mut report = result?;
     report.detector = args.det.display().to_string();
     report.recognizer = args.rec.display().to_string();
     outln!(
@@ -584,9 +652,44 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
         report.identities,
         report.seconds
     );
-    if let Some(p) = &args.out_json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
+    if let Some(p) = &out_json {
+        let m = MeasuredThreshold {
+            recognizer_digest: models.recognizer_id.clone(),
+            detector_digest: models.detector_id.clone(),
+            det_size: report.det_size,
+            threshold: report.threshold,
+            far_target: report.far_target,
+            far: report.far,
+            frr: report.frr,
+            impostor_pairs: report.impostor_pairs,
+            genuine_pairs: report.genuine_pairs,
+            images: report.images,
+            embedded: report.embedded,
+            identities: report.identities,
+            recognizer: report.recognizer.clone(),
+            detector: report.detector.clone(),
+            data: format!(
+                "{} + {}{}, identity = data set + folder name",
+                lfw.display(),
+                celeba.display(),
+                args.limit
+                    .map(|l| format!(" (subset of about {l} images)"))
+                    .unwrap_or_default()
+            ),
+            command: threshold_file::measure_command(&args.det, &args.rec, det_size, p)
+                + &format!(" --far {:e}", args.far),
+        };
+        let json = serde_json::to_string_pretty(&m)? + "\n";
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, p))
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!(
+            "wrote {} (threshold {:.4} for recogniser {})",
+            p.display(),
+            m.threshold,
+            m.recognizer_digest
+        );
     }
     if let Some(m) = &args.write_into {
         threshold::write_into_model(m, report.threshold)?;

@@ -502,25 +502,27 @@ const PANEL: usize = 64;
 
 /// FAR threshold over ALL cross-identity pairs of a set of embeddings (cosine similarity;
 /// the embeddings are L2-normalised here), and the genuine FRR at it. Uses all available
-/// cores; see [`far_threshold_all_impostors_with_threads`].
+/// cores and the engine's f32 GEMM kernels; see [`far_threshold_all_impostors_gemm`].
 pub fn far_threshold_all_impostors(
     embeddings: &[Vec<f32>],
     identity: &[u32],
     far: f64,
 ) -> Result<AllPairsFar> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    far_threshold_all_impostors_with_threads(embeddings, identity, far, threads)
+    far_threshold_all_impostors_gemm(embeddings, identity, far, threads)
 }
 
-/// [`far_threshold_all_impostors`] on `threads` threads. Only the top
-/// `ceil(far * impostors) + 1` impostor scores are kept (a bounded min-heap per thread);
-/// genuine scores are all kept (4 bytes each). Results do not depend on `threads`.
-pub fn far_threshold_all_impostors_with_threads(
-    embeddings: &[Vec<f32>],
-    identity: &[u32],
-    far: f64,
-    threads: usize,
-) -> Result<AllPairsFar> {
+/// The normalised rows and pair counts both all-pairs scans start from.
+struct AllPairs {
+    flat: Vec<f32>,
+    n: usize,
+    dim: usize,
+    impostor_count: u64,
+    /// Impostor scores kept per thread: the top `ceil(far * impostors) + 1`.
+    keep: usize,
+}
+
+fn prepare_all_pairs(embeddings: &[Vec<f32>], identity: &[u32], far: f64) -> Result<AllPairs> {
     let n = embeddings.len();
     if identity.len() != n {
         return Err(Error::Shape {
@@ -580,7 +582,148 @@ pub fn far_threshold_all_impostors_with_threads(
         ));
     }
     let keep = ((far * impostor_count as f64).ceil() as usize + 1).min(impostor_count as usize);
+    Ok(AllPairs {
+        flat,
+        n,
+        dim,
+        impostor_count,
+        keep,
+    })
+}
 
+/// Merges the threads' partial results into the threshold, FAR and FRR.
+fn finish_all_pairs(parts: Vec<Partial>, far: f64, ap: &AllPairs) -> Result<AllPairsFar> {
+    let (impostor_count, keep) = (ap.impostor_count, ap.keep);
+    let mut top: Vec<f32> = Vec::new();
+    let mut genuine: Vec<f32> = Vec::new();
+    let mut seen = 0u64;
+    for p in parts {
+        seen += p.impostors;
+        top.extend(p.heap.into_iter().map(|Reverse(Score(s))| s));
+        genuine.extend(p.genuine);
+    }
+    debug_assert_eq!(seen, impostor_count);
+    if let Some(s) = top.iter().chain(&genuine).find(|s| !s.is_finite()) {
+        return Err(Error::Msg(format!(
+            "far_threshold_all_impostors: non-finite score {s}"
+        )));
+    }
+    top.sort_by(|a, b| b.total_cmp(a));
+    top.truncate(keep);
+    let k = allowed_false_accepts(far, impostor_count);
+    let threshold = threshold_from_sorted_desc(&top, k);
+    // when every impostor may be accepted (`keep` == all), `top` holds them all
+    let accepted_imp = top.iter().filter(|&&s| s >= threshold).count() as u64;
+    let genuine_count = genuine.len() as u64;
+    let rejected = genuine.iter().filter(|&&s| s < threshold).count();
+    Ok(AllPairsFar {
+        threshold,
+        impostor_count,
+        genuine_count,
+        frr: if genuine_count == 0 {
+            f64::NAN
+        } else {
+            rejected as f64 / genuine_count as f64
+        },
+        far: accepted_imp as f64 / impostor_count as f64,
+    })
+}
+
+/// Runs `work` on `threads` scoped threads (or the calling thread) and collects the results.
+fn run_partials(threads: usize, work: &(dyn Fn() -> Partial + Sync)) -> Vec<Partial> {
+    if threads == 1 {
+        vec![work()]
+    } else {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("all-pairs worker panicked"))
+                .collect()
+        })
+    }
+}
+
+/// Columns per packed weight tile of the GEMM scan.
+const GEMM_TILE: usize = 256;
+
+/// [`far_threshold_all_impostors`] on `threads` threads as blocked matrix products: the rows
+/// are packed once as the GEMM's `B` operand in tiles of [`GEMM_TILE`] columns, each work item
+/// (a panel of [`PANEL`] rows) multiplies its rows by every tile right of the diagonal
+/// with the f32 kernel the engine uses (`Kernels::pw_f32`), and only the upper triangle's
+/// scores are kept. The same scores as the dot-product scan up to float rounding (another
+/// summation order): `far_threshold_all_impostors_with_threads` is kept as the reference
+/// the tests compare with.
+pub fn far_threshold_all_impostors_gemm(
+    embeddings: &[Vec<f32>],
+    identity: &[u32],
+    far: f64,
+    threads: usize,
+) -> Result<AllPairsFar> {
+    use crate::kernels::{kernels, pack_pw_f32, Act, EpiF32};
+    let ap = prepare_all_pairs(embeddings, identity, far)?;
+    let (n, dim, flat) = (ap.n, ap.dim, &ap.flat);
+    let tiles: Vec<(usize, usize, crate::kernels::PackedF32)> = (0..n)
+        .step_by(GEMM_TILE)
+        .map(|c0| {
+            let c1 = (c0 + GEMM_TILE).min(n);
+            (c0, c1, pack_pw_f32(&flat[c0 * dim..c1 * dim], c1 - c0, dim))
+        })
+        .collect();
+    let zeros = vec![0.0f32; GEMM_TILE];
+    let epi = EpiF32 {
+        bias: &zeros,
+        act: Act::None,
+    };
+    let gemm = kernels().pw_f32;
+    let next_panel = AtomicUsize::new(0);
+    let panels = n.div_ceil(PANEL);
+    let threads = threads.clamp(1, panels.max(1));
+    let work = || {
+        let mut p = Partial {
+            heap: BinaryHeap::with_capacity(ap.keep + 1),
+            keep: ap.keep,
+            genuine: Vec::new(),
+            impostors: 0,
+        };
+        let mut out = vec![0.0f32; PANEL * GEMM_TILE];
+        loop {
+            let panel = next_panel.fetch_add(1, Ordering::Relaxed);
+            if panel >= panels {
+                break;
+            }
+            let (r0, r1) = (panel * PANEL, ((panel + 1) * PANEL).min(n));
+            let a = &flat[r0 * dim..r1 * dim];
+            // tiles holding some column j > i for a row i of the panel
+            for (c0, c1, b) in tiles.iter().filter(|t| t.1 > r0 + 1) {
+                let w = c1 - c0;
+                let out = &mut out[..(r1 - r0) * w];
+                gemm(a, b, &epi, 0, r1 - r0, out);
+                for i in r0..r1 {
+                    let row = &out[(i - r0) * w..(i - r0 + 1) * w];
+                    for j in (i + 1).max(*c0)..*c1 {
+                        p.push(row[j - c0], identity[i] == identity[j]);
+                    }
+                }
+            }
+        }
+        p
+    };
+    let parts = run_partials(threads, &work);
+    finish_all_pairs(parts, far, &ap)
+}
+
+/// [`far_threshold_all_impostors`] on `threads` threads, one dot product per pair (the
+/// reference of [`far_threshold_all_impostors_gemm`]). Only the top
+/// `ceil(far * impostors) + 1` impostor scores are kept (a bounded min-heap per thread);
+/// genuine scores are all kept (4 bytes each). Results do not depend on `threads`.
+pub fn far_threshold_all_impostors_with_threads(
+    embeddings: &[Vec<f32>],
+    identity: &[u32],
+    far: f64,
+    threads: usize,
+) -> Result<AllPairsFar> {
+    let ap = prepare_all_pairs(embeddings, identity, far)?;
+    let (n, dim, flat, keep) = (ap.n, ap.dim, &ap.flat, ap.keep);
     let row = |i: usize| &flat[i * dim..(i + 1) * dim];
     let next_panel = AtomicUsize::new(0);
     let panels = n.div_ceil(PANEL);
@@ -632,49 +775,8 @@ pub fn far_threshold_all_impostors_with_threads(
         }
         p
     };
-    let parts: Vec<Partial> = if threads == 1 {
-        vec![work()]
-    } else {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("all-pairs worker panicked"))
-                .collect()
-        })
-    };
-    let mut top: Vec<f32> = Vec::new();
-    let mut genuine: Vec<f32> = Vec::new();
-    let mut seen = 0u64;
-    for p in parts {
-        seen += p.impostors;
-        top.extend(p.heap.into_iter().map(|Reverse(Score(s))| s));
-        genuine.extend(p.genuine);
-    }
-    debug_assert_eq!(seen, impostor_count);
-    if let Some(s) = top.iter().chain(&genuine).find(|s| !s.is_finite()) {
-        return Err(Error::Msg(format!(
-            "far_threshold_all_impostors: non-finite score {s}"
-        )));
-    }
-    top.sort_by(|a, b| b.total_cmp(a));
-    top.truncate(keep);
-    let k = allowed_false_accepts(far, impostor_count);
-    let threshold = threshold_from_sorted_desc(&top, k);
-    // when every impostor may be accepted (`keep` == all), `top` holds them all
-    let accepted_imp = top.iter().filter(|&&s| s >= threshold).count() as u64;
-    let genuine_count = genuine.len() as u64;
-    let rejected = genuine.iter().filter(|&&s| s < threshold).count();
-    Ok(AllPairsFar {
-        threshold,
-        impostor_count,
-        genuine_count,
-        frr: if genuine_count == 0 {
-            f64::NAN
-        } else {
-            rejected as f64 / genuine_count as f64
-        },
-        far: accepted_imp as f64 / impostor_count as f64,
-    })
+    let parts = run_partials(threads, &work);
+    finish_all_pairs(parts, far, &ap)
 }
 
 #[cfg(test)]
@@ -836,6 +938,47 @@ mod tests {
         assert!(next_up(0.8) > 0.8 && next_up(0.8) - 0.8 < 1e-7);
         assert!(next_up(-0.5) > -0.5 && next_up(-0.5) - -0.5 < 1e-7);
         assert!(next_up(0.0) > 0.0 && next_up(-0.0) > 0.0);
+    }
+
+    /// Clustered pseudo-random embeddings: `ids` identities of `per` photos each.
+    fn clustered(ids: usize, per: usize, dim: usize) -> (Vec<Vec<f32>>, Vec<u32>) {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let (mut e, mut id) = (Vec::new(), Vec::new());
+        for i in 0..ids {
+            let base: Vec<f32> = (0..dim).map(|_| rnd()).collect();
+            for _ in 0..per {
+                e.push(base.iter().map(|b| b + 0.6 * rnd()).collect());
+                id.push(i as u32);
+            }
+        }
+        (e, id)
+    }
+
+    #[test]
+    fn gemm_scan_matches_the_dot_product_scan() {
+        // Sizes that are not multiples of the panel (64), the tile (256) or the SIMD width.
+        let (e, id) = clustered(150, 4, 75);
+        for far in [1e-3, 1e-2, 0.1] {
+            let dot = far_threshold_all_impostors_with_threads(&e, &id, far, 1).unwrap();
+            for threads in [1, 3] {
+                let g = far_threshold_all_impostors_gemm(&e, &id, far, threads).unwrap();
+                assert_eq!(g.impostor_count, dot.impostor_count);
+                assert_eq!(g.genuine_count, dot.genuine_count);
+                // Another summation order: the same scores to a few ulps.
+                assert!(
+                    (g.threshold - dot.threshold).abs() <= 1e-6,
+                    "{g:?} vs {dot:?}"
+                );
+                assert_eq!(g.far, dot.far, "{g:?} vs {dot:?}");
+                assert_eq!(g.frr, dot.frr, "{g:?} vs {dot:?}");
+            }
+        }
     }
 
     #[test]

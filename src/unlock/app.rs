@@ -13,7 +13,7 @@ use crate::board::BoardProfile;
 use crate::camera::{ReplayOptions, ReplaySource, SourceSpec, SystemClock};
 use crate::detect::Face;
 use crate::error::{Error, Result};
-use crate::format::ModelFile;
+use crate::format::{ModelFile, Precision};
 use crate::models::mobilefacenet::MobileFaceNet;
 use crate::models::scrfd::Scrfd;
 use crate::models::LoadOptions;
@@ -28,17 +28,8 @@ use crate::unlock::session::{
     FrameVerdict, LiveGate, LoopConfig, LoopOutcome, PolicyTime, QualityGates,
 };
 use crate::unlock::store::TemplateStore;
+use crate::unlock::threshold_file::{self, MeasuredThreshold};
 use crate::unlock::{policy_state, store};
-
-/// Match threshold used when neither the board (`[match].threshold`) nor the recogniser file
-/// (`match_threshold`) gives one: the cosine at which mobilefacenet_512 (f32, det_500m
-/// alignment) reaches FAR = 1e-5 over all cross-identity pairs of LFW + CelebA-wild photos,
-/// measured with `facegate threshold` (see `unlock::threshold`; the report is
-/// `models/threshold-mobilefacenet_512.json`): 9,029 photos, 4,481 identities, all embedded
-/// (det_500m at 320×320), 40,739,847 impostor pairs → 0.4753 (FAR reached 9.99e-6), with an
-/// FRR of 14.4 % over the 17,059 genuine pairs. (A 217-photo subset had put it at 0.44, an
-/// 867-photo subset at 0.486.) For comparison the reference pipeline puts FAR 1e-3 at 0.333.
-pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.4753;
 
 /// The anti-spoofing network as the loop sees it: the live probability of a face.
 pub struct LiveModel {
@@ -88,8 +79,11 @@ pub struct Models {
     /// file with one weight changed and its digest recomputed) embed differently. The
     /// template store records it, so templates enrolled with another file are refused.
     pub recognizer_id: String,
-    /// The threshold stored in the recogniser file, if any.
+    /// The threshold stored in the recogniser file, if any (informational: the loop uses the
+    /// threshold file measured for this recogniser, see [`measured_threshold`]).
     pub model_threshold: Option<f32>,
+    /// The detector's identity, as `recognizer_id`.
+    pub detector_id: String,
     pub dim: usize,
 }
 
@@ -101,7 +95,7 @@ pub fn load_models(
     det_size: (u32, u32),
     opts: &LoadOptions,
 ) -> Result<Models> {
-    let det_file = opts.open(detector)?;
+    let (det_file, detector_id) = opts.open_with_id(detector)?;
     let det = Detector::new(
         Scrfd::from_file_with(&det_file, detector, opts)?,
         Some(det_size),
@@ -117,6 +111,7 @@ pub fn load_models(
         },
         recognizer_id,
         model_threshold,
+        detector_id,
         dim,
         liveness: None,
     })
@@ -400,10 +395,58 @@ pub fn save_store(store: &TemplateStore, files: &StoreFiles) -> Result<DeviceKey
     Ok(key)
 }
 
-/// The policy for `board` with the threshold rule: board, else model file, else
-/// [`DEFAULT_MATCH_THRESHOLD`].
-pub fn board_policy(board: &BoardProfile, models: &Models) -> PolicyConfig {
-    board.policy_config(models.model_threshold.unwrap_or(DEFAULT_MATCH_THRESHOLD))
+/// The threshold file a board uses: `[match].threshold_file`, else the default beside its
+/// recogniser.
+pub fn board_threshold_file(board: &BoardProfile) -> PathBuf {
+    board
+        .matching
+        .threshold_file
+        .clone()
+        .unwrap_or_else(|| threshold_file::default_path(&board.models.recognizer))
+}
+
+/// The threshold measured for the recogniser `models` loaded, read from `path`; refused (one
+/// line naming the file and the `facegate threshold` command that measures it) when the file
+/// is missing, malformed or was measured for another recogniser file.
+pub fn measured_threshold(
+    path: &Path,
+    models: &Models,
+    detector: &Path,
+    recognizer: &Path,
+    det_size: (u32, u32),
+) -> Result<MeasuredThreshold> {
+    let fix = threshold_file::measure_command(detector, recognizer, det_size, path);
+    let m = MeasuredThreshold::load_for(path, &models.recognizer_id, &fix)?;
+    if m.detector_digest != models.detector_id || m.det_size != [det_size.0, det_size.1] {
+        // The recogniser decides the scores; another detector or size changes the crops a
+        // little, so this is worth a warning, not a refusal.
+        log::warn!(
+            "{}: measured with detector {} at {}x{}, running {} at {}x{}",
+            path.display(),
+            m.detector_digest,
+            m.det_size[0],
+            m.det_size[1],
+            models.detector_id,
+            det_size.0,
+            det_size.1
+        );
+    }
+    Ok(m)
+}
+
+/// The policy for `board`: its threshold is the one measured for the loaded recogniser
+/// (or the board's stricter `[match].threshold`); refused when none was measured for it.
+pub fn board_policy(board: &BoardProfile, models: &Models) -> Result<PolicyConfig> {
+    let path = board_threshold_file(board);
+    let d = board.models.det_size;
+    let m = measured_threshold(
+        &path,
+        models,
+        &board.models.detector,
+        &board.models.recognizer,
+        (d.width, d.height),
+    )?;
+    Ok(board.policy_config(m.select(board.matching.threshold, &path)?))
 }
 
 /// Opens a replay source (images, clips) played frame by frame, every frame, no loop.
@@ -431,19 +474,79 @@ pub fn enrol_from_source(
     Ok((cap, n))
 }
 
-/// Converts `onnx` to `out` unless `out` already holds a conversion of that exact file
-/// (same sha256). Returns whether it converted.
+/// Converts `onnx` to `out` (f32) unless `out` already holds an f32 conversion of that exact
+/// file (same sha256). Returns whether it converted.
 pub fn ensure_converted(onnx: &Path, out: &Path) -> Result<bool> {
+    ensure_converted_as(onnx, out, Precision::F32, None)
+}
+
+/// The int8 calibration the shipped int8 files are made with, exactly as `quantize
+/// --precision int8 --calib LIST` (its default methods and float budget, all cores): the
+/// committed threshold files are keyed by the digest of that output, so the demo and
+/// `quantize` must produce the same bytes.
+pub const INT8_METHODS: &str = "minmax,p99.99,mse";
+
+/// Converts `onnx` to `out` at `precision` unless `out` already holds a conversion of that
+/// exact file at that precision. int8 needs `calib` (the calibration list; the recogniser's
+/// faces are found by `det_500m.onnx` beside `onnx`, as `quantize` does). Returns whether it
+/// converted.
+pub fn ensure_converted_as(
+    onnx: &Path,
+    out: &Path,
+    precision: Precision,
+    calib: Option<&Path>,
+) -> Result<bool> {
     let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
     let sha = crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if ModelFile::read(out).is_ok_and(|m| m.source.sha256 == sha) {
+    if ModelFile::read(out).is_ok_and(|m| m.source.sha256 == sha && m.precision == precision) {
         return Ok(false);
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::onnx::convert(onnx)?.write(out)?;
+    let file = crate::onnx::convert(onnx)?;
+    let file = match precision {
+        Precision::F32 => file,
+        Precision::F16 => file.to_f16(),
+        Precision::Int8 => {
+            let list = calib.ok_or_else(|| {
+                Error::Msg(format!("{}: int8 needs a calibration list", out.display()))
+            })?;
+            let methods = INT8_METHODS
+                .split(',')
+                .map(|m| m.parse().map_err(Error::Msg))
+                .collect::<Result<Vec<crate::quant::Method>>>()?;
+            // Recogniser and liveness inputs are face crops: their calibration finds the
+            // faces with the detector beside them.
+            let crops = matches!(
+                file.config,
+                crate::format::ModelConfig::MobileFaceNet(_)
+                    | crate::format::ModelConfig::Liveness(_)
+            );
+            let det = onnx.with_file_name("det_500m.onnx");
+            crate::quant::calibrate_with(
+                &file,
+                list,
+                crops.then_some(det.as_path()),
+                &methods,
+                crate::quant::FLOAT_BUDGET,
+                0,
+                &mut crate::quant::Quiet,
+            )?
+            .0
+        }
+    };
+    file.write(out)?;
     Ok(true)
+}
+
+/// The file name a converted model gets in `models/`: `NAME.safetensors` for f32 (the
+/// reference), `NAME_int8.safetensors` / `NAME_f16.safetensors` otherwise.
+pub fn model_file_name(name: &str, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => format!("{name}.safetensors"),
+        p => format!("{name}_{p}.safetensors"),
+    }
 }
 
 /// Settings of [`run_demo`].
@@ -458,7 +561,10 @@ pub struct DemoOptions {
     /// Where the demo's template stores go.
     pub work_dir: PathBuf,
     pub det_size: (u32, u32),
-    /// Overrides the threshold (else the model file's, else the default).
+    /// Precision of the models the demo converts and runs (the boards' int8 by default).
+    pub precision: Precision,
+    /// Overrides the threshold (else the threshold file measured for the recogniser, beside
+    /// it in `models_dir`).
     pub threshold: Option<f32>,
     /// Frames per person to enrol.
     pub frames: usize,
@@ -677,18 +783,30 @@ pub fn run_demo(
     log_line: &mut dyn FnMut(&str),
     on_frame: &mut dyn FnMut(&str, &FrameReport),
 ) -> Result<Vec<DemoCase>> {
-    let det = opts.models_dir.join("det_500m.safetensors");
-    let rec = opts.models_dir.join("mobilefacenet_512.safetensors");
+    let det = opts
+        .models_dir
+        .join(model_file_name("det_500m", opts.precision));
+    let rec = opts
+        .models_dir
+        .join(model_file_name("mobilefacenet_512", opts.precision));
     let live = opts
         .models_dir
-        .join(format!("{DEFAULT_LIVE_MODEL}.safetensors"));
+        .join(model_file_name(DEFAULT_LIVE_MODEL, opts.precision));
+    let calib = opts.shared.join("data/faces/celeba_wild/calibration.txt");
     for (name, out) in [
         ("det_500m", &det),
         ("mobilefacenet_512", &rec),
         (DEFAULT_LIVE_MODEL, &live),
     ] {
         let onnx = opts.onnx_dir.join(format!("{name}.onnx"));
-        if ensure_converted(&onnx, out)? {
+        if opts.precision == Precision::Int8 && !out.exists() {
+            log_line(&format!(
+                "converting {} to int8 (calibration on {}; once, then cached) …",
+                onnx.display(),
+                calib.display()
+            ));
+        }
+        if ensure_converted_as(&onnx, out, opts.precision, Some(&calib))? {
             log_line(&format!(
                 "converted {} -> {}",
                 onnx.display(),
@@ -702,10 +820,23 @@ pub fn run_demo(
         threshold: Some(DEFAULT_LIVE_THRESHOLD),
         frozen_floor: crate::unlock::frozen::DEFAULT_FROZEN_FLOOR,
     };
-    let threshold = opts
-        .threshold
-        .or(models.model_threshold)
-        .unwrap_or(DEFAULT_MATCH_THRESHOLD);
+    let threshold = match opts.threshold {
+        Some(t) => t,
+        None => {
+            let path = threshold_file::default_path(&rec);
+            // Measured at the boards' detector size (the demo's clips are 16:9, so it runs
+            // 320x192): the measurement's detector settings are only informative here.
+            let m = measured_threshold(&path, &models, &det, &rec, opts.det_size)?;
+            log_line(&format!(
+                "threshold {:.4} from {} (measured for this recogniser file: FAR {:e}, FRR {:.3})",
+                m.threshold,
+                path.display(),
+                m.far_target,
+                m.frr
+            ));
+            m.threshold
+        }
+    };
     let policy = PolicyConfig {
         threshold,
         ..PolicyConfig::default()

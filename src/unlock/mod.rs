@@ -9,6 +9,7 @@
 
 pub mod actuator;
 pub mod app;
+pub mod embed_cache;
 pub mod frozen;
 pub mod live_store;
 pub mod policy;
@@ -18,6 +19,7 @@ pub mod securefs;
 pub mod session;
 pub mod store;
 pub mod threshold;
+pub mod threshold_file;
 
 use std::time::Duration;
 

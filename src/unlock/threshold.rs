@@ -20,8 +20,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::eval::verification::far_threshold_all_impostors;
 use crate::format::{ModelConfig, ModelFile};
-use crate::image_io::load_rgb;
+use crate::image_io::decode_rgb;
 use crate::pipeline::{most_central, Pipeline};
+use crate::unlock::embed_cache::{photo_digest, EmbedCache, Outcome};
 
 /// One photo and its identity label.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +111,86 @@ pub struct ThresholdReport {
     pub seconds: f64,
 }
 
+/// The embeddings of a photo set, one per photo with a face.
+#[derive(Debug, Clone, Default)]
+pub struct Embedded {
+    pub embeddings: Vec<Vec<f32>>,
+    /// Identity number of each embedding.
+    pub labels: Vec<u32>,
+    pub skipped_no_face: usize,
+    pub unreadable: usize,
+    pub identities: usize,
+    /// How many photos came from the cache.
+    pub cached: usize,
+}
+
+/// Embeds every image (the face closest to its centre), taking what `cache` holds for the
+/// same photo bytes and adding what it lacks. `progress(done, total, cached)` is called after
+/// each image.
+pub fn embed_all(
+    pipeline: &Pipeline,
+    images: &[LabelledImage],
+    mut cache: Option<&mut EmbedCache>,
+    progress: &mut dyn FnMut(usize, usize, usize),
+) -> Result<Embedded> {
+    let mut out = Embedded::default();
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    for (i, im) in images.iter().enumerate() {
+        progress(i, images.len(), out.cached);
+        let bytes = match std::fs::read(&im.path) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("{}", Error::io(&im.path, e));
+                out.unreadable += 1;
+                continue;
+            }
+        };
+        let name = im.path.to_string_lossy();
+        let digest = photo_digest(&bytes);
+        let hit = cache
+            .as_deref()
+            .and_then(|c| c.get(&name, &digest))
+            .cloned();
+        let outcome = match hit {
+            Some(o) => {
+                out.cached += 1;
+                o
+            }
+            None => {
+                let rgb = match decode_rgb(&bytes, &im.path) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        out.unreadable += 1;
+                        continue;
+                    }
+                };
+                let faces = pipeline.detector.detect(&rgb)?;
+                let o = match most_central(&faces, rgb.width(), rgb.height()).and_then(|f| f.kps) {
+                    Some(kps) => Outcome::Embedded(pipeline.embedder.embed(&rgb, &kps)?),
+                    None => Outcome::NoFace,
+                };
+                if let Some(c) = cache.as_deref_mut() {
+                    c.insert(&name, digest, o.clone())?;
+                }
+                o
+            }
+        };
+        match outcome {
+            Outcome::Embedded(e) => {
+                out.embeddings.push(e);
+                let next = ids.len() as u32;
+                out.labels
+                    .push(*ids.entry(im.identity.as_str()).or_insert(next));
+            }
+            Outcome::NoFace => out.skipped_no_face += 1,
+        }
+    }
+    progress(images.len(), images.len(), out.cached);
+    out.identities = ids.len();
+    Ok(out)
+}
+
 /// Embeds every image (the most central face), then finds the FAR threshold over all pairs.
 /// `progress(done, total)` is called after each image.
 pub fn measure(
@@ -118,32 +199,20 @@ pub fn measure(
     far: f64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ThresholdReport> {
+    measure_cached(pipeline, images, far, None, &mut |i, n, _| progress(i, n))
+}
+
+/// [`measure`] through an embedding cache (see [`embed_all`]).
+pub fn measure_cached(
+    pipeline: &Pipeline,
+    images: &[LabelledImage],
+    far: f64,
+    cache: Option<&mut EmbedCache>,
+    progress: &mut dyn FnMut(usize, usize, usize),
+) -> Result<ThresholdReport> {
     let start = Instant::now();
-    let mut embeddings = Vec::with_capacity(images.len());
-    let mut labels = Vec::with_capacity(images.len());
-    let mut ids: HashMap<&str, u32> = HashMap::new();
-    let (mut skipped, mut unreadable) = (0, 0);
-    for (i, im) in images.iter().enumerate() {
-        progress(i, images.len());
-        let rgb = match load_rgb(&im.path) {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("{e}");
-                unreadable += 1;
-                continue;
-            }
-        };
-        let faces = pipeline.detector.detect(&rgb)?;
-        let Some(kps) = most_central(&faces, rgb.width(), rgb.height()).and_then(|f| f.kps) else {
-            skipped += 1;
-            continue;
-        };
-        embeddings.push(pipeline.embedder.embed(&rgb, &kps)?);
-        let next = ids.len() as u32;
-        labels.push(*ids.entry(im.identity.as_str()).or_insert(next));
-    }
-    progress(images.len(), images.len());
-    let r = far_threshold_all_impostors(&embeddings, &labels, far)?;
+    let e = embed_all(pipeline, images, cache, progress)?;
+    let r = far_threshold_all_impostors(&e.embeddings, &e.labels, far)?;
     let (w, h) = pipeline.detector.input_size();
     Ok(ThresholdReport {
         far_target: far,
@@ -153,10 +222,10 @@ pub fn measure(
         genuine_pairs: r.genuine_count,
         frr: r.frr,
         images: images.len(),
-        embedded: embeddings.len(),
-        skipped_no_face: skipped,
-        unreadable,
-        identities: ids.len(),
+        embedded: e.embeddings.len(),
+        skipped_no_face: e.skipped_no_face,
+        unreadable: e.unreadable,
+        identities: e.identities,
         detector: String::new(),
         recognizer: String::new(),
         det_size: [w, h],

@@ -148,6 +148,19 @@ pub fn board_with_test_models(dir: &Path, name: &str) -> PathBuf {
     models.insert("detector".into(), path("det_500m"));
     models.insert("recognizer".into(), path("mobilefacenet_512"));
     models.insert("precision".into(), "f32".into());
+    // The f32 test recogniser is byte-identical to the f32 file the committed threshold was
+    // measured for (the converter is deterministic), so that file's digest matches.
+    let threshold =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-mobilefacenet_512.json");
+    let matching = doc
+        .entry("match")
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .unwrap();
+    matching.insert(
+        "threshold_file".into(),
+        threshold.display().to_string().into(),
+    );
     if let Some(live) = doc.get_mut("liveness").and_then(|v| v.as_table_mut()) {
         if live.contains_key("model") {
             live.insert("model".into(), path("antispoof_print_replay_1.5_128"));
@@ -156,4 +169,14 @@ pub fn board_with_test_models(dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(format!("{name}.toml"));
     std::fs::write(&out, toml::to_string(&doc).unwrap()).unwrap();
     out
+}
+
+/// The match threshold measured for the f32 reference recogniser (det_500m at 320x256, FAR
+/// 1e-5 over LFW + CelebA-wild), read from its committed threshold file: tests take its
+/// number, never a copy of it.
+pub fn f32_match_threshold() -> f32 {
+    let report =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-mobilefacenet_512.json");
+    let v = read_json(&report);
+    v["threshold"].as_f64().expect("threshold") as f32
 }
