@@ -752,7 +752,7 @@ threshold = 0.5
             let l = load_shipped(n).liveness.unwrap();
             let (model, threshold) = l.network().unwrap_or_else(|| panic!("{n}: liveness off"));
             assert!(
-                model.ends_with("models/antispoof_print_replay_1.5_128.safetensors"),
+                model.ends_with("models/antispoof_print_replay_1.5_128_int8.safetensors"),
                 "{n}: {}",
                 model.display()
             );
