@@ -86,6 +86,8 @@ threads = 1
 {match_table}
 [store]
 path = "templates.fgt"
+[liveness]
+enabled = false
 [policy]
 k = 3
 n = 5
