@@ -1,6 +1,7 @@
 //! The converter refuses what it cannot convert with one line naming the file and the node or
-//! pattern, exits non-zero and leaves no output file behind; and it converts all six
-//! supported models, recognising the family from the graph (not from the file name).
+//! pattern, exits non-zero and leaves no output file behind; and it converts every supported
+//! model (detectors, recognisers, anti-spoofing classifiers), recognising the family from the
+//! graph (not from the file name).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,14 +65,6 @@ fn assert_refused(onnx: &Path, what: &str) {
 }
 
 #[test]
-fn antispoof_model_is_refused_naming_the_node() {
-    assert_refused(
-        &shared().join("models/onnx/antispoof_minifasnet_128.onnx"),
-        "node `GlobalAveragePool_32` (GlobalAveragePool)",
-    );
-}
-
-#[test]
 fn truncated_text_and_empty_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let full = std::fs::read(shared().join("models/onnx/det_500m.onnx")).unwrap();
@@ -87,7 +80,7 @@ fn truncated_text_and_empty_files_are_refused() {
 }
 
 #[test]
-fn all_six_models_convert_and_the_family_comes_from_the_graph() {
+fn every_supported_model_converts_and_the_family_comes_from_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     for (name, family) in [
         ("det_500m", "scrfd"),
@@ -96,6 +89,12 @@ fn all_six_models_convert_and_the_family_comes_from_the_graph() {
         ("scrfd_2.5g_kps", "scrfd"),
         ("mobilefacenet_512", "mobilefacenet"),
         ("mobilefacenet_128_relu6", "mobilefacenet"),
+        // The anti-spoofing classifiers (squeeze-excitation, linear head): refused until the
+        // liveness stage; what the converter still cannot lower in them is refused naming
+        // the node (tests/liveness.rs).
+        ("antispoof_print_replay_1.5_128", "liveness"),
+        ("antispoof_bin_1.5_128", "liveness"),
+        ("antispoof_minifasnet_128", "liveness"),
     ] {
         // A misleading name: the family must come from the graph.
         let renamed = dir
