@@ -56,7 +56,7 @@ struct LimitArgs {
     /// before decoding (default 8192x8192).
     #[arg(long, global = true, value_parser = image_limits::parse_sides, value_name = "WxH")]
     max_image: Option<(u32, u32)>,
-    /// Largest image or camera frame decoded, in megapixels (default 40).
+    /// Largest image or camera frame decoded, in megapixels (default 24).
     #[arg(long, global = true, value_name = "MP")]
     max_megapixels: Option<image_limits::Megapixels>,
 }
