@@ -384,16 +384,26 @@ fn closed_stdout_keeps_the_unlock_loop_running_on_stderr() {
     assert!(err.contains("logging to stderr"), "{err}");
 }
 
-/// True once the process has a handler for SIGTERM (bit 15 of SigCgt in /proc/PID/status).
-fn catches_sigterm(pid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+/// Opens the write end of `fifo` once a reader is in `open(2)` on it (a non-blocking writer
+/// open fails with ENXIO until then), waiting at most ~5 s. The reader is then past `main`'s
+/// first step, the signal handlers. Unlike a look at SigCgt in /proc this also holds under
+/// qemu-user, which catches every signal itself from its first instruction.
+fn writer_once_read(fifo: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for _ in 0..2000 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(f) => return Some(f),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                std::thread::sleep(std::time::Duration::from_millis(25))
+            }
+            Err(e) => panic!("{}: {e}", fifo.display()),
+        }
+    }
+    None
 }
 
 #[test]
@@ -413,15 +423,13 @@ fn sigterm_at_start_is_handled() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait (bounded) for the handler; before the fix there was none for `detect` at all.
-    for _ in 0..200 {
-        if catches_sigterm(child.id()) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    // Wait (bounded) until the child opens the model; holding the write end without writing
+    // keeps it blocked in reading it. Before the fix there was no handler for `detect` at all.
+    let writer = writer_once_read(&fifo);
+    assert!(writer.is_some(), "the child never opened the model file");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
+    drop(writer);
     assert_eq!(
         out.status.signal(),
         None,

@@ -105,10 +105,20 @@ fn max_prob_diff(ours: &[LiveScore], faces: &[RefFace]) -> (f64, usize) {
     worst
 }
 
+/// Under qemu every 10th face (15 of 150, live and fake photos alike): the comparison checks
+/// the kernels of the emulated CPU, not the data, and all 150 take ~10 minutes there.
+fn sample(faces: Vec<RefFace>) -> Vec<RefFace> {
+    if emulated() {
+        faces.into_iter().step_by(10).collect()
+    } else {
+        faces
+    }
+}
+
 #[test]
 fn f32_probabilities_equal_onnxruntime_on_every_dev_image() {
     for name in MODELS {
-        let faces = ref_faces(name);
+        let faces = sample(ref_faces(name));
         for (label, opts) in [
             ("fast", LoadOptions::fast(0)),
             ("reference", LoadOptions::reference()),

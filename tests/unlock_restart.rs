@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn examples() -> PathBuf {
     common::shared().join("data/faces/examples")
@@ -26,7 +26,7 @@ fn board(dir: &Path) -> PathBuf {
 }
 
 fn facegate(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+    let out = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
