@@ -1916,10 +1916,15 @@ unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
         && w.tap_pairs.len() == 10 * (c + DW_PAIR_PAD);
     let periodic = (flat && !c.is_multiple_of(16)).then(|| PeriodicEpi::new(epi, c));
     let flat_epi = periodic.as_ref().map(|p| p.epi(epi.act));
+    // With 16 or more channels the row kernels finish every channel: a count that is not a
+    // multiple of 16 (103, 231 in the anti-spoofing nets) ends with one group placed at
+    // `c - 16`, overlapping the group before it, whose shared channels are computed twice to
+    // the same values. A scalar walk of the last few channels per pixel cost 3× the rest.
     let c16 = match (xa < xb, flat) {
         (false, _) => 0,
         (true, true) => c,
-        (true, false) => c / 16 * 16,
+        (true, false) if c >= 16 => c,
+        (true, false) => 0,
     };
     for oy in y0..y1 {
         let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
@@ -1941,9 +1946,12 @@ unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
                     c0 += 32;
                 }
             }
-            while c0 < c16 {
+            while c0 + 16 <= c16 {
                 dw3_i8_row16(input, s, w, epi, oy, xa, xb, c0, orow);
                 c0 += 16;
+            }
+            if c0 < c16 {
+                dw3_i8_row16(input, s, w, epi, oy, xa, xb, c16 - 16, orow);
             }
         }
         // Columns a row kernel finished (every channel) need no visit: at 16 channels, the
@@ -1985,6 +1993,15 @@ unsafe fn dw_i8_impl<const K: usize, const WIDE: bool>(
                     dw_i8_block::<1, 0>(input, s, w, epi, win, c0, op);
                 }
                 c0 += 16;
+            }
+            // The last channels as one group overlapping the one before (see `c16`).
+            if c0 < c && c >= 16 {
+                if full {
+                    dw_i8_block::<1, K>(input, s, w, epi, win, c - 16, op);
+                } else {
+                    dw_i8_block::<1, 0>(input, s, w, epi, win, c - 16, op);
+                }
+                c0 = c;
             }
             if c0 + 8 <= c {
                 dw_i8_block8(input, s, w, epi, win, c0, op);
