@@ -988,9 +988,8 @@ unsafe fn dw_i8_impl<const K: usize>(
     let (c, k, ow) = (s.cin, s.kh, s.ow());
     // 3×3: output columns [xa, xb) see a full horizontal window; on rows with a full vertical
     // window too, their 16- and 8-channel blocks go through dw3_row_i8 (weights and epilogue
-    // kept in registers along the row), the rest pixel by pixel below.
-    let c8 = c / 8 * 8;
-    let (xa, xb) = if K == 3 && c8 > 0 {
+    // kept in registers along the row), the border columns pixel by pixel below.
+    let (xa, xb) = if K == 3 && c >= 8 {
         s.interior_cols()
     } else {
         (0, 0)
@@ -1048,11 +1047,8 @@ unsafe fn dw_i8_impl<const K: usize>(
             }
         };
         if fast_row {
-            // Columns [xa, xb) only have their last C mod 8 channels left.
+            // Columns [xa, xb) are done, every channel.
             (0..xa).for_each(|ox| pixel(ox, 0));
-            if c8 < c {
-                (xa..xb).for_each(|ox| pixel(ox, c8));
-            }
             (xb..ow).for_each(|ox| pixel(ox, 0));
         } else {
             (0..ow).for_each(|ox| pixel(ox, 0));
@@ -1061,7 +1057,7 @@ unsafe fn dw_i8_impl<const K: usize>(
 }
 
 /// 3×3 depthwise int8 along output row `oy`, columns `[xa, xb)` (all inside the image), for
-/// channels `[0, C/8·8)` in blocks of 16 then 8: per block the 9 weight vectors, bias, multiplier and
+/// every channel (C >= 8) in blocks of 16 then 8: per block the 9 weight vectors, bias, multiplier and
 /// activation parameters are loaded once for the whole row; per pixel, 9 loads, taps in
 /// pairs summed in i16 (`smull` + `smlal`, exact within ±127), widened into accumulators that
 /// start at the bias. `ACT` as [`requant_rows`]. `orow` is output row `oy`.
@@ -1122,8 +1118,17 @@ unsafe fn dw3_row_i8<const ACT: u8>(
         }
         c0 += 16;
     }
+    // The channels left (C mod 16) in 8-channel blocks with 64-bit vectors; when C is not a
+    // multiple of 8 the last block sits at C − 8, overlapping the one before it (channels
+    // computed twice, to the same values), so no channel is left to the per-pixel walk.
+    let mut starts = [None; 2];
     if c0 + 8 <= c {
-        // One 8-channel block left (C mod 16 >= 8): the same with 64-bit vectors.
+        starts[0] = Some(c0);
+    }
+    if c % 8 != 0 {
+        starts[1] = Some(c - 8);
+    }
+    for c0 in starts.into_iter().flatten() {
         let wv: [int8x8_t; 9] = core::array::from_fn(|t| vld1_s8(wp.add(t * c + c0)));
         let bias: [int32x4_t; 2] =
             core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
