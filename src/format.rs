@@ -26,6 +26,7 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Metadata key of the JSON list of convolutions an int8 model keeps in f32.
 const FLOAT_LAYERS_KEY: &str = "float_layers";
+const CALIBRATION_KEY: &str = "calibration";
 const MAGIC_KEY: &str = "format";
 const MAGIC: &str = "facegate";
 /// Metadata key of the file's integrity digest (see [`ModelFile::to_bytes`]).
@@ -168,6 +169,11 @@ pub struct SourceInfo {
     /// File name of the ONNX model (no directory: the file may move).
     pub file: String,
     pub sha256: String,
+    /// int8 files: what calibrated them ([`crate::quant::calibration_stamp`]: recipe,
+    /// calibration list and detector digests, methods, float budget). Caches of converted
+    /// models compare it, so a changed recipe or list converts again instead of reusing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
 }
 
 /// Tensor payloads in the precisions the format stores.
@@ -307,6 +313,9 @@ impl ModelFile {
         meta.insert("precision".to_string(), self.precision.to_string());
         meta.insert("source_file".to_string(), self.source.file.clone());
         meta.insert("source_sha256".to_string(), self.source.sha256.clone());
+        if let Some(c) = &self.source.calibration {
+            meta.insert(CALIBRATION_KEY.to_string(), c.clone());
+        }
         meta.insert(DIGEST_KEY.to_string(), "0".repeat(DIGEST_HEX));
         let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
             .tensors
@@ -408,6 +417,7 @@ impl ModelFile {
         let source = SourceInfo {
             file: get("source_file")?,
             sha256: get("source_sha256")?,
+            calibration: meta.get(CALIBRATION_KEY).cloned(),
         };
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
@@ -653,6 +663,7 @@ impl ModelFile {
         let mut out = self.clone();
         out.tensors.remove(ACT_SCALES);
         out.float_layers.clear();
+        out.source.calibration = None;
         for op in &self.config.graph().ops {
             if let crate::graph::Op::Conv { name, cout, .. } = op {
                 let wname = format!("{name}.weight");
@@ -867,6 +878,7 @@ mod tests {
             source: SourceInfo {
                 file: "tiny.onnx".into(),
                 sha256: "00".repeat(32),
+                calibration: None,
             },
             tensors,
             float_layers: Vec::new(),

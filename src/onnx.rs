@@ -87,6 +87,7 @@ pub fn convert(path: &Path) -> Result<ModelFile> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             sha256,
+            calibration: None,
         },
         tensors,
         float_layers: Vec::new(),

@@ -926,6 +926,35 @@ pub fn op_macs(graph: &Graph, h: usize, w: usize) -> Vec<u64> {
     macs
 }
 
+/// What calibrates an int8 model, as stamped into it (`SourceInfo::calibration`): the recipe,
+/// the digests of the calibration list and of the detector that finds the faces for crop
+/// models, the methods and the float budget. The same inputs give the same model, so a cache
+/// of converted files that finds its stamp unchanged may reuse the file. (The list's images
+/// are named, not hashed: a list is replaced, not edited in place.)
+pub fn calibration_stamp(
+    list: &Path,
+    det: Option<&Path>,
+    methods: &[Method],
+    float_budget: f64,
+) -> Result<String> {
+    let digest = |p: &Path| -> Result<String> {
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        Ok(crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            &bytes,
+        )))
+    };
+    let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+    Ok(format!(
+        "recipe {RECIPE}; list sha256:{}; detector {}; methods {}; float budget {float_budget}",
+        digest(list)?,
+        match det {
+            Some(d) => format!("sha256:{}", digest(d)?),
+            None => "none".into(),
+        },
+        methods.join(",")
+    ))
+}
+
 /// [`calibrate`] with a chosen float budget (share of multiply-accumulates that may stay in
 /// f32; 0: all-int8).
 pub fn calibrate_with(
@@ -940,6 +969,7 @@ pub fn calibrate_with(
     if file.precision == Precision::Int8 {
         return Err(Error::Msg("the model is int8 already".into()));
     }
+    let stamp = calibration_stamp(list, det, methods, float_budget)?;
     let file = &file.dequantize();
     let images = read_list(list)?;
     progress.stage("preparing inputs", images.len());
@@ -1054,8 +1084,9 @@ pub fn calibrate_with(
             best = Some((c, kept, found));
         }
     }
-    let (chosen, bias_corrected, (model, fidelity, float_trials, float_layers)) =
+    let (chosen, bias_corrected, (mut model, fidelity, float_trials, float_layers)) =
         best.expect("a variant");
+    model.source.calibration = Some(stamp);
     Ok((
         model,
         Report {

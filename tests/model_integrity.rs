@@ -440,3 +440,37 @@ fn a_file_from_before_digests_is_refused_and_the_demo_converts_it_again() {
     MobileFaceNet::load(&out).expect("the new conversion loads");
     assert!(!facegate::unlock::app::ensure_converted(&onnx, &out).unwrap());
 }
+
+/// A cached int8 file is reused only when it was calibrated as it would be now: the same
+/// file with another calibration stamp (an older recipe, another list) is converted again,
+/// and f32 files carry no stamp.
+#[test]
+fn an_int8_file_calibrated_otherwise_is_not_reused() {
+    use facegate::format::Precision;
+    use facegate::unlock::app::Conversion;
+    let shared = common::shared();
+    let onnx = shared.join("models/onnx/mobilefacenet_512.onnx");
+    let list = shared.join("data/faces/celeba_wild/calibration.txt");
+    let int8 = common::model_int8("mobilefacenet_512");
+    let how = Conversion::new(&onnx, Precision::Int8, Some(&list)).unwrap();
+    assert!(how.is_done(&int8).unwrap());
+    let mut file = ModelFile::read(&int8).unwrap();
+    let stamp = file.source.calibration.clone().unwrap();
+    assert!(
+        stamp.contains(&format!("recipe {}", facegate::quant::RECIPE)),
+        "{stamp}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for other in [
+        Some(stamp.replace("recipe ", "recipe 0")),
+        Some(stamp.replace("list sha256:", "list sha256:0")),
+        None,
+    ] {
+        file.source.calibration = other.clone();
+        let p = dir.path().join("rec_int8.safetensors");
+        file.write(&p).unwrap();
+        assert!(!how.is_done(&p).unwrap(), "{other:?} reused");
+    }
+    let f32_file = ModelFile::read(&common::model("mobilefacenet_512")).unwrap();
+    assert_eq!(f32_file.source.calibration, None);
+}

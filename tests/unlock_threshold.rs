@@ -177,3 +177,32 @@ fn a_board_whose_threshold_file_was_measured_for_another_recogniser_is_refused()
     );
     assert!(board_policy(&loose, &models).is_err());
 }
+
+/// The committed threshold files name the digest of the recogniser file the converter makes
+/// from `../shared` (f32, and int8 as the demo and the boards convert it). A converter or
+/// calibration change that alters those bytes fails here, before a board refuses to start,
+/// with the command that measures the threshold again.
+#[test]
+fn committed_threshold_files_belong_to_the_files_the_converter_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (json, rec) in [
+        (
+            "models/threshold-mobilefacenet_512.json",
+            common::model("mobilefacenet_512"),
+        ),
+        (
+            "models/threshold-mobilefacenet_512_int8.json",
+            common::model_int8("mobilefacenet_512"),
+        ),
+    ] {
+        let v = common::read_json(&root.join(json));
+        let (_, digest) = ModelFile::read_with_digest(&rec).unwrap();
+        assert_eq!(
+            format!("sha256:{digest}"),
+            v["recognizer_digest"].as_str().unwrap(),
+            "{json} was measured for another file than {}: measure again with `{}`",
+            rec.display(),
+            v["command"].as_str().unwrap()
+        );
+    }
+}

@@ -518,6 +518,7 @@ mod tests {
             source: SourceInfo {
                 file: "one_conv.onnx".into(),
                 sha256: "00".repeat(32),
+                calibration: None,
             },
             tensors,
             float_layers: Vec::new(),

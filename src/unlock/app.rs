@@ -487,18 +487,17 @@ pub fn ensure_converted(onnx: &Path, out: &Path) -> Result<bool> {
 pub const INT8_METHODS: &str = "minmax,p99.99,mse";
 
 /// Converts `onnx` to `out` at `precision` unless `out` already holds a conversion of that
-/// exact file at that precision. int8 needs `calib` (the calibration list; the recogniser's
-/// faces are found by `det_500m.onnx` beside `onnx`, as `quantize` does). Returns whether it
-/// converted.
+/// exact file at that precision (int8: calibrated with the same stamp). int8 needs `calib`
+/// (the calibration list; the recogniser's and liveness model's faces are found by
+/// `det_500m.onnx` beside `onnx`, as `quantize` does). Returns whether it converted.
 pub fn ensure_converted_as(
     onnx: &Path,
     out: &Path,
     precision: Precision,
     calib: Option<&Path>,
 ) -> Result<bool> {
-    let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
-    let sha = crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if ModelFile::read(out).is_ok_and(|m| m.source.sha256 == sha && m.precision == precision) {
+    let how = Conversion::new(onnx, precision, calib)?;
+    if how.is_done(out)? {
         return Ok(false);
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -512,23 +511,11 @@ pub fn ensure_converted_as(
             let list = calib.ok_or_else(|| {
                 Error::Msg(format!("{}: int8 needs a calibration list", out.display()))
             })?;
-            let methods = INT8_METHODS
-                .split(',')
-                .map(|m| m.parse().map_err(Error::Msg))
-                .collect::<Result<Vec<crate::quant::Method>>>()?;
-            // Recogniser and liveness inputs are face crops: their calibration finds the
-            // faces with the detector beside them.
-            let crops = matches!(
-                file.config,
-                crate::format::ModelConfig::MobileFaceNet(_)
-                    | crate::format::ModelConfig::Liveness(_)
-            );
-            let det = onnx.with_file_name("det_500m.onnx");
             crate::quant::calibrate_with(
                 &file,
                 list,
-                crops.then_some(det.as_path()),
-                &methods,
+                how.crop_detector(&file.config),
+                &how.methods,
                 crate::quant::FLOAT_BUDGET,
                 0,
                 &mut crate::quant::Quiet,
@@ -538,6 +525,62 @@ pub fn ensure_converted_as(
     };
     file.write(out)?;
     Ok(true)
+}
+
+/// How [`ensure_converted_as`] converts one ONNX file, and whether a file is that conversion.
+pub struct Conversion<'a> {
+    sha256: String,
+    precision: Precision,
+    calib: Option<&'a Path>,
+    methods: Vec<crate::quant::Method>,
+    det: PathBuf,
+}
+
+impl<'a> Conversion<'a> {
+    pub fn new(onnx: &Path, precision: Precision, calib: Option<&'a Path>) -> Result<Self> {
+        let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
+        Ok(Conversion {
+            sha256: crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            precision,
+            calib,
+            methods: INT8_METHODS
+                .split(',')
+                .map(|m| m.parse().map_err(Error::Msg))
+                .collect::<Result<_>>()?,
+            det: onnx.with_file_name("det_500m.onnx"),
+        })
+    }
+
+    /// Recogniser and liveness inputs are face crops: their calibration finds the faces with
+    /// the detector beside the ONNX file.
+    fn crop_detector(&self, config: &crate::format::ModelConfig) -> Option<&Path> {
+        matches!(
+            config,
+            crate::format::ModelConfig::MobileFaceNet(_) | crate::format::ModelConfig::Liveness(_)
+        )
+        .then_some(self.det.as_path())
+    }
+
+    /// Whether `out` holds this conversion: same ONNX digest and precision, and for int8 the
+    /// same calibration stamp (a changed recipe or list converts again).
+    pub fn is_done(&self, out: &Path) -> Result<bool> {
+        let Ok(m) = ModelFile::read(out) else {
+            return Ok(false);
+        };
+        if m.source.sha256 != self.sha256 || m.precision != self.precision {
+            return Ok(false);
+        }
+        let stamp = match (self.precision, self.calib) {
+            (Precision::Int8, Some(list)) => Some(crate::quant::calibration_stamp(
+                list,
+                self.crop_detector(&m.config),
+                &self.methods,
+                crate::quant::FLOAT_BUDGET,
+            )?),
+            _ => None,
+        };
+        Ok(m.source.calibration == stamp)
+    }
 }
 
 /// The file name a converted model gets in `models/`: `NAME.safetensors` for f32 (the
@@ -799,7 +842,8 @@ pub fn run_demo(
         (DEFAULT_LIVE_MODEL, &live),
     ] {
         let onnx = opts.onnx_dir.join(format!("{name}.onnx"));
-        if opts.precision == Precision::Int8 && !out.exists() {
+        let how = Conversion::new(&onnx, opts.precision, Some(&calib))?;
+        if opts.precision == Precision::Int8 && !how.is_done(out)? {
             log_line(&format!(
                 "converting {} to int8 (calibration on {}; once, then cached) …",
                 onnx.display(),

@@ -98,41 +98,27 @@ pub fn bin_command(binary: &str) -> std::process::Command {
     }
 }
 
-/// The int8 model of `../shared/models/onnx/<name>.onnx`, calibrated as `quantize
-/// --precision int8` does (on `faces/celeba_wild/calibration.txt` only; recognisers align
-/// with the f32 `det_500m`), cached under `target/test-models` per ONNX sha256 and
-/// calibration recipe (`quant::RECIPE`).
+/// The int8 model of `../shared/models/onnx/<name>.onnx` as the demo and the boards use it:
+/// `models/<name>_int8.safetensors`, converted by the same function as `facegate demo`
+/// (calibrated on `faces/celeba_wild/calibration.txt`; crop models find their faces with
+/// `det_500m.onnx`) and reused while its calibration stamp matches. Sharing the file with the
+/// demo saves the suite a calibration per model (minutes) after `facegate demo` has run.
 pub fn model_int8(name: &str) -> PathBuf {
-    let f32_path = model(name);
     let _guard = CONVERT.lock().unwrap_or_else(|e| e.into_inner());
-    let out = f32_path.with_file_name(format!(
-        "{name}.int8.r{}.safetensors",
-        facegate::quant::RECIPE
-    ));
-    let file = ModelFile::read(&f32_path).unwrap();
-    let fresh = ModelFile::read(&out)
-        .ok()
-        .is_some_and(|m| m.source.sha256 == file.source.sha256);
-    if !fresh {
-        drop(_guard);
-        let det = model("det_500m");
-        let list = shared().join("data/faces/celeba_wild/calibration.txt");
-        let (q, report) = facegate::quant::calibrate(
-            &file,
-            &list,
-            Some(&det),
-            &facegate::quant::METHODS,
-            0,
-            &mut facegate::quant::Quiet,
-        )
-        .unwrap();
-        let m = &report.methods[report.chosen].0;
-        eprintln!(
-            "{name}: int8 calibrated with {m}, float layers {:?}: {}",
-            report.float_layers,
-            report.fidelity.summary()
-        );
-        q.write(&out).unwrap();
+    let onnx = shared().join(format!("models/onnx/{name}.onnx"));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{name}_int8.safetensors"));
+    let list = shared().join("data/faces/celeba_wild/calibration.txt");
+    let converted = facegate::unlock::app::ensure_converted_as(
+        &onnx,
+        &out,
+        facegate::format::Precision::Int8,
+        Some(&list),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    if converted {
+        eprintln!("{name}: calibrated to int8 into {}", out.display());
     }
     out
 }
