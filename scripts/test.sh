@@ -27,9 +27,11 @@ fi
 
 case "${1:-host}" in
 host)
-    cargo test --workspace
+    # --release: the tests run real models on real images (faster optimised), and the build
+    # shares its compiled dependencies with `cargo run --release -- demo`.
+    cargo test --release --workspace
     # The committed V4L2 bindings' layout tests (vendor/v4l2-sys-mit).
-    cargo test -p v4l2-sys-mit
+    cargo test --release -p v4l2-sys-mit
     ;;
 aarch64)
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
