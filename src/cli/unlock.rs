@@ -12,10 +12,10 @@ use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpe
 use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
-use crate::unlock::embed_cache::EmbedCache;
+use crate::unlock::embed_cache::{self, EmbedCache};
 use crate::unlock::policy::Policy;
 use crate::unlock::policy_state::{Found, StateFile};
-use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
+use crate::unlock::session::{self, LoopConfig, PolicyTime, StopReason};
 use crate::unlock::store::{self, TemplateStore};
 use crate::unlock::threshold;
 use crate::unlock::threshold_file::{self, MeasuredThreshold};
@@ -236,10 +236,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         Box::new(app::open_replay(&spec)?)
     };
     let wanted = args.frames.unwrap_or(b.enroll.frames as usize).max(1);
-    let gates = QualityGates {
-        min_face_px: b.enroll.min_face_px,
-        ..QualityGates::default()
-    };
+    let gates = app::enrol_gates(&b);
     // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
     let max_scan = live.then_some(wanted as u64 * 600);
     let stop = session::stop_flag()?;
@@ -577,10 +574,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
         (None, None) => Some(threshold_file::default_path(&args.rec)),
         (None, Some(_)) => None,
     };
-    let key = format!(
-        "det={} rec={} size={}x{}",
-        models.detector_id, models.recognizer_id, det_size.0, det_size.1
-    );
+    let key = embed_cache::cache_key(&models.detector_id, &models.recognizer_id, det_size);
     let mut cache = (!args.no_cache).then(|| EmbedCache::open(&args.cache, &key, models.dim));
     eprintln!(
         "threshold: {} images at {}x{}, {} in the cache {}",
