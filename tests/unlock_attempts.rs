@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use facegate::unlock::attempts::{
-    enrol, measure, prepare, rule_scores, Counts, Person, PhotoSet, Rule, Setup,
+    enrol, measure, parse_same_person, prepare, rule_scores, Counts, Person, PhotoSet, Rule, Setup,
 };
 use facegate::unlock::policy::PolicyConfig;
 use facegate::unlock::session::QualityGates;
@@ -182,6 +182,24 @@ fn galleries_of_one_leave_each_persons_own_photos_out_of_the_impostors() {
     // The same on three threads.
     let c3 = measure(&set, &people, &setup(Rule::Best, 1, 1, 1), 3).unwrap();
     assert_eq!(c3, c);
+}
+
+#[test]
+fn labels_marked_as_one_person_are_not_impostors_of_each_other() {
+    let (mut set, accepted) = hand_set();
+    let pairs = parse_same_person(
+        "# C is A under another name\nA C\n\nB Zed # not in the set: ignored\n",
+        std::path::Path::new("same.txt"),
+    )
+    .unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(set.set_same_person(&pairs), 1);
+    let people = enrol(&set, &accepted, 2).unwrap();
+    let c = measure(&set, &people, &setup(Rule::Best, 1, 1, 1), 1).unwrap();
+    // Gallery {A}: only B's 3 rows are impostors now (c1 no longer unlocks as one); gallery
+    // {B}: A's 5 and C's 3, as before.
+    assert_eq!((c.impostor_attempts, c.impostor_unlocks), (3 + 8, 0));
+    assert!(parse_same_person("A B C\n", std::path::Path::new("x")).is_err());
 }
 
 #[test]

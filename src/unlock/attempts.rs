@@ -19,7 +19,8 @@
 //!   attempt per such photo. It fails unless the policy unlocks for that person.
 //! * **An impostor attempt**: the same for every identity that is not in the gallery (all its
 //!   photos with a face, enrolled in another gallery or not), against that gallery; an unlock
-//!   for any member is an impostor unlock.
+//!   for any member is an impostor unlock. Labels known to be one person under two names
+//!   ([`PhotoSet::set_same_person`]; LFW has several) can be kept from counting as impostors.
 //! * **A frame**: each member's score under the match rule ([`Rule`]); the best member and
 //!   its score become the [`Observation`] the loop builds from a store, and
 //!   [`Policy::observe`] decides.
@@ -30,6 +31,7 @@
 //! door lies between the two. Liveness and the frozen check are not run (these are photos of
 //! live people, and a cycled photo would be "frozen" to the real loop).
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +120,8 @@ pub struct PhotoSet {
     rows: Vec<f32>,
     identity: Vec<u32>,
     names: Vec<String>,
+    /// Pairs of identities that are one person under two labels (both orders).
+    same_person: HashSet<(u32, u32)>,
 }
 
 fn unit(v: &[f32], what: &str) -> Result<Vec<f32>> {
@@ -156,7 +160,34 @@ impl PhotoSet {
             rows,
             identity: identity.to_vec(),
             names,
+            same_person: HashSet::new(),
         })
+    }
+
+    /// Marks pairs of labels as one person (errors of the data's labels: one person filed
+    /// under two names), so that neither is an impostor against the other. Pairs naming a
+    /// label the set does not hold are ignored; returns how many applied.
+    pub fn set_same_person(&mut self, pairs: &[(String, String)]) -> usize {
+        let id: HashMap<&str, u32> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u32))
+            .collect();
+        let mut applied = 0;
+        for (a, b) in pairs {
+            if let (Some(&a), Some(&b)) = (id.get(a.as_str()), id.get(b.as_str())) {
+                self.same_person.insert((a, b));
+                self.same_person.insert((b, a));
+                applied += 1;
+            }
+        }
+        applied
+    }
+
+    /// Whether identities `a` and `b` are one person: the same label, or marked so.
+    pub fn is_same_person(&self, a: u32, b: u32) -> bool {
+        a == b || self.same_person.contains(&(a, b))
     }
 
     pub fn len(&self) -> usize {
@@ -544,7 +575,7 @@ fn gallery_counts(
     }
     let in_gallery: Vec<u32> = members.clone().map(|m| people[m].identity).collect();
     for (id, photos) in by_identity.iter().enumerate() {
-        if in_gallery.contains(&(id as u32)) {
+        if in_gallery.iter().any(|&m| set.is_same_person(m, id as u32)) {
             continue;
         }
         for s in 0..photos.len() {
@@ -606,6 +637,29 @@ fn binomial_cdf(x: u64, n: u64, p: f64) -> f64 {
     }
     let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     top.exp() * logs.iter().map(|l| (l - top).exp()).sum::<f64>()
+}
+
+/// Reads a list of label pairs that are one person (see [`PhotoSet::set_same_person`]): one
+/// pair per line, two labels separated by white space; `#` starts a comment.
+pub fn parse_same_person(text: &str, file: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [a, b] => out.push((a.to_string(), b.to_string())),
+            _ => {
+                return Err(Error::Msg(format!(
+                    "{}:{}: expected two identity labels, got {line:?}",
+                    file.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
