@@ -38,6 +38,9 @@ enum Command {
     Demo(cli::unlock::DemoArgs),
     /// Measure the match threshold at a target false-accept rate over LFW + CelebA.
     Threshold(cli::unlock::ThresholdArgs),
+    /// Attempt-level FRR and FAR through the real K-of-N policy over LFW + CelebA, with E
+    /// enrolled photos, a match rule and galleries of G people; last line is JSON.
+    Attempts(cli::attempts::AttemptsArgs),
     /// Detection AP on the WIDER FACE validation images present (optionally next to another
     /// engine's detections).
     WiderAp(cli::wider::WiderArgs),
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
         Command::Unlock(a) => cli::unlock::unlock(a),
         Command::Demo(a) => cli::unlock::demo(a),
         Command::Threshold(a) => cli::unlock::threshold(a),
+        Command::Attempts(a) => cli::attempts::attempts(a),
         Command::Liveness(a) => cli::liveness::liveness(a),
         Command::LivenessEval(a) => cli::liveness::liveness_eval(a),
     };

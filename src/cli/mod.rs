@@ -2,6 +2,7 @@
 //! dispatcher and the commands can be tested without spawning the binary. Each module is a
 //! thin layer that parses, validates and calls the rest of the library.
 
+pub mod attempts;
 pub mod bench;
 pub mod detect;
 pub mod liveness;

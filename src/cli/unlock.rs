@@ -12,10 +12,10 @@ use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpe
 use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
-use crate::unlock::embed_cache::EmbedCache;
+use crate::unlock::embed_cache::{self, EmbedCache};
 use crate::unlock::policy::Policy;
 use crate::unlock::policy_state::{Found, StateFile};
-use crate::unlock::session::{self, LoopConfig, PolicyTime, QualityGates, StopReason};
+use crate::unlock::session::{self, LoopConfig, PolicyTime, StopReason};
 use crate::unlock::store::{self, TemplateStore};
 use crate::unlock::threshold;
 use crate::unlock::threshold_file::{self, MeasuredThreshold};
@@ -33,7 +33,7 @@ pub struct BoardArg {
 }
 
 impl BoardArg {
-    fn load(&self) -> Result<BoardProfile> {
+    pub(crate) fn load(&self) -> Result<BoardProfile> {
         let root = self
             .root
             .clone()
@@ -178,7 +178,7 @@ pub struct ThresholdArgs {
     pub write_into: Option<PathBuf>,
 }
 
-fn shared_default(root: &Path) -> PathBuf {
+pub(crate) fn shared_default(root: &Path) -> PathBuf {
     std::env::var_os("FACEGATE_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("../shared"))
@@ -236,10 +236,7 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         Box::new(app::open_replay(&spec)?)
     };
     let wanted = args.frames.unwrap_or(b.enroll.frames as usize).max(1);
-    let gates = QualityGates {
-        min_face_px: b.enroll.min_face_px,
-        ..QualityGates::default()
-    };
+    let gates = app::enrol_gates(&b);
     // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
     let max_scan = live.then_some(wanted as u64 * 600);
     let stop = session::stop_flag()?;
@@ -555,6 +552,57 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     })
 }
 
+/// Progress of a long pass over photos on stderr: one line per 5 s (redrawn in place on a
+/// terminal) with the count, how many came from the cache and the time left.
+pub(crate) struct Progress {
+    stage: String,
+    start: std::time::Instant,
+    last: f64,
+    tty: bool,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Progress {
+            stage: String::new(),
+            start: std::time::Instant::now(),
+            last: 0.0,
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// `done` of `total` photos `stage` (`cached` of them from the cache); a new `stage`
+    /// restarts the clock the time left is estimated from.
+    pub(crate) fn update(&mut self, stage: &str, done: usize, total: usize, cached: usize) {
+        if stage != self.stage {
+            self.stage = stage.to_string();
+            self.start = std::time::Instant::now();
+            self.last = 0.0;
+        }
+        let el = self.start.elapsed().as_secs_f64();
+        if done != total && el - self.last < 5.0 {
+            return;
+        }
+        self.last = el;
+        let left = if done > cached {
+            el / (done - cached) as f64 * (total - done) as f64
+        } else {
+            0.0
+        };
+        let line = format!(
+            "  {stage} {done}/{total} ({cached} from the cache), {el:.0} s, ~{left:.0} s left"
+        );
+        if self.tty {
+            eprint!("\r{line}");
+            if done == total {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// `facegate threshold`
 pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
     let root = std::env::current_dir()?;
@@ -577,10 +625,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
         (None, None) => Some(threshold_file::default_path(&args.rec)),
         (None, Some(_)) => None,
     };
-    let key = format!(
-        "det={} rec={} size={}x{}",
-        models.detector_id, models.recognizer_id, det_size.0, det_size.1
-    );
+    let key = embed_cache::cache_key(&models.detector_id, &models.recognizer_id, det_size);
     let mut cache = (!args.no_cache).then(|| EmbedCache::open(&args.cache, &key, models.dim));
     eprintln!(
         "threshold: {} images at {}x{}, {} in the cache {}",
@@ -596,37 +641,13 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
                 .to_string()
         }
     );
-    let start = std::time::Instant::now();
-    let mut last = 0.0f64;
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = Progress::new();
     let result = threshold::measure_cached(
         &models.pipeline,
         &images,
         args.far,
         cache.as_mut(),
-        &mut |i, n, cached| {
-            let el = start.elapsed().as_secs_f64();
-            // One line per 5 s (a redrawn line on a terminal).
-            if i == n || el - last >= 5.0 {
-                last = el;
-                let left = if i > cached {
-                    el / (i - cached) as f64 * (n - i) as f64
-                } else {
-                    0.0
-                };
-                let line = format!(
-                    "  embedded {i}/{n} ({cached} from the cache), {el:.0} s, ~{left:.0} s left"
-                );
-                if tty {
-                    eprint!("\r{line}");
-                    if i == n {
-                        eprintln!();
-                    }
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-        },
+        &mut |i, n, cached| progress.update("embedded", i, n, cached),
     );
     // Keep what was embedded even when the measurement failed afterwards.
     if let Some(c) = cache.as_mut() {

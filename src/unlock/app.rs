@@ -449,6 +449,16 @@ pub fn board_policy(board: &BoardProfile, models: &Models) -> Result<PolicyConfi
     Ok(board.policy_config(m.select(board.matching.threshold, &path)?))
 }
 
+/// The quality gates `enroll` applies on `board`: the board's smallest face, the default
+/// sharpness and pose limits. One place, so that anything measured "as enrolled" (`facegate
+/// attempts`) passes the very gates an enrolment does.
+pub fn enrol_gates(board: &BoardProfile) -> QualityGates {
+    QualityGates {
+        min_face_px: board.enroll.min_face_px,
+        ..QualityGates::default()
+    }
+}
+
 /// Opens a replay source (images, clips) played frame by frame, every frame, no loop.
 pub fn open_replay(spec: &SourceSpec) -> Result<ReplaySource> {
     ReplaySource::open(spec, &ReplayOptions::default(), Arc::new(SystemClock))

@@ -36,6 +36,15 @@ pub struct EmbedCache {
     dirty: bool,
 }
 
+/// The cache key of a model pair at a detector size: every command that embeds the
+/// evaluation photos (`threshold`, `attempts`) uses this one, so they share one cache file.
+pub fn cache_key(detector_id: &str, recognizer_id: &str, det_size: (u32, u32)) -> String {
+    format!(
+        "det={detector_id} rec={recognizer_id} size={}x{}",
+        det_size.0, det_size.1
+    )
+}
+
 /// sha256 of a photo's bytes.
 pub fn photo_digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()

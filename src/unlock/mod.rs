@@ -9,6 +9,7 @@
 
 pub mod actuator;
 pub mod app;
+pub mod attempts;
 pub mod embed_cache;
 pub mod frozen;
 pub mod live_store;

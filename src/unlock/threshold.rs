@@ -117,6 +117,9 @@ pub struct Embedded {
     pub embeddings: Vec<Vec<f32>>,
     /// Identity number of each embedding.
     pub labels: Vec<u32>,
+    /// Index of each embedding's photo in the image list it was made from (photos without a
+    /// face or unreadable have none), so a later pass can go back to the photo.
+    pub images: Vec<usize>,
     pub skipped_no_face: usize,
     pub unreadable: usize,
     pub identities: usize,
@@ -179,6 +182,7 @@ pub fn embed_all(
         match outcome {
             Outcome::Embedded(e) => {
                 out.embeddings.push(e);
+                out.images.push(i);
                 let next = ids.len() as u32;
                 out.labels
                     .push(*ids.entry(im.identity.as_str()).or_insert(next));
