@@ -2,8 +2,8 @@
 //! small Linux boards, on the candle crates with our own kernels.
 //!
 //! The data flows one way: camera → RGB frame → detector input → SCRFD → boxes and five
-//! keypoints → alignment → MobileFaceNet → L2-normalised embedding → templates → policy →
-//! actuator.
+//! keypoints → alignment → MobileFaceNet → L2-normalised embedding → templates → liveness (the
+//! anti-spoofing net on the recognised face, and the frozen-frame check) → policy → actuator.
 
 pub mod align;
 pub mod board;

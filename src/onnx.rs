@@ -1,8 +1,8 @@
 //! Reads a published ONNX face model and lowers it to a facegate model file: walks the graph,
 //! folds BatchNorm and scalar multiplies into the convolutions, fuses activations, recognises
 //! the model family from the graph's structure (never from the file name) and gives the
-//! tensors canonical names. A graph that is not a SCRFD or MobileFaceNet is refused with the
-//! node and the pattern that did not fit.
+//! tensors canonical names. A graph that is not a SCRFD, a MobileFaceNet or a MiniFASNet
+//! anti-spoofing net is refused with the node and the pattern that did not fit.
 //!
 //! This lives in the library rather than in `quantize/` because `facegate detect --det X.onnx`
 //! converts on the fly, and `quantize` (which needs the runtime for calibration) depends on
@@ -778,7 +778,7 @@ impl<'g> Lowering<'g> {
             }
             other => {
                 return Err(format!(
-                "{}: operator {other} is not part of a SCRFD or MobileFaceNet graph ({SUPPORTED})",
+                "{}: operator {other} is not part of a SCRFD, MobileFaceNet or MiniFASNet graph ({SUPPORTED})",
                 label()
             ))
             }

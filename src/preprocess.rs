@@ -2,7 +2,8 @@
 //! users get the numbers they know: letterbox (keep the aspect ratio, place top-left, pad with
 //! zeros), bilinear resize with OpenCV `INTER_LINEAR` semantics (no anti-aliasing, and the
 //! same fixed-point arithmetic, so the resized pixels equal OpenCV's), then `(x − mean)/std`
-//! into an NCHW tensor.
+//! straight into the engine's NHWC input (`fill_nhwc`; `to_tensor` makes the NCHW tensor of
+//! the candle reference).
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;

@@ -131,7 +131,7 @@ fn open_v4l2(device: &std::path::Path, _capture: &CaptureSettings) -> Result<Box
     })
 }
 
-/// Folder of the shared test data (`FACEGATE_SHARED`, else `/work/shared`).
+/// Folder of the shared test data (`FACEGATE_SHARED`, else `../shared` beside the project).
 #[cfg(test)]
 pub(crate) fn shared_dir() -> std::path::PathBuf {
     std::env::var_os("FACEGATE_SHARED")

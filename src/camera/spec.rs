@@ -1,4 +1,4 @@
-//! What to open: the source-spec string a user types (`--camera yuyv:clip.yuyv@640x360`), the
+//! What to open: the source-spec string a user types (`--source yuyv:clip.yuyv@640x360`), the
 //! replay options, and the capture settings a board profile asks a live camera for.
 //!
 //! The spec is one string so that a board profile, the CLI and a test can all name a source

@@ -701,11 +701,9 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
                 + &format!(" --far {:e}", args.far),
         };
         let json = serde_json::to_string_pretty(&m)? + "\n";
-        let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, json)
-            .and_then(|_| std::fs::rename(&tmp, p))
-            .with_context(|| format!("writing {}", p.display()))?;
-        println!(
+        // Atomic like the model files: a board never reads a half-written threshold.
+        crate::format::write_atomically(p, json.as_bytes())?;
+        outln!(
             "wrote {} (threshold {:.4} for recogniser {})",
             p.display(),
             m.threshold,

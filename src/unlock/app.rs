@@ -1,6 +1,6 @@
 //! Wiring for the `enroll`, `users`, `unlock` and `demo` commands: loading the models a board
 //! names (and the recogniser's identity that binds the template store to it), choosing the
-//! threshold and the actuator, enrolling from a folder, and the demo's two replays.
+//! threshold and the actuator, enrolling from a folder, and the demo's replays (owner, stranger, the owner's still, the spoof photos).
 //!
 //! Why here and not in the binary: integration tests run exactly this code (binary-only
 //! modules cannot be reached from `tests/`), and the CLI stays a thin clap layer.

@@ -1,6 +1,7 @@
-//! x86-64 AVX2/FMA kernels, plus an AVX-VNNI int8 GEMM. Installed by [`install`] when the
-//! CPU reports both `avx2` and `fma` at run time (and `avxvnni` for the VNNI GEMM, unless
-//! `FACEGATE_KERNELS=nodotprod`); every public kernel here re-asserts that before its
+//! x86-64 kernels: AVX2/FMA, AVX-512 (f32 GEMM, depthwise, Winograd) and the int8 dot-product
+//! GEMMs (AVX-512 VNNI, preferred, and AVX-VNNI). Installed by [`install`] when the CPU
+//! reports both `avx2` and `fma` at run time, each wider tier when its features are there
+//! (`FACEGATE_KERNELS=nodotprod` withholds only the VNNI GEMMs); every public kernel here re-asserts that before its
 //! `unsafe` block.
 //!
 //! int8 GEMM: the packed groups are 8 channels × 4 k (see [`PackedI8`]). Both operands are
