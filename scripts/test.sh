@@ -57,6 +57,8 @@ aarch64)
         webcam_replay_never_unlocks_for_any_example_person
         hamilton_unlocks_with_liveness_on
         spoof_photos_enrolled_from_themselves_stay_locked_by_liveness_alone
+        # attempt counting on 12 real LFW identities: embeds their photos, ~3 min here
+        a_few_real_identities_mostly_unlock_and_strangers_do_not
         # our engine against candle's (candle's code, not ours, ~3 min here); our engine
         # against onnxruntime runs here in model_arithmetic and end_to_end
         scrfd_fast_equals_reference_at_any_size
