@@ -62,6 +62,11 @@ aarch64)
         # our engine against candle's (candle's code, not ours, ~3 min here); our engine
         # against onnxruntime runs here in model_arithmetic and end_to_end
         scrfd_fast_equals_reference_at_any_size
+        # f16 against candle's f32 (~3 min here): f16 on this CPU (weights widened, no
+        # FEAT_FP16) stays covered by mobilefacenet_f16_kernels_against_f32, and the f16
+        # arithmetic kernels by the -cpu max run below, which includes the SCRFD f16 test
+        mobilefacenet_fast_and_f16_against_reference
+        scrfd_f16_weights_stay_close
     )
     skips=()
     for t in "${native_only[@]}"; do skips+=(--skip "$t"); done
