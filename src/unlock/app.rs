@@ -510,35 +510,13 @@ pub fn ensure_converted_as(
     if how.is_done(out)? {
         return Ok(false);
     }
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let file = crate::onnx::convert(onnx)?;
-    let file = match precision {
-        Precision::F32 => file,
-        Precision::F16 => file.to_f16(),
-        Precision::Int8 => {
-            let list = calib.ok_or_else(|| {
-                Error::Msg(format!("{}: int8 needs a calibration list", out.display()))
-            })?;
-            crate::quant::calibrate_with(
-                &file,
-                list,
-                how.crop_detector(&file.config),
-                &how.methods,
-                crate::quant::FLOAT_BUDGET,
-                0,
-                &mut crate::quant::Quiet,
-            )?
-            .0
-        }
-    };
-    file.write(out)?;
+    how.convert_into(out)?;
     Ok(true)
 }
 
 /// How [`ensure_converted_as`] converts one ONNX file, and whether a file is that conversion.
 pub struct Conversion<'a> {
+    onnx: PathBuf,
     sha256: String,
     precision: Precision,
     calib: Option<&'a Path>,
@@ -550,6 +528,7 @@ impl<'a> Conversion<'a> {
     pub fn new(onnx: &Path, precision: Precision, calib: Option<&'a Path>) -> Result<Self> {
         let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
         Ok(Conversion {
+            onnx: onnx.to_path_buf(),
             sha256: crate::onnx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
             precision,
             calib,
@@ -590,6 +569,34 @@ impl<'a> Conversion<'a> {
             _ => None,
         };
         Ok(m.source.calibration == stamp)
+    }
+
+    /// Converts the ONNX file into `out` (atomically), whatever `out` holds now.
+    pub fn convert_into(&self, out: &Path) -> Result<()> {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let file = crate::onnx::convert(&self.onnx)?;
+        let file = match self.precision {
+            Precision::F32 => file,
+            Precision::F16 => file.to_f16(),
+            Precision::Int8 => {
+                let list = self.calib.ok_or_else(|| {
+                    Error::Msg(format!("{}: int8 needs a calibration list", out.display()))
+                })?;
+                crate::quant::calibrate_with(
+                    &file,
+                    list,
+                    self.crop_detector(&file.config),
+                    &self.methods,
+                    crate::quant::FLOAT_BUDGET,
+                    0,
+                    &mut crate::quant::Quiet,
+                )?
+                .0
+            }
+        };
+        file.write(out)
     }
 }
 
@@ -852,15 +859,17 @@ pub fn run_demo(
         (DEFAULT_LIVE_MODEL, &live),
     ] {
         let onnx = opts.onnx_dir.join(format!("{name}.onnx"));
+        // One digest of the ONNX file and one look at `out` per model, then convert if needed.
         let how = Conversion::new(&onnx, opts.precision, Some(&calib))?;
-        if opts.precision == Precision::Int8 && !how.is_done(out)? {
-            log_line(&format!(
-                "converting {} to int8 (calibration on {}; once, then cached) …",
-                onnx.display(),
-                calib.display()
-            ));
-        }
-        if ensure_converted_as(&onnx, out, opts.precision, Some(&calib))? {
+        if !how.is_done(out)? {
+            if opts.precision == Precision::Int8 {
+                log_line(&format!(
+                    "converting {} to int8 (calibration on {}; once, then cached) …",
+                    onnx.display(),
+                    calib.display()
+                ));
+            }
+            how.convert_into(out)?;
             log_line(&format!(
                 "converted {} -> {}",
                 onnx.display(),
