@@ -6,7 +6,8 @@
 #                              Cortex-A72 (Pi 4: no dotprod, no fp16), then the kernel and
 #                              dispatch tests again on `-cpu max` (dotprod, fp16), and
 #                              the f16 model tests where f16 arithmetic runs
-# Needs ../shared (models and data) beside the project, python3 and, for aarch64,
+# Needs ../shared (models and data) beside the project, python3, PostgreSQL's server binaries
+# for the fleet tests (installed here when missing on Debian as root) and, for aarch64,
 # gcc-aarch64-linux-gnu and qemu-user (see .ci/run for the packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,18 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnxruntime, c
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tools/refs/requirements.txt
 fi
 "$venv/bin/python" tools/refs/make_refs.py
+
+# The fleet tests (tests/fleet_*.rs) start throwaway PostgreSQL clusters themselves (tests/pg)
+# from the server binaries: install them when absent and this machine can (Debian, as root);
+# otherwise those tests fail saying what to install.
+have_postgres() {
+    [ -n "${FACEGATE_PG_BIN:-}" ] || command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+if ! have_postgres && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing PostgreSQL's server (the fleet tests start their own clusters)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql openssl >/dev/null
+fi
 
 case "${1:-host}" in
 host)

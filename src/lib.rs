@@ -14,6 +14,8 @@ pub mod draw;
 pub mod engine;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod format;
 pub mod graph;
 pub mod image_io;
