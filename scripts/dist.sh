@@ -50,6 +50,8 @@ mkdir -p "$stage/usr/local/bin" "$stage/etc/facegate" \
 install -m 0755 "$bin" "$stage/usr/local/bin/facegate"
 install -m 0644 "$profile" "$stage/etc/facegate/board.toml"
 install -m 0644 "$root/dist/facegate-unlock.service" "$stage/etc/systemd/system/facegate-unlock.service"
+# Only used by a fleet door (a [fleet] table in the profile); see its header.
+install -m 0644 "$root/dist/facegate-sync.service" "$stage/etc/systemd/system/facegate-sync.service"
 install -m 0644 "$root/models/README.md" "$stage/usr/local/share/facegate/models/README.md"
 install -m 0644 "$root/models/MANIFEST.md" "$stage/usr/local/share/facegate/models/MANIFEST.md"
 

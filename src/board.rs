@@ -50,6 +50,37 @@ pub struct BoardProfile {
     /// reason instead of serde's bare "missing field".
     #[serde(default)]
     pub liveness: Option<LivenessConfig>,
+    /// Optional: the door's store is synced from the fleet database (`facegate sync`), and
+    /// the loop refuses everyone once the last sync is too old.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]` (optional table: a door of a fleet; see `fleet::sync`)
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `postgres://HOST[:PORT]/DBNAME` (TLS; no password in it).
+    pub db: String,
+    /// The CA certificate (PEM) the database's certificate chains to (absolute after loading).
+    pub ca: PathBuf,
+    /// The door's 0600 credentials file from `fleet add-door` (absolute after loading).
+    pub credentials: PathBuf,
+    /// Seconds between syncs, 1..=3600 (default 10: a revocation reaches the door within it).
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_s: u64,
+    /// Longest the loop keeps deciding from its last synced store without reaching the
+    /// database, sync_interval_s..=2592000 s (default 3600); then it refuses everyone.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness_s: u64,
+}
+
+fn default_sync_interval() -> u64 {
+    10
+}
+
+fn default_max_staleness() -> u64 {
+    3600
 }
 
 /// How the live verdicts of the frames that make up an unlock combine.
@@ -331,7 +362,12 @@ impl BoardProfile {
         .chain(p.store.key.as_mut())
         .chain(p.liveness.as_mut().and_then(|l| l.model.as_mut()))
         .chain(p.matching.threshold_file.as_mut())
-        {
+        .chain(
+            p.fleet
+                .as_mut()
+                .into_iter()
+                .flat_map(|f| [&mut f.ca, &mut f.credentials]),
+        ) {
             if f.is_relative() {
                 *f = root.join(&*f);
             }
@@ -456,6 +492,19 @@ impl BoardProfile {
                 "policy.cooldown_s",
                 format!("{} is not in [0, 600]", p.cooldown_s),
             ));
+        }
+
+        if let Some(f) = &self.fleet {
+            non_empty("fleet.db", &f.db)?;
+            non_empty("fleet.ca", &f.ca.to_string_lossy())?;
+            non_empty("fleet.credentials", &f.credentials.to_string_lossy())?;
+            range("fleet.sync_interval_s", f.sync_interval_s, 1, 3600)?;
+            range(
+                "fleet.max_staleness_s",
+                f.max_staleness_s,
+                f.sync_interval_s,
+                2_592_000,
+            )?;
         }
 
         range("enroll.frames", self.enroll.frames, 1, 50)?;

@@ -50,6 +50,14 @@ enum Command {
     LivenessEval(cli::liveness::LivenessEvalArgs),
     /// Time the detector and/or recogniser: median, p90, min, load time, peak RSS.
     Bench(cli::bench::BenchArgs),
+    /// Many doors, one PostgreSQL database: migrate, enrol at the desk, doors, grants,
+    /// revocations, people, audit.
+    #[cfg(feature = "fleet")]
+    Fleet(cli::fleet::FleetArgs),
+    /// A fleet door: keep the board's store equal to its view of the fleet database
+    /// (board [fleet] table).
+    #[cfg(feature = "fleet")]
+    Sync(cli::fleet::SyncArgs),
 }
 
 /// Limits of the images any command reads (see `facegate::image_limits`).
@@ -146,6 +154,10 @@ fn main() -> ExitCode {
         Command::Attempts(a) => cli::attempts::attempts(a),
         Command::Liveness(a) => cli::liveness::liveness(a),
         Command::LivenessEval(a) => cli::liveness::liveness_eval(a),
+        #[cfg(feature = "fleet")]
+        Command::Fleet(a) => cli::fleet::fleet(a),
+        #[cfg(feature = "fleet")]
+        Command::Sync(a) => cli::fleet::sync(a),
     };
     match result {
         Ok(code) => code,

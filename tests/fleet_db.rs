@@ -56,7 +56,8 @@ impl Fleet {
     /// Adds a door in `groups` and returns its credentials file.
     fn add_door(&self, name: &str, groups: &[&str]) -> PathBuf {
         let groups: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
-        let (role, password) = admin::add_door(&mut self.su(), name, &groups).unwrap();
+        let password = admin::new_password().unwrap();
+        let role = admin::add_door(&mut self.su(), name, &groups, &password).unwrap();
         let p = self.dir.path().join(format!("{name}.cred"));
         Credentials::create(&p, &role, &password).unwrap();
         p
@@ -462,7 +463,8 @@ fn the_desk_role_manages_the_fleet_without_superuser() {
     let desk = f.desk();
     let mut d = f.connect_as(&desk);
     // A door made by the desk role (CREATEROLE, member of facegate_admin).
-    let (role, pw) = admin::add_door(&mut d, "lobby", &["ground".into()]).unwrap();
+    let pw = admin::new_password().unwrap();
+    let role = admin::add_door(&mut d, "lobby", &["ground".into()], &pw).unwrap();
     assert_eq!(role, "facegate_door_lobby");
     let cred = f.dir.path().join("lobby.cred");
     Credentials::create(&cred, &role, &pw).unwrap();
@@ -489,7 +491,7 @@ fn the_desk_role_manages_the_fleet_without_superuser() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("L2-normalised"), "{e}");
-    assert!(admin::add_door(&mut d, "Bad Name", &[]).is_err());
+    assert!(admin::add_door(&mut d, "Bad Name", &[], &pw).is_err());
     assert!(admin::enrol_templates(&mut d, "../x", MODEL, DIM, &[unit(0)], false).is_err());
     let e = admin::grant(&mut d, "nobody", "ground", None, None)
         .unwrap_err()

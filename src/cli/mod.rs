@@ -5,6 +5,8 @@
 pub mod attempts;
 pub mod bench;
 pub mod detect;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod liveness;
 pub mod out;
 pub mod unlock;

@@ -210,43 +210,47 @@ fn load_models(b: &BoardProfile, threads: Option<usize>, liveness: bool) -> Resu
     app::load_board_models(b, threads, liveness).context("loading the board's models")
 }
 
-/// `facegate enroll`
-pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
-    let b = args.board.load()?;
-    crate::unlock::store::validate_user_name(&args.user)?;
-    let files = app::StoreFiles::for_board(&b, args.store.as_deref());
-    let store_path = files.store.clone();
-    // Enrolment does not judge liveness: the enrolling user is present, attended.
-    let models = load_models(&b, None, false)?;
-    // Templates are only worth enrolling for a recogniser whose threshold was measured.
-    app::board_policy(&b, &models)?;
-    // Refuse a corrupt store or one of another model before looking at any frame (it is
-    // loaded again, under the writer lock, when the templates are added).
-    if store::exists(&store_path)? {
-        let key = app::store_key(&files)?;
-        TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
-    }
-    // The frames are collected into a scratch store; the real one is only touched at the end.
+/// The models an enrolment needs (no liveness: the enrolling person is present, attended),
+/// refused unless the recogniser's threshold was measured (templates are only worth enrolling
+/// for such a recogniser). Shared by `enroll` and `fleet enroll`.
+pub fn enrolment_models(b: &BoardProfile) -> Result<Models> {
+    let models = load_models(b, None, false)?;
+    app::board_policy(b, &models)?;
+    Ok(models)
+}
+
+/// Captures `user`'s templates from `source` (default: the board's camera) through the
+/// board's quality gates, printing each frame's verdict. Shared by `enroll` and `fleet
+/// enroll`, so the desk enrols exactly as a door does.
+pub fn capture_templates(
+    b: &BoardProfile,
+    models: &Models,
+    user: &str,
+    source: &Option<String>,
+    frames: Option<usize>,
+) -> Result<Vec<Vec<f32>>> {
+    crate::unlock::store::validate_user_name(user)?;
+    // The frames are collected into a scratch store (its checks: dimension, finite, unit).
     let mut store = TemplateStore::new(models.recognizer_id.clone(), models.dim)?;
-    let spec = source_spec(&args.source, &b)?;
+    let spec = source_spec(source, b)?;
     let live = matches!(spec, SourceSpec::V4l2 { .. });
     let mut source: Box<dyn FrameSource> = if live {
-        camera::open(&spec, &ReplayOptions::default(), &capture_settings(&b))?
+        camera::open(&spec, &ReplayOptions::default(), &capture_settings(b))?
     } else {
         Box::new(app::open_replay(&spec)?)
     };
-    let wanted = args.frames.unwrap_or(b.enroll.frames as usize).max(1);
-    let gates = app::enrol_gates(&b);
+    let wanted = frames.unwrap_or(b.enroll.frames as usize).max(1);
+    let gates = app::enrol_gates(b);
     // A live camera gets a bounded number of tries (about 20 s at 30 fps per wanted frame).
     let max_scan = live.then_some(wanted as u64 * 600);
     let stop = session::stop_flag()?;
     logln!(
-        "enrolling {} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
-        args.user, gates.min_face_px, gates.min_sharpness
+        "enrolling {user} from {spec}: want {wanted} frame(s) with one face >= {} px, sharpness >= {}, frontal",
+        gates.min_face_px, gates.min_sharpness
     );
     let (cap, n) = app::enrol_from_source(
         &mut store,
-        &args.user,
+        user,
         &mut source,
         &models.pipeline,
         &gates,
@@ -266,17 +270,8 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         },
     )?;
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
-        bail!("enrolment interrupted: {} unchanged", store_path.display());
+        bail!("enrolment of {user} interrupted: nothing stored");
     }
-    // Read-modify-write under the store's lock: an enrolment or removal made meanwhile by
-    // another process is kept, not overwritten by a copy read before the capture.
-    let templates: Vec<Vec<f32>> = cap.accepted.iter().map(|a| a.embedding.clone()).collect();
-    app::update_store(&files, Some((&models.recognizer_id, models.dim)), |s| {
-        if !args.append {
-            s.remove_user(&args.user)?;
-        }
-        s.add_templates(&args.user, templates)
-    })?;
     if n < wanted {
         logln!(
             "note: only {n} of the {wanted} wanted frames passed the gates ({} looked at{}); \
@@ -289,6 +284,32 @@ pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
             }
         );
     }
+    Ok(cap.accepted.iter().map(|a| a.embedding.clone()).collect())
+}
+
+/// `facegate enroll`
+pub fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
+    let b = args.board.load()?;
+    crate::unlock::store::validate_user_name(&args.user)?;
+    let files = app::StoreFiles::for_board(&b, args.store.as_deref());
+    let store_path = files.store.clone();
+    let models = enrolment_models(&b)?;
+    // Refuse a corrupt store or one of another model before looking at any frame (it is
+    // loaded again, under the writer lock, when the templates are added).
+    if store::exists(&store_path)? {
+        let key = app::store_key(&files)?;
+        TemplateStore::load_for_model(&store_path, &key, &models.recognizer_id, models.dim)?;
+    }
+    let templates = capture_templates(&b, &models, &args.user, &args.source, args.frames)?;
+    let n = templates.len();
+    // Read-modify-write under the store's lock: an enrolment or removal made meanwhile by
+    // another process is kept, not overwritten by a copy read before the capture.
+    app::update_store(&files, Some((&models.recognizer_id, models.dim)), |s| {
+        if !args.append {
+            s.remove_user(&args.user)?;
+        }
+        s.add_templates(&args.user, templates)
+    })?;
     logln!(
         "enrolled {} with {n} template(s) into {}",
         args.user,
@@ -388,7 +409,23 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         return Err(store::missing(&store_path).into());
     }
     let key = app::store_key(&files)?;
-    let mut store = app::load_unlock_store(&store_path, &key, &models.recognizer_id, models.dim)?;
+    let mut store = match &b.fleet {
+        None => app::load_unlock_store(&store_path, &key, &models.recognizer_id, models.dim)?,
+        // A fleet door: the store is whatever `facegate sync` last pulled (empty when nobody
+        // is granted this door: then everyone is refused), and it is only used while the last
+        // good sync is at most max_staleness_s old.
+        Some(f) => crate::unlock::live_store::LiveStore::watch(
+            &store_path,
+            &key,
+            &models.recognizer_id,
+            models.dim,
+        )?
+        .require_fresh(
+            &crate::unlock::sync_state::default_path(&store_path),
+            &key,
+            std::time::Duration::from_secs(f.max_staleness_s),
+        ),
+    };
     // The failures and lockout of previous runs (a missing or corrupt record locks out).
     let worst = Policy::new(policy_cfg.clone())?.worst_case();
     let mut state = StateFile::open(&files.state, &key, worst)?;

@@ -159,19 +159,27 @@ pub fn ensure_group(c: &mut impl GenericClient, group: &str) -> Result<()> {
     Ok(())
 }
 
-/// A new door: its login role (member of `facegate_door`, password given as a SCRAM
+/// A new random door password (192 bits, hex).
+pub fn new_password() -> Result<String> {
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|e| Error::Msg(format!("random source: {e}")))?;
+    Ok(crate::onnx::hex(&raw))
+}
+
+/// A new door: its login role (member of `facegate_door`, with `password` given as a SCRAM
 /// verifier so the clear password never reaches the server's logs), its row, and its groups
-/// (created when new). Returns the role name and the password, which is shown nowhere else:
-/// the caller writes it to the door's 0600 credentials file. Needs CREATEROLE.
-pub fn add_door(client: &mut Client, door: &str, groups: &[String]) -> Result<(String, String)> {
+/// (created when new). Returns the role name. Needs CREATEROLE.
+pub fn add_door(
+    client: &mut Client,
+    door: &str,
+    groups: &[String],
+    password: &str,
+) -> Result<String> {
     validate_door_name(door)?;
     for g in groups {
         validate_group_name(g)?;
     }
     let role = door_role(door);
-    let mut raw = [0u8; 24];
-    getrandom::fill(&mut raw).map_err(|e| Error::Msg(format!("random source: {e}")))?;
-    let password = crate::onnx::hex(&raw);
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     let what = format!("adding door {door:?}");
     let mut tx = client.transaction().map_err(|e| db_err(&what, &e))?;
@@ -201,7 +209,7 @@ pub fn add_door(client: &mut Client, door: &str, groups: &[String]) -> Result<(S
         .map_err(|e| db_err(&what, &e))?;
     }
     tx.commit().map_err(|e| db_err(&what, &e))?;
-    Ok((role, password))
+    Ok(role)
 }
 
 /// Puts a door into a group (created when new).

@@ -17,3 +17,4 @@
 pub mod admin;
 pub mod db;
 pub mod migrate;
+pub mod sync;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::unlock::seal::DeviceKey;
 use crate::unlock::store::TemplateStore;
+use crate::unlock::sync_state::{check_fresh, now_secs, SyncState};
 
 /// Identity of a store file version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,17 @@ struct Watch {
     generation: u64,
 }
 
+/// The fleet freshness guard (a door whose store is synced from the fleet database): the
+/// sealed sync state beside the store, re-read when it changes, and the staleness bound.
+#[derive(Debug)]
+struct Freshness {
+    path: PathBuf,
+    key: DeviceKey,
+    max: std::time::Duration,
+    stamp: Option<Stamp>,
+    state: std::result::Result<Option<SyncState>, String>,
+}
+
 /// The store the loop matches against; see the module doc.
 #[derive(Debug)]
 pub struct LiveStore {
@@ -60,6 +72,7 @@ pub struct LiveStore {
     store: std::result::Result<TemplateStore, String>,
     watch: Option<Watch>,
     reloads: u64,
+    fresh: Option<Freshness>,
 }
 
 impl LiveStore {
@@ -69,6 +82,7 @@ impl LiveStore {
             store: Ok(store),
             watch: None,
             reloads: 0,
+            fresh: None,
         }
     }
 
@@ -88,7 +102,28 @@ impl LiveStore {
             }),
             store: Ok(store),
             reloads: 0,
+            fresh: None,
         })
+    }
+
+    /// Makes every match an error once the last good fleet sync recorded at `sync_state` is
+    /// older than `max` (or missing, corrupt, or dated in the future): a door cut off from
+    /// the database keeps deciding from its last store only for that long (see
+    /// `unlock::sync_state`).
+    pub fn require_fresh(
+        mut self,
+        sync_state: &Path,
+        key: &DeviceKey,
+        max: std::time::Duration,
+    ) -> Self {
+        self.fresh = Some(Freshness {
+            path: sync_state.to_path_buf(),
+            key: key.clone(),
+            max,
+            stamp: None,
+            state: Ok(None),
+        });
+        self
     }
 
     /// How many times the store was reloaded after a change.
@@ -118,6 +153,18 @@ impl LiveStore {
                     Err(e) => log::error!("{e}"),
                 }
             }
+        }
+        if let Some(f) = &mut self.fresh {
+            let now = std::fs::symlink_metadata(&f.path)
+                .ok()
+                .map(|m| Stamp::of(&m));
+            if now.is_none() || now != f.stamp {
+                f.stamp = now;
+                f.state = SyncState::load(&f.path, &f.key).map_err(|e| e.to_string());
+            }
+            let state = f.state.as_ref().map_err(Clone::clone)?;
+            check_fresh(state.as_ref(), f.max, now_secs())
+                .map_err(|r| format!("template store: {r} ({})", f.path.display()))?;
         }
         self.store.as_ref().map_err(Clone::clone)
     }

@@ -19,6 +19,7 @@ pub mod seal;
 pub mod securefs;
 pub mod session;
 pub mod store;
+pub mod sync_state;
 pub mod threshold;
 pub mod threshold_file;
 
