@@ -70,6 +70,9 @@ aarch64)
         webcam_replay_never_unlocks_for_any_example_person
         hamilton_unlocks_with_liveness_on
         spoof_photos_enrolled_from_themselves_stay_locked_by_liveness_alone
+        # the fleet end to end (desk enrolment, door sync, a dozen replays through the binary):
+        # the loop's logic again, minutes here; fleet_db (TLS with ring, RLS) runs here
+        enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked
         # attempt counting on 12 real LFW identities: embeds their photos, ~3 min here
         a_few_real_identities_mostly_unlock_and_strangers_do_not
         # our engine against candle's (candle's code, not ours, ~3 min here); our engine
