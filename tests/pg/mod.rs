@@ -324,8 +324,7 @@ impl Pg {
         self.credentials(dir, SUPERUSER, &self.password)
     }
 
-    /// Runs SQL as the superuser over the cluster's unix socket (`psql`-free: `postgres`
-    /// single statements through the client would need TLS set up; this is for test set-up).
+    /// The folder of the cluster's unix socket (trust logins: set-up without TLS).
     pub fn socket_dir(&self) -> &Path {
         &self.dir
     }
