@@ -29,9 +29,16 @@ use layers::{apply_act, upsample2x, Layer};
 use plan::Plan;
 use pool::{split, Pool};
 
-/// Layers with less work than this (multiply-accumulates, or elements for the cheap ops)
-/// run on one thread: handing them over costs more than it saves.
+/// Layers with less work than this (multiply-accumulates, see [`ELEMENT_WORK`] for the
+/// cheap ops) run on one thread: handing them over costs more than it saves.
 const MIN_PARALLEL_WORK: usize = 100_000;
+
+/// The work of one output element of the ops that are not convolutions (adds, gates,
+/// pooling, upsampling), in multiply-accumulates: an element costs a few instructions where
+/// a MAC costs a fraction of one (64 per VNNI instruction). Counted as one MAC, the int8
+/// adds and gates of a 32×32×64 map (65,536 elements, ~15 µs on one core) stayed on one
+/// thread.
+const ELEMENT_WORK: usize = 16;
 
 /// `FACEGATE_WINOGRAD=off` keeps every dense conv on im2col + GEMM (to compare the two on
 /// one binary); anything else, or unset, lets eligible 3×3 convs use Winograd.
@@ -437,7 +444,7 @@ impl Engine {
                 };
                 (rows, out_len * per_out)
             }
-            _ => (out_shape[0], out_len),
+            _ => (out_shape[0], out_len * ELEMENT_WORK),
         }
     }
 

@@ -11,6 +11,30 @@ use crate::kernels::sat_i8;
 /// Channels whose sigmoid is computed at once (a stack block; wider gates take several).
 const BLOCK: usize = 64;
 
+/// `fn $name(args)`: calls `$body(args)`, an `#[inline(always)]` integer loop, compiled for
+/// AVX2 when the CPU has it. The portable build targets baseline x86-64 (SSE2), which has no
+/// 32-bit integer multiply or byte sign extension, so there these loops stay scalar; the
+/// twin is the same source, so the results are identical (integer arithmetic). NEON is
+/// aarch64's baseline already.
+macro_rules! avx2_twin {
+    ($name:ident => $body:ident($($a:ident: $t:ty),*)) => {
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($a: $t),*) {
+                    $body($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present (checked just above).
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            $body($($a),*)
+        }
+    };
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -39,13 +63,22 @@ pub(crate) fn global_avg_pool_i8(x: &[i8], c: usize, s_in: f32, s_out: f32, out:
     for c0 in (0..c).step_by(BLOCK) {
         let n = BLOCK.min(c - c0);
         sums[..n].fill(0);
-        for px in x.chunks_exact(c) {
-            for (s, &v) in sums[..n].iter_mut().zip(&px[c0..c0 + n]) {
-                *s += v as i32;
-            }
-        }
+        sum_pixels(x, c, c0, &mut sums[..n]);
         for (o, &s) in out[c0..c0 + n].iter_mut().zip(&sums[..n]) {
             *o = sat_i8(s as f32 * k);
+        }
+    }
+}
+
+avx2_twin!(sum_pixels => sum_pixels_body(x: &[i8], c: usize, c0: usize, sums: &mut [i32]));
+
+/// Adds channels `c0..c0 + sums.len()` of every pixel of `x` into `sums`.
+#[inline(always)]
+fn sum_pixels_body(x: &[i8], c: usize, c0: usize, sums: &mut [i32]) {
+    let n = sums.len();
+    for px in x.chunks_exact(c) {
+        for (s, &v) in sums.iter_mut().zip(&px[c0..c0 + n]) {
+            *s += v as i32;
         }
     }
 }
@@ -82,16 +115,26 @@ pub(crate) fn channel_gate_i8(
 ) {
     let mut m = [0i32; BLOCK];
     let k = s_x / s_out * (1u32 << GATE_BITS) as f32;
-    let half = 1i32 << (GATE_BITS - 1);
     for c0 in (0..c).step_by(BLOCK) {
         let n = BLOCK.min(c - c0);
         for (d, &g) in m[..n].iter_mut().zip(&gate[c0..c0 + n]) {
             *d = (sigmoid(g as f32 * s_g) * k).round().min((1 << 23) as f32) as i32;
         }
-        for (px, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(&m[..n]) {
-                *o = ((v as i32 * g + half) >> GATE_BITS).clamp(-127, 127) as i8;
-            }
+        gate_pixels(x, c, c0, &m[..n], out);
+    }
+}
+
+avx2_twin!(gate_pixels => gate_pixels_body(x: &[i8], c: usize, c0: usize, m: &[i32], out: &mut [i8]));
+
+/// Channels `c0..c0 + m.len()` of every pixel of `x` times their fixed-point multipliers
+/// `m`, rounded, into `out`.
+#[inline(always)]
+fn gate_pixels_body(x: &[i8], c: usize, c0: usize, m: &[i32], out: &mut [i8]) {
+    const HALF: i32 = 1 << (GATE_BITS - 1);
+    let n = m.len();
+    for (px, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(m) {
+            *o = ((v as i32 * g + HALF) >> GATE_BITS).clamp(-127, 127) as i8;
         }
     }
 }

@@ -532,6 +532,13 @@ fn simd_tables() -> Vec<Kernels> {
                     v.push(t);
                 }
             }
+            for (name, add) in x86_64::add_i8_variants() {
+                if name != nodot.names.add_i8 {
+                    let mut t = nodot;
+                    (t.add_i8, t.names.add_i8) = (add, name);
+                    v.push(t);
+                }
+            }
         }
         v.push(nodot);
     }
