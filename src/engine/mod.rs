@@ -34,11 +34,11 @@ use pool::{split, Pool};
 const MIN_PARALLEL_WORK: usize = 100_000;
 
 /// The work of one output element of the ops that are not convolutions (adds, gates,
-/// pooling, upsampling), in multiply-accumulates: an element costs a few instructions where
-/// a MAC costs a fraction of one (64 per VNNI instruction). Counted as one MAC, the int8
-/// adds and gates of a 32×32×64 map (65,536 elements, ~15 µs on one core) stayed on one
-/// thread.
-const ELEMENT_WORK: usize = 16;
+/// pooling, upsampling), in multiply-accumulates. Measured on the liveness network (int8,
+/// AVX-512, 2 threads; a hand-over costs ~3 µs): a 32×32×64 add or gate (65,536 elements,
+/// 12–15 µs on one core) takes 8 µs on two, a 16×16×128 one (32,768 elements, 6 µs) 11 µs.
+/// At 2 the first kind is shared and the second is not.
+const ELEMENT_WORK: usize = 2;
 
 /// `FACEGATE_WINOGRAD=off` keeps every dense conv on im2col + GEMM (to compare the two on
 /// one binary); anything else, or unset, lets eligible 3×3 convs use Winograd.
