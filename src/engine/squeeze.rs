@@ -1,10 +1,11 @@
 //! The two ops of a squeeze-excitation block that are not convolutions: the global average
 //! pool (squeeze) and the sigmoid channel gate (excitation), on NHWC f32 and int8 values.
 //!
-//! They are plain Rust rather than kernel-table entries: on the anti-spoofing nets they touch
-//! a few thousand values per frame (well under 1 % of the multiply-accumulates), so the same
-//! code runs on every ISA and needs no per-ISA twin. Neither allocates: the gate's sigmoids
-//! go through a fixed stack block.
+//! They are plain Rust rather than kernel-table entries: the gate multiplies each value of a
+//! feature map once (the anti-spoofing nets gate 32×32×64, 16×16×128 and 8×8×128 maps), so
+//! one integer loop serves every ISA; on x86-64 it is compiled a second time for AVX2
+//! (`avx2_twin!`), since the portable SSE2 build cannot vectorise it (3× slower). Neither
+//! allocates: the gate's sigmoids go through a fixed stack block.
 
 use crate::kernels::sat_i8;
 
