@@ -585,6 +585,62 @@ unsafe fn mac1<const HI: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> in
     acc
 }
 
+/// One row of a tile, four groups: `acc` (channel pairs as in [`tile_i8`]) += the 4 groups
+/// of A at `a` against `b0` (groups g, g+1: channels 0–3 and 4–7 of each) and `b1` (groups
+/// g+2, g+3). One `ld4r` broadcasts each 4-byte group into its own register, then 8 ×
+/// ([`mac2_lo`] or [`mac2_hi`]). Asm because the broadcast needs four consecutive registers
+/// and, left to itself, LLVM hoists every row's loads above the products and spills
+/// accumulators (the tile holds 16 accumulators + 8 weight registers).
+///
+/// # Safety
+/// `a..a+16` is readable (`ld4r` has no alignment requirement).
+#[inline(always)]
+unsafe fn mac4_row(
+    acc: [int32x4_t; 4],
+    a: *const i8,
+    b0: [int8x16_t; 4],
+    b1: [int8x16_t; 4],
+) -> [int32x4_t; 4] {
+    let [mut c0, mut c1, mut c2, mut c3] = acc;
+    // SAFETY: reads 16 bytes at `a` (the caller's contract), registers otherwise.
+    unsafe {
+        asm!(
+            "ld4r {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{a}]",
+            "smull v20.8h, v16.8b, {p0:v}.8b",
+            "smull2 v21.8h, v16.16b, {p0:v}.16b",
+            "smlal v20.8h, v17.8b, {p2:v}.8b",
+            "smlal2 v21.8h, v17.16b, {p2:v}.16b",
+            "sadalp {c0:v}.4s, v20.8h",
+            "sadalp {c1:v}.4s, v21.8h",
+            "smull v20.8h, v16.8b, {p1:v}.8b",
+            "smull2 v21.8h, v16.16b, {p1:v}.16b",
+            "smlal v20.8h, v17.8b, {p3:v}.8b",
+            "smlal2 v21.8h, v17.16b, {p3:v}.16b",
+            "sadalp {c2:v}.4s, v20.8h",
+            "sadalp {c3:v}.4s, v21.8h",
+            "smull v20.8h, v18.8b, {q0:v}.8b",
+            "smull2 v21.8h, v18.16b, {q0:v}.16b",
+            "smlal v20.8h, v19.8b, {q2:v}.8b",
+            "smlal2 v21.8h, v19.16b, {q2:v}.16b",
+            "sadalp {c0:v}.4s, v20.8h",
+            "sadalp {c1:v}.4s, v21.8h",
+            "smull v20.8h, v18.8b, {q1:v}.8b",
+            "smull2 v21.8h, v18.16b, {q1:v}.16b",
+            "smlal v20.8h, v19.8b, {q3:v}.8b",
+            "smlal2 v21.8h, v19.16b, {q3:v}.16b",
+            "sadalp {c2:v}.4s, v20.8h",
+            "sadalp {c3:v}.4s, v21.8h",
+            a = in(reg) a,
+            p0 = in(vreg) b0[0], p1 = in(vreg) b0[1], p2 = in(vreg) b0[2], p3 = in(vreg) b0[3],
+            q0 = in(vreg) b1[0], q1 = in(vreg) b1[1], q2 = in(vreg) b1[2], q3 = in(vreg) b1[3],
+            c0 = inout(vreg) c0, c1 = inout(vreg) c1, c2 = inout(vreg) c2, c3 = inout(vreg) c3,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [c0, c1, c2, c3]
+}
+
 /// 4 activation bytes (one group) broadcast to all four 32-bit lanes.
 #[inline(always)]
 unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
@@ -631,20 +687,30 @@ unsafe fn tile_i8<const MR: usize, const W: bool>(
     for j in 0..segs {
         let off = j * seg_stride;
         let mut i = 0;
-        while i + 2 <= full {
-            let b00 = vld1q_s8(bp.add(g * 32));
-            let b01 = vld1q_s8(bp.add(g * 32 + 16));
-            let b10 = vld1q_s8(bp.add(g * 32 + 32));
-            let b11 = vld1q_s8(bp.add(g * 32 + 48));
+        // Four groups per step: the 128 bytes of B in two 4-register loads (`ld1`), and per
+        // row the four 4-byte groups of A broadcast, each into its own register, by one `ld4r`
+        // (instead of four `ld1r`, each with its own address arithmetic).
+        while i + 4 <= full {
+            let bl = vld1q_s8_x4(bp.add(g * 32));
+            let bh = vld1q_s8_x4(bp.add(g * 32 + 64));
+            let (b0, b1) = ([bl.0, bl.1, bl.2, bl.3], [bh.0, bh.1, bh.2, bh.3]);
             for r in 0..MR {
-                let row = rows[r].add(off + 4 * i);
-                let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
-                let a1 =
-                    vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
-                acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
-                acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
-                acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
-                acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
+                // SAFETY: the 16 bytes lie in this run (i + 4 <= full).
+                acc[r] = mac4_row(acc[r], rows[r].add(off + 4 * i), b0, b1);
+            }
+            g += 4;
+            i += 4;
+        }
+        if i + 2 <= full {
+            let b = vld1q_s8_x4(bp.add(g * 32));
+            for r in 0..MR {
+                // SAFETY: as above, 8 bytes (`ld2r`).
+                let av = vld2q_dup_s32(rows[r].add(off + 4 * i) as *const i32);
+                let (a0, a1) = (vreinterpretq_s8_s32(av.0), vreinterpretq_s8_s32(av.1));
+                acc[r][0] = mac2_lo(acc[r][0], a0, b.0, a1, b.2);
+                acc[r][1] = mac2_hi(acc[r][1], a0, b.0, a1, b.2);
+                acc[r][2] = mac2_lo(acc[r][2], a0, b.1, a1, b.3);
+                acc[r][3] = mac2_hi(acc[r][3], a0, b.1, a1, b.3);
             }
             g += 2;
             i += 2;
