@@ -167,24 +167,9 @@ pub fn resize_window(
     }
 }
 
+avx2_twin!(vertical => vertical_body(r0: &[i32], r1: &[i32], b: [i32; 2], out: &mut [u8]));
+
 /// The vertical pass of one output row: OpenCV's rounding of two weighted row sums.
-fn vertical(r0: &[i32], r1: &[i32], b: [i32; 2], out: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above).
-        return unsafe { vertical_avx2(r0, r1, b, out) };
-    }
-    vertical_body(r0, r1, b, out)
-}
-
-/// [`vertical_body`] compiled for AVX2: baseline x86-64 (SSE2) has no 32-bit multiply, so
-/// the portable build leaves this loop scalar. The same source, so the same bytes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn vertical_avx2(r0: &[i32], r1: &[i32], b: [i32; 2], out: &mut [u8]) {
-    vertical_body(r0, r1, b, out)
-}
-
 #[inline(always)]
 fn vertical_body(r0: &[i32], r1: &[i32], [b0, b1]: [i32; 2], out: &mut [u8]) {
     for ((o, &s0), &s1) in out.iter_mut().zip(r0).zip(r1) {
