@@ -167,6 +167,23 @@ impl Embedder {
         let crop = norm_crop(img, kps, self.model.input_size() as u32);
         self.embed_crop(&crop)
     }
+
+    /// [`Embedder::embed`], with the face also aligned to `side × side` pixels: the crop
+    /// that was embedded when the recogniser takes that size (no second alignment).
+    pub fn embed_with_crop(
+        &self,
+        img: &RgbImage,
+        kps: &[[f32; 2]; 5],
+        side: u32,
+    ) -> Result<(Vec<f32>, RgbImage)> {
+        let crop = norm_crop(img, kps, self.model.input_size() as u32);
+        let e = self.embed_crop(&crop)?;
+        if crop.width() == side {
+            Ok((e, crop))
+        } else {
+            Ok((e, norm_crop(img, kps, side)))
+        }
+    }
 }
 
 /// Smallest norm of a raw embedding that still has a direction: the recogniser's real

@@ -63,24 +63,92 @@ fn row_taps(src: usize, dst: usize) -> Vec<([usize; 2], [i32; 2])> {
 /// vectorised code (`((s0>>4)*b0 >> 16) + ((s1>>4)*b1 >> 16)`, then `+2 >> 2`).
 pub fn resize_bilinear(src: &RgbImage, dw: u32, dh: u32) -> RgbImage {
     let (sw, sh) = (src.width() as usize, src.height() as usize);
-    let (dw_, dh_) = (dw as usize, dh as usize);
-    let xt = linear_taps(sw, dw_);
-    let yt = row_taps(sh, dh_);
-    let s = src.as_raw();
-    let hrow = |y: usize, out: &mut Vec<i32>| {
-        out.clear();
-        let row = &s[y * sw * 3..(y + 1) * sw * 3];
-        for &(x, [a0, a1]) in &xt {
-            let x1 = (x + 1).min(sw - 1);
+    let mut dst = vec![0u8; dw as usize * dh as usize * 3];
+    let window = Window {
+        width: sw,
+        height: sh,
+        cols: 0..sw,
+        rows: 0..sh,
+        origin: (0, 0),
+    };
+    resize_window(src, &window, dw as usize, dh as usize, |dy, row| {
+        dst[dy * row.len()..(dy + 1) * row.len()].copy_from_slice(row)
+    });
+    RgbImage::from_raw(dw, dh, dst).expect("buffer sized for the image")
+}
+
+/// A `width × height` source image made of a rectangle of a frame in a zero border. Source
+/// columns `cols` and rows `rows` hold frame pixels, starting at frame pixel `origin`
+/// (`(x, y)`); everything else is zero. Resizing a window equals resizing the padded image
+/// (a face crop's square that leaves the frame), without building it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub width: usize,
+    pub height: usize,
+    pub cols: std::ops::Range<usize>,
+    pub rows: std::ops::Range<usize>,
+    pub origin: (usize, usize),
+}
+
+/// [`resize_bilinear`] of the window `w` of `frame`, handing each finished output row
+/// (`dw × 3` bytes) to `emit(dy, row)`.
+pub fn resize_window(
+    frame: &RgbImage,
+    w: &Window,
+    dw: usize,
+    dh: usize,
+    mut emit: impl FnMut(usize, &[u8]),
+) {
+    let mut out = vec![0u8; dw * 3];
+    let fw = frame.width() as usize;
+    let inside = !w.cols.is_empty() && !w.rows.is_empty();
+    if !inside || w.width == 0 || w.height == 0 {
+        // No frame pixel in the window: the padded image, and so its resize, is all zero.
+        (0..dh).for_each(|dy| emit(dy, &out));
+        return;
+    }
+    let (x0, y0) = w.origin;
+    assert!(
+        x0 + w.cols.len() <= fw && y0 + w.rows.len() <= frame.height() as usize,
+        "window {w:?} outside the {fw}x{} frame",
+        frame.height()
+    );
+    // A border pixel contributes nothing: its weight becomes 0 (and its index any frame
+    // pixel), which is what multiplying the zero it stands for gives.
+    let col = |x: usize| w.cols.contains(&x).then(|| (x0 + x - w.cols.start) * 3);
+    let taps: Vec<([usize; 2], [i32; 2])> = linear_taps(w.width, dw)
+        .into_iter()
+        .map(|(x, [a0, a1])| {
+            let x1 = (x + 1).min(w.width - 1);
+            let (o0, o1) = (col(x), col(x1));
+            (
+                [o0.unwrap_or(0), o1.unwrap_or(0)],
+                [
+                    if o0.is_some() { a0 } else { 0 },
+                    if o1.is_some() { a1 } else { 0 },
+                ],
+            )
+        })
+        .collect();
+    let s = frame.as_raw();
+    let hrow = |y: usize, out: &mut [i32]| {
+        if !w.rows.contains(&y) {
+            out.fill(0);
+            return;
+        }
+        let fy = y0 + y - w.rows.start;
+        let row = &s[fy * fw * 3..(fy + 1) * fw * 3];
+        for (o, &([i0, i1], [a0, a1])) in out.chunks_exact_mut(3).zip(&taps) {
+            let px = |i: usize| -> [u8; 3] { row[i..i + 3].try_into().expect("a whole pixel") };
+            let (p0, p1) = (px(i0), px(i1));
             for c in 0..3 {
-                out.push(row[x * 3 + c] as i32 * a0 + row[x1 * 3 + c] as i32 * a1);
+                o[c] = p0[c] as i32 * a0 + p1[c] as i32 * a1;
             }
         }
     };
-    let mut dst = vec![0u8; dw_ * dh_ * 3];
-    let (mut r0, mut r1) = (Vec::new(), Vec::new());
+    let (mut r0, mut r1) = (vec![0i32; dw * 3], vec![0i32; dw * 3]);
     let mut cached: (Option<usize>, Option<usize>) = (None, None);
-    for (dy, &([y, y1], [b0, b1])) in yt.iter().enumerate() {
+    for (dy, ([y, y1], [b0, b1])) in row_taps(w.height, dh).into_iter().enumerate() {
         if cached.0 != Some(y) {
             if cached.1 == Some(y) {
                 std::mem::swap(&mut r0, &mut r1);
@@ -94,14 +162,21 @@ pub fn resize_bilinear(src: &RgbImage, dw: u32, dh: u32) -> RgbImage {
             hrow(y1, &mut r1);
             cached.1 = Some(y1);
         }
-        let out = &mut dst[dy * dw_ * 3..(dy + 1) * dw_ * 3];
-        for ((o, &s0), &s1) in out.iter_mut().zip(&r0).zip(&r1) {
-            let t0 = ((s0 >> 4) * b0) >> 16;
-            let t1 = ((s1 >> 4) * b1) >> 16;
-            *o = ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8;
-        }
+        vertical(&r0, &r1, [b0, b1], &mut out);
+        emit(dy, &out);
     }
-    RgbImage::from_raw(dw, dh, dst).expect("buffer sized for the image")
+}
+
+avx2_twin!(vertical => vertical_body(r0: &[i32], r1: &[i32], b: [i32; 2], out: &mut [u8]));
+
+/// The vertical pass of one output row: OpenCV's rounding of two weighted row sums.
+#[inline(always)]
+fn vertical_body(r0: &[i32], r1: &[i32], [b0, b1]: [i32; 2], out: &mut [u8]) {
+    for ((o, &s0), &s1) in out.iter_mut().zip(r0).zip(r1) {
+        let t0 = ((s0 >> 4) * b0) >> 16;
+        let t1 = ((s1 >> 4) * b1) >> 16;
+        *o = ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8;
+    }
 }
 
 /// Where a letterboxed image sits in the network input.
@@ -178,8 +253,24 @@ pub fn fill_nhwc(img: &RgbImage, norm: InputNorm, dst: &mut [f32]) {
         img.width(),
         img.height()
     );
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = (s as f32 - norm.mean) / norm.std;
+    norm_table(norm).apply(src, dst);
+}
+
+/// `(v − mean)/std` for every byte value `v`: the same division, once per value instead of
+/// once per pixel channel (a 320×256 frame is 245,760 of them).
+pub struct NormTable([f32; 256]);
+
+/// The [`NormTable`] of `norm`.
+pub fn norm_table(norm: InputNorm) -> NormTable {
+    NormTable(std::array::from_fn(|v| (v as f32 - norm.mean) / norm.std))
+}
+
+impl NormTable {
+    /// Normalises the bytes `src` into `dst` (the shorter of the two).
+    pub fn apply(&self, src: &[u8], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = self.0[s as usize];
+        }
     }
 }
 

@@ -5,9 +5,19 @@
 #   benches/peers/qemu_insn.sh [CPU...]        (default: cortex-a72 max)
 #
 # Per-inference count = count(N+1 inferences) - count(N inferences): start-up, model loading
-# and warm-up cancel out. Needs: the aarch64 facegate build, the int8 model files, the tract
-# runner built for aarch64 (all three are built here if missing), ../shared.
-# Env: N (default 1), BUILD=0 to skip the cargo builds, TOP=mnemonics to print per run (0).
+# and warm-up cancel out. Needs: the aarch64 facegate build and the tract runner built for
+# aarch64 (both built here), the boards' int8 model files in models/ (made by
+# `cargo run --release -- demo`), ../shared.
+# Env: SIZE=WxH the detector input (default 320x256, the boards' det_size; SIZE=640x640 for
+# the figures taken before), MODELS (default "det rec"; "live" adds the anti-spoofing net,
+# "loop" the whole unlock loop per frame, see below), N (default 1), BUILD=0 to skip the
+# cargo builds, TOP=mnemonics to print per run (0).
+#
+# MODELS=loop: frame -> decision of `facegate unlock` with the Pi 4 profile (boards/rpi4.toml,
+# on one thread, store under target/qemu-insn/loop) on the 640x360 YUYV webcam clip of
+# ../shared (no JPEG decoding, as the Pi 4's YUYV camera): the user is enrolled from the clip
+# itself, so every frame is detected, aligned, embedded, matched, judged live and decided.
+# Per frame = (count(10 frames) - count(5 frames)) / 5; facegate only (tract has no loop).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -15,6 +25,8 @@ SHARED=${SHARED:-$ROOT/../shared}
 TARGET=aarch64-unknown-linux-gnu
 N=${N:-1}
 TOP=${TOP:-0}
+SIZE=${SIZE:-320x256}
+read -r -a MODELS <<<"${MODELS:-det rec}"
 CPUS=("$@")
 [ ${#CPUS[@]} -gt 0 ] || CPUS=(cortex-a72 max)
 
@@ -33,10 +45,13 @@ if [ "${BUILD:-1}" != 0 ]; then
         CARGO_TARGET_DIR=$ROOT/target/peers-tract cargo build --release --target $TARGET >&2)
 fi
 
-REC=models/mobilefacenet_512.int8.safetensors
-DET=models/scrfd_500m_kps.int8.safetensors
-for f in $REC $DET; do
-    [ -f "$f" ] || { echo "missing $f: make it with quantize --precision int8 (README.md)" >&2; exit 1; }
+# The boards' files ([models] and [liveness] of boards/*.toml) and the ONNX each was
+# converted from, which tract runs.
+REC=models/mobilefacenet_512_int8.safetensors
+DET=models/det_500m_int8.safetensors
+LIVE=models/antispoof_print_replay_1.5_128_int8.safetensors
+for f in $REC $DET $LIVE; do
+    [ -f "$f" ] || { echo "missing $f: make it with \`cargo run --release -- demo\` (README.md)" >&2; exit 1; }
 done
 
 # count CPU LOG CMD...: total guest instructions of one run.
@@ -44,7 +59,7 @@ count() {
     local cpu=$1 log=$2
     shift 2
     qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu \
-        -plugin "$PLUGIN",top=40 -d plugin -D "$log" "$@" >/dev/null
+        -plugin "$PLUGIN",top=40 -d plugin -D "$log" "$@" >"$log.out"
     awk '/^total_insns/ {print $2}' "$log"
 }
 
@@ -65,19 +80,62 @@ per_inf() {
 
 # --warmup 1 in both runs: facegate always warms up at least once, so N and N+1 differ by
 # exactly one timed inference.
+# The live row is the network alone for tract; facegate's includes the crop from a frame of
+# SIZE, its resize to 128x128 and the softmax (`bench --live`), a little more work.
 fg_rec=("$FG" bench --rec $REC --precision int8 --threads 1 --warmup 1 --iters @N@)
-fg_det=("$FG" bench --det $DET --precision int8 --threads 1 --warmup 1 --size 640x640 --iters @N@)
+fg_det=("$FG" bench --det $DET --precision int8 --threads 1 --warmup 1 --size "$SIZE" --iters @N@)
+fg_live=("$FG" bench --live $LIVE --precision int8 --threads 1 --warmup 1 --size "$SIZE" --iters @N@)
 tr_rec=("$TRACT" "$SHARED/models/onnx/mobilefacenet_512.onnx" 112x112 @N@)
-tr_det=("$TRACT" "$SHARED/models/onnx/scrfd_500m_kps.onnx" 640x640 @N@)
+tr_det=("$TRACT" "$SHARED/models/onnx/det_500m.onnx" "$SIZE" @N@)
+tr_live=("$TRACT" "$SHARED/models/onnx/antispoof_print_replay_1.5_128.onnx" 128x128 @N@)
 
-printf '%-12s %-16s %16s %16s %8s\n' cpu model "facegate int8" "tract f32" ratio
+# The unlock loop of MODELS=loop: a copy of the Pi 4 profile on one thread with its store here
+# and a camera of 5 fps (the loop looks at most at n = 5 frames a second: at 30 fps a replay
+# would skip 5 frames of 6), clips of the first 5 and 10 frames of the YUYV webcam clip, one
+# user enrolled from it.
+loop_setup() {
+    local d=$OUT/loop
+    rm -rf "$d" && mkdir -p "$d"
+    sed -e 's/^threads = .*/threads = 1/' -e "s|^path = .*|path = \"$d/templates.fgt\"|" \
+        -e 's/^fps = .*/fps = 5/' -e '/^\[gpio\]/,/^open_ms/d' boards/rpi4.toml >"$d/board.toml"
+    local clip=$SHARED/data/video/webcam_talking_640x360_10f.yuyv
+    head -c $((5 * 640 * 360 * 2)) "$clip" >"$d/clip5.yuyv"
+    head -c $((10 * 640 * 360 * 2)) "$clip" >"$d/clip10.yuyv"
+    FACEGATE_ROOT=$ROOT qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu "$FG" enroll \
+        --board "$d/board.toml" --user talker --source "yuyv:$clip@640x360" >"$d/enroll.log" 2>&1
+    # both runs start from the policy state of a fresh enrolment
+    cp -p "$d/templates.fgt.state" "$d/state.fresh"
+}
+loop_per_frame() {
+    local cpu=$1 d=$OUT/loop a b
+    export FACEGATE_ROOT=$ROOT
+    cp -p "$d/state.fresh" "$d/templates.fgt.state"
+    a=$(count "$cpu" "$d/unlock-$cpu-5.log" "$FG" unlock --board "$d/board.toml" \
+        --source "yuyv:$d/clip5.yuyv@640x360")
+    cp -p "$d/state.fresh" "$d/templates.fgt.state"
+    b=$(count "$cpu" "$d/unlock-$cpu-10.log" "$FG" unlock --board "$d/board.toml" \
+        --source "yuyv:$d/clip10.yuyv@640x360")
+    echo $(((b - a) / 5))
+}
+for m in "${MODELS[@]}"; do [ "$m" != loop ] || loop_setup; done
+
+printf '%-12s %-26s %16s %16s %8s\n' cpu model "facegate int8" "tract f32" ratio
 for cpu in "${CPUS[@]}"; do
-    for m in rec det; do
+    for m in "${MODELS[@]}"; do
         case $m in
-            rec) label=mobilefacenet_512; f=$(per_inf "$cpu" fg-rec "${fg_rec[@]}"); t=$(per_inf "$cpu" tract-rec "${tr_rec[@]}") ;;
-            det) label=scrfd_500m_kps; f=$(per_inf "$cpu" fg-det "${fg_det[@]}"); t=$(per_inf "$cpu" tract-det "${tr_det[@]}") ;;
+            rec) label="mobilefacenet_512 112x112"; fg=("${fg_rec[@]}"); tr=("${tr_rec[@]}") ;;
+            det) label="det_500m $SIZE"; fg=("${fg_det[@]}"); tr=("${tr_det[@]}") ;;
+            live) label="antispoof 128x128"; fg=("${fg_live[@]}"); tr=("${tr_live[@]}") ;;
+            loop)
+                printf '%-12s %-26s %16s %16s %8s\n' "$cpu" "unlock loop per frame" \
+                    "$(loop_per_frame "$cpu")" - -
+                continue
+                ;;
+            *) echo "unknown model $m (det, rec, live, loop)" >&2; exit 2 ;;
         esac
-        printf '%-12s %-16s %16s %16s %8s\n' "$cpu" "$label" "$f" "$t" \
+        f=$(per_inf "$cpu" "fg-$m" "${fg[@]}")
+        t=$(per_inf "$cpu" "tract-$m" "${tr[@]}")
+        printf '%-12s %-26s %16s %16s %8s\n' "$cpu" "$label" "$f" "$t" \
             "$(awk -v f="$f" -v t="$t" 'BEGIN {printf "%.3f", f / t}')"
     done
 done

@@ -184,6 +184,91 @@ fn label(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// The camera frame of the stage timings: the boards' capture size.
+const CAMERA: (u32, u32) = (640, 480);
+
+/// Frame → decision as the unlock loop runs it, without the capture: on a camera-size
+/// frame, the detector stage (letterbox to `size`, network, decoding), the recogniser stage
+/// (alignment, network) and the liveness stage (crop, network). The network lines above
+/// leave out the first two stages' pre-processing; the liveness line includes its crop.
+fn stages(
+    live: &crate::liveness::Liveness,
+    det: &Path,
+    rec: &Path,
+    size: (u32, u32),
+    opts: &LoadOptions,
+    args: &BenchArgs,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let detector = crate::pipeline::Detector::new(Scrfd::load_with(det, opts)?, Some(size));
+    let embedder = crate::pipeline::Embedder::new(MobileFaceNet::load_with(rec, opts)?);
+    let (cw, ch) = CAMERA;
+    let frame = image::RgbImage::from_fn(cw, ch, |x, y| {
+        image::Rgb([(x * 7 + y) as u8, (x + y * 3) as u8, (x ^ y) as u8])
+    });
+    // A face a third of the frame high in the middle, its eyes, nose and mouth where a
+    // frontal face has them.
+    let (cx, cy, half) = (cw as f32 / 2.0, ch as f32 / 2.0, ch as f32 / 6.0);
+    let face = crate::Face {
+        score: 1.0,
+        bbox: [cx - half, cy - half, cx + half, cy + half],
+        kps: None,
+    };
+    let d = half * 0.35;
+    let kps = [
+        [cx - d, cy - d],
+        [cx + d, cy - d],
+        [cx, cy],
+        [cx - 0.8 * d, cy + d],
+        [cx + 0.8 * d, cy + d],
+    ];
+    let what = format!("{cw}x{ch} frame");
+    let detect = || detector.detect(&frame).map(|_| ());
+    let sd = bench_stage(
+        "detect stage",
+        &format!(
+            "{what}, letterbox to {}x{} + network + decoding",
+            size.0, size.1
+        ),
+        None,
+        args,
+        detect,
+    )?;
+    let embed = || embedder.embed(&frame, &kps).map(|_| ());
+    let se = bench_stage(
+        "embed stage",
+        &format!("{what}, alignment + network"),
+        None,
+        args,
+        embed,
+    )?;
+    let score = || live.score(&frame, &face).map(|_| ());
+    let sl = bench_stage(
+        "live stage",
+        &format!("{what}, crop + network"),
+        None,
+        args,
+        score,
+    )?;
+    let share = sl.median_ms / (sd.median_ms + se.median_ms);
+    outln!(
+        "frame -> decision stages: liveness adds {:.1} % to detect + embed ({:.3} ms on {:.3} ms, medians)",
+        100.0 * share,
+        sl.median_ms,
+        sd.median_ms + se.median_ms
+    );
+    json.insert(
+        "stages".into(),
+        serde_json::json!({
+            "detect": sd.json(),
+            "embed": se.json(),
+            "live": sl.json(),
+            "live_over_det_rec": round3(share),
+        }),
+    );
+    Ok(())
+}
+
 /// Runs the benchmark and prints the table and the JSON line.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.det.is_none() && args.rec.is_none() && args.live.is_none() {
@@ -269,6 +354,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let what = format!("{:<28} {n}x{n}", label(path));
         let s = bench_stage("live", &what, model.engine(), args, run)?;
         json.insert("live".into(), s.json());
+        if args.profile {
+            // The stage's share outside the network: the crop into a normalised input.
+            let c = model.config();
+            let (mut input, norm) = (vec![0f32; n * n * 3], crate::preprocess::norm_table(c.norm));
+            let crop = || {
+                let (bbox, scale) = (face.bbox, c.crop_scale);
+                crate::liveness::crop::crop_rows(&frame, bbox, scale, n as u32, |dy, row| {
+                    norm.apply(row, &mut input[dy * row.len()..(dy + 1) * row.len()])
+                });
+                Ok(())
+            };
+            bench_stage("crop", &what, None, args, crop)?;
+        }
         let stage = |k: &str| json.get(k).and_then(|v| v["median_ms"].as_f64());
         if let (Some(d), Some(r), Some(l)) = (stage("det"), stage("rec"), stage("live")) {
             let share = l / (d + r);
@@ -279,6 +377,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             );
             json.insert("live_over_det_rec".into(), round3(share).into());
         }
+    }
+    if let (Some(live), Some(dp), Some(rp)) = (&live, &args.det, &args.rec) {
+        stages(live, dp, rp, (w as u32, h as u32), &opts, args, &mut json)?;
     }
     let rss = peak_rss_mb();
     outln!(

@@ -29,9 +29,16 @@ use layers::{apply_act, upsample2x, Layer};
 use plan::Plan;
 use pool::{split, Pool};
 
-/// Layers with less work than this (multiply-accumulates, or elements for the cheap ops)
-/// run on one thread: handing them over costs more than it saves.
+/// Layers with less work than this (multiply-accumulates, see [`ELEMENT_WORK`] for the
+/// cheap ops) run on one thread: handing them over costs more than it saves.
 const MIN_PARALLEL_WORK: usize = 100_000;
+
+/// The work of one output element of the ops that are not convolutions (adds, gates,
+/// pooling, upsampling), in multiply-accumulates. Measured on the liveness network (int8,
+/// AVX-512, 2 threads; a hand-over costs ~3 µs): a 32×32×64 add or gate (65,536 elements,
+/// 12–15 µs on one core) takes 8 µs on two, a 16×16×128 one (32,768 elements, 6 µs) 11 µs.
+/// At 2 the first kind is shared and the second is not.
+const ELEMENT_WORK: usize = 2;
 
 /// `FACEGATE_WINOGRAD=off` keeps every dense conv on im2col + GEMM (to compare the two on
 /// one binary); anything else, or unset, lets eligible 3×3 convs use Winograd.
@@ -437,7 +444,7 @@ impl Engine {
                 };
                 (rows, out_len * per_out)
             }
-            _ => (out_shape[0], out_len),
+            _ => (out_shape[0], out_len * ELEMENT_WORK),
         }
     }
 

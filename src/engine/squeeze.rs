@@ -1,10 +1,11 @@
 //! The two ops of a squeeze-excitation block that are not convolutions: the global average
 //! pool (squeeze) and the sigmoid channel gate (excitation), on NHWC f32 and int8 values.
 //!
-//! They are plain Rust rather than kernel-table entries: on the anti-spoofing nets they touch
-//! a few thousand values per frame (well under 1 % of the multiply-accumulates), so the same
-//! code runs on every ISA and needs no per-ISA twin. Neither allocates: the gate's sigmoids
-//! go through a fixed stack block.
+//! They are plain Rust rather than kernel-table entries: the gate multiplies each value of a
+//! feature map once (the anti-spoofing nets gate 32×32×64, 16×16×128 and 8×8×128 maps), so
+//! one integer loop serves every ISA; on x86-64 it is compiled a second time for AVX2
+//! (`avx2_twin!`), since the portable SSE2 build cannot vectorise it (3× slower). Neither
+//! allocates: the gate's sigmoids go through a fixed stack block.
 
 use crate::kernels::sat_i8;
 
@@ -39,13 +40,22 @@ pub(crate) fn global_avg_pool_i8(x: &[i8], c: usize, s_in: f32, s_out: f32, out:
     for c0 in (0..c).step_by(BLOCK) {
         let n = BLOCK.min(c - c0);
         sums[..n].fill(0);
-        for px in x.chunks_exact(c) {
-            for (s, &v) in sums[..n].iter_mut().zip(&px[c0..c0 + n]) {
-                *s += v as i32;
-            }
-        }
+        sum_pixels(x, c, c0, &mut sums[..n]);
         for (o, &s) in out[c0..c0 + n].iter_mut().zip(&sums[..n]) {
             *o = sat_i8(s as f32 * k);
+        }
+    }
+}
+
+avx2_twin!(sum_pixels => sum_pixels_body(x: &[i8], c: usize, c0: usize, sums: &mut [i32]));
+
+/// Adds channels `c0..c0 + sums.len()` of every pixel of `x` into `sums`.
+#[inline(always)]
+fn sum_pixels_body(x: &[i8], c: usize, c0: usize, sums: &mut [i32]) {
+    let n = sums.len();
+    for px in x.chunks_exact(c) {
+        for (s, &v) in sums.iter_mut().zip(&px[c0..c0 + n]) {
+            *s += v as i32;
         }
     }
 }
@@ -82,16 +92,26 @@ pub(crate) fn channel_gate_i8(
 ) {
     let mut m = [0i32; BLOCK];
     let k = s_x / s_out * (1u32 << GATE_BITS) as f32;
-    let half = 1i32 << (GATE_BITS - 1);
     for c0 in (0..c).step_by(BLOCK) {
         let n = BLOCK.min(c - c0);
         for (d, &g) in m[..n].iter_mut().zip(&gate[c0..c0 + n]) {
             *d = (sigmoid(g as f32 * s_g) * k).round().min((1 << 23) as f32) as i32;
         }
-        for (px, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(&m[..n]) {
-                *o = ((v as i32 * g + half) >> GATE_BITS).clamp(-127, 127) as i8;
-            }
+        gate_pixels(x, c, c0, &m[..n], out);
+    }
+}
+
+avx2_twin!(gate_pixels => gate_pixels_body(x: &[i8], c: usize, c0: usize, m: &[i32], out: &mut [i8]));
+
+/// Channels `c0..c0 + m.len()` of every pixel of `x` times their fixed-point multipliers
+/// `m`, rounded, into `out`.
+#[inline(always)]
+fn gate_pixels_body(x: &[i8], c: usize, c0: usize, m: &[i32], out: &mut [i8]) {
+    const HALF: i32 = 1 << (GATE_BITS - 1);
+    let n = m.len();
+    for (px, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        for ((o, &v), &g) in o[c0..c0 + n].iter_mut().zip(&px[c0..c0 + n]).zip(m) {
+            *o = ((v as i32 * g + HALF) >> GATE_BITS).clamp(-127, 127) as i8;
         }
     }
 }

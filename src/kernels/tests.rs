@@ -187,7 +187,9 @@ fn conv_cases() -> Vec<ConvCase> {
     // dense (incl. 1x1 = pointwise and 3x3 stems)
     for &(h, w) in &[(1usize, 1usize), (3, 7), (7, 3), (15, 5), (5, 33)] {
         // (4, 9) and (12, 24): kernel rows of whole 4-byte groups, which int8 kernels may
-        // read in place (`Kernels::window_i8`) instead of through im2col
+        // read in place (`Kernels::window_i8`) instead of through im2col; (3, 16) and
+        // (4, 16): the 12-byte kernel rows into 16 channels of the RGB stems (padded from 9
+        // for 3 channels), which NEON computes tap by tap
         for &(cin, cout) in &[
             (1usize, 1usize),
             (3, 5),
@@ -196,6 +198,8 @@ fn conv_cases() -> Vec<ConvCase> {
             (33, 33),
             (4, 9),
             (12, 24),
+            (3, 16),
+            (4, 16),
         ] {
             for &(k, stride, pad) in &[(1usize, 1usize, 0usize), (3, 1, 1), (3, 2, 1)] {
                 if h + 2 * pad < k || w + 2 * pad < k {
@@ -529,6 +533,13 @@ fn simd_tables() -> Vec<Kernels> {
                 if name != nodot.names.dw_i8 {
                     let mut t = nodot;
                     (t.dw_i8, t.names.dw_i8) = (dw, name);
+                    v.push(t);
+                }
+            }
+            for (name, add) in x86_64::add_i8_variants() {
+                if name != nodot.names.add_i8 {
+                    let mut t = nodot;
+                    (t.add_i8, t.names.add_i8) = (add, name);
                     v.push(t);
                 }
             }

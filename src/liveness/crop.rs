@@ -9,7 +9,7 @@
 use image::RgbImage;
 
 use crate::detect::Face;
-use crate::preprocess::resize_bilinear;
+use crate::preprocess::{resize_window, Window};
 
 /// Where the square lands in the frame: the pixels copied (`x1..x2`, `y1..y2`) and the zero
 /// borders around them.
@@ -77,33 +77,49 @@ impl CropWindow {
     }
 }
 
-/// The padded square around `bbox` at full resolution (zero outside the frame).
-pub fn square(img: &RgbImage, bbox: [f32; 4], scale: f32) -> RgbImage {
-    let win = CropWindow::new(bbox, scale, img.width(), img.height());
-    let (w, h) = win.size();
-    let (w, h) = (w.max(1) as u32, h.max(1) as u32);
-    let mut out = RgbImage::new(w, h);
-    // Left and top are never negative (x1 = max(x, 0)), and the square holds left + copied
-    // + right columns; a box wholly outside the frame copies nothing and stays all zero.
-    let cw = (win.x2 - win.x1).clamp(0, w as i64 - win.left) as usize;
-    let ch = (win.y2 - win.y1).clamp(0, h as i64 - win.top) as usize;
-    if cw > 0 && ch > 0 {
-        let src = img.as_raw();
-        let dst: &mut [u8] = &mut out;
-        let (sw, dw) = (img.width() as usize * 3, w as usize * 3);
-        for row in 0..ch {
-            let s = (win.y1 as usize + row) * sw + win.x1 as usize * 3;
-            let d = (win.top as usize + row) * dw + win.left as usize * 3;
-            dst[d..d + cw * 3].copy_from_slice(&src[s..s + cw * 3]);
+impl CropWindow {
+    /// The padded square as a [`Window`] of the frame: the copied pixels (`x1..x2`,
+    /// `y1..y2`, cut to the square) at `left, top`, zero around them.
+    pub fn window(&self) -> Window {
+        let (w, h) = self.size();
+        let (w, h) = (w.max(1) as usize, h.max(1) as usize);
+        // Left and top are never negative (x1 = max(x, 0)), and the square holds left +
+        // copied + right columns; a box wholly outside the frame copies nothing.
+        let (left, top) = (self.left as usize, self.top as usize);
+        let cw = (self.x2 - self.x1).clamp(0, w as i64 - self.left) as usize;
+        let ch = (self.y2 - self.y1).clamp(0, h as i64 - self.top) as usize;
+        Window {
+            width: w,
+            height: h,
+            cols: left..left + cw,
+            rows: top..top + ch,
+            origin: (self.x1 as usize, self.y1 as usize),
         }
     }
-    out
 }
 
-/// The network input crop of `face`: [`square`], resized to `size × size` like
-/// `cv2.resize(..., INTER_LINEAR)`.
+/// The network input crop of the box `bbox` of `img` (`size × size`): the square
+/// [`CropWindow`] resized like `cv2.resize(..., INTER_LINEAR)`, each finished row handed to
+/// `emit(dy, row)` — straight from the frame, without building the padded square.
+pub fn crop_rows(
+    img: &RgbImage,
+    bbox: [f32; 4],
+    scale: f32,
+    size: u32,
+    emit: impl FnMut(usize, &[u8]),
+) {
+    let win = CropWindow::new(bbox, scale, img.width(), img.height()).window();
+    resize_window(img, &win, size as usize, size as usize, emit)
+}
+
+/// [`crop_rows`] as an image.
 pub fn crop_box(img: &RgbImage, bbox: [f32; 4], scale: f32, size: u32) -> RgbImage {
-    resize_bilinear(&square(img, bbox, scale), size, size)
+    let row = size as usize * 3;
+    let mut out = RgbImage::new(size, size);
+    crop_rows(img, bbox, scale, size, |dy, r| {
+        out.as_mut()[dy * row..(dy + 1) * row].copy_from_slice(r)
+    });
+    out
 }
 
 /// [`crop_box`] of a detected face.
@@ -114,6 +130,7 @@ pub fn crop_face(img: &RgbImage, face: &Face, scale: f32, size: u32) -> RgbImage
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::resize_bilinear;
 
     #[test]
     fn window_inside_the_frame() {
@@ -153,15 +170,55 @@ mod tests {
         }
     }
 
+    /// The padded square built pixel by pixel from the window's fields (the reference's
+    /// slice of the frame with a zero border), to resize with [`resize_bilinear`].
+    fn padded_square(img: &RgbImage, w: &CropWindow) -> RgbImage {
+        let (sw, sh) = w.size();
+        RgbImage::from_fn(sw.max(1) as u32, sh.max(1) as u32, |x, y| {
+            let (fx, fy) = (x as i64 - w.left + w.x1, y as i64 - w.top + w.y1);
+            if (w.x1..w.x2).contains(&fx) && (w.y1..w.y2).contains(&fy) {
+                *img.get_pixel(fx as u32, fy as u32)
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        })
+    }
+
     #[test]
     fn square_copies_the_frame_and_pads_with_zeros() {
         let img = RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8, y as u8, 200]));
-        let sq = square(&img, [0.0, 5.0, 41.0, 46.0], 1.5);
+        let sq = padded_square(&img, &CropWindow::new([0.0, 5.0, 41.0, 46.0], 1.5, 50, 40));
         assert_eq!(sq.dimensions(), (61, 61));
         // Frame pixel (0, 0) lands at (left, top) = (10, 5); the corner is padding.
         assert_eq!(sq.get_pixel(10, 5).0, [0, 0, 200]);
         assert_eq!(sq.get_pixel(10 + 49, 5 + 39).0, [49, 39, 200]);
         assert_eq!(sq.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(sq.get_pixel(60, 60).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn crop_equals_resizing_the_padded_square() {
+        // Boxes inside, across every edge, larger than the frame, tiny, and wholly outside;
+        // crops smaller and larger than the square (down- and upscaling).
+        let img = RgbImage::from_fn(97, 61, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (x + y * 3) as u8, (x ^ y) as u8])
+        });
+        let boxes = [
+            [30.2, 20.7, 55.9, 50.1],
+            [-10.0, -5.0, 20.0, 30.0],
+            [80.0, 40.0, 96.5, 60.9],
+            [0.0, 0.0, 97.0, 61.0],
+            [-50.0, -30.0, 150.0, 90.0],
+            [40.0, 30.0, 41.5, 31.5],
+            [120.0, 70.0, 150.0, 100.0],
+            [-40.0, 10.0, -5.0, 50.0],
+        ];
+        for b in boxes {
+            let win = CropWindow::new(b, 1.5, 97, 61);
+            for size in [16, 80, 128, 300] {
+                let want = resize_bilinear(&padded_square(&img, &win), size, size);
+                assert_eq!(crop_box(&img, b, 1.5, size), want, "box {b:?} at {size}");
+            }
+        }
     }
 }

@@ -130,8 +130,21 @@ impl Liveness {
                 "face box {bbox:?} is not a box inside the {w}x{h} frame"
             )));
         }
-        let s = self.config.input_size as u32;
-        self.score_crop(&crop::crop_box(img, bbox, self.config.crop_scale, s))
+        let (s, scale, norm) = (
+            self.config.input_size,
+            self.config.crop_scale,
+            self.config.norm,
+        );
+        // The crop goes straight into the engine's input, row by row (no padded square, no
+        // crop image).
+        self.score_input(&mut |dst| {
+            crop::crop_rows(img, bbox, scale, s as u32, |dy, row| {
+                let d = &mut dst[dy * row.len()..(dy + 1) * row.len()];
+                for (d, &v) in d.iter_mut().zip(row) {
+                    *d = (v as f32 - norm.mean) / norm.std;
+                }
+            })
+        })
     }
 
     /// Scores a crop already taken (`input_size` square).
@@ -145,15 +158,19 @@ impl Liveness {
             });
         }
         let norm = self.config.norm;
+        self.score_input(&mut |dst| fill_nhwc(crop, norm, dst))
+    }
+
+    /// Runs the network on the input `fill` writes (`input_size` square, NHWC, normalised)
+    /// and takes the softmax; a broken score is an error, never a live face.
+    fn score_input(&self, fill: &mut dyn FnMut(&mut [f32])) -> Result<LiveScore> {
+        let s = self.config.input_size;
         let mut logits = self.logits.lock().unwrap_or_else(|p| p.into_inner());
         logits.clear();
-        self.runner.run_nhwc(
-            s,
-            s,
-            &mut |dst| fill_nhwc(crop, norm, dst),
-            &[self.config.logits],
-            &mut |_, d, _| logits.extend_from_slice(d),
-        )?;
+        self.runner
+            .run_nhwc(s, s, fill, &[self.config.logits], &mut |_, d, _| {
+                logits.extend_from_slice(d)
+            })?;
         let probs = softmax(&logits);
         if probs.len() != self.config.classes.len() || probs.iter().any(|p| !p.is_finite()) {
             // Fail closed: a broken score must never read as live.

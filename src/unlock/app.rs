@@ -124,6 +124,13 @@ impl FaceEngine for Models {
     fn embed(&self, img: &image::RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>> {
         self.pipeline.embed(img, kps)
     }
+    fn embed_with_crop(
+        &self,
+        img: &image::RgbImage,
+        kps: &[[f32; 2]; 5],
+    ) -> Result<(Vec<f32>, image::RgbImage)> {
+        self.pipeline.embed_with_crop(img, kps)
+    }
     fn live_score(&self, img: &image::RgbImage, face: &Face) -> Result<f32> {
         match &self.liveness {
             Some(l) => l.live(img, face),

@@ -52,6 +52,12 @@ pub trait FaceEngine {
     fn detect(&self, img: &RgbImage) -> Result<Vec<Face>>;
     /// Aligns the face with keypoints `kps` and returns its L2-normalised embedding.
     fn embed(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>>;
+    /// [`FaceEngine::embed`] and the aligned [`FROZEN_CROP`]-pixel crop of the face, which
+    /// the frozen-input check compares. A recogniser of that input size hands over the crop
+    /// it embedded rather than aligning the face a second time.
+    fn embed_with_crop(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<(Vec<f32>, RgbImage)> {
+        Ok((self.embed(img, kps)?, norm_crop(img, kps, FROZEN_CROP)))
+    }
     /// The anti-spoofing network's live probability (0..=1) for `face`. An engine without
     /// the network returns an error, so a loop that asks for liveness fails closed.
     fn live_score(&self, _img: &RgbImage, _face: &Face) -> Result<f32> {
@@ -68,7 +74,14 @@ impl FaceEngine for Pipeline {
     fn embed(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<Vec<f32>> {
         self.embedder.embed(img, kps)
     }
+    fn embed_with_crop(&self, img: &RgbImage, kps: &[[f32; 2]; 5]) -> Result<(Vec<f32>, RgbImage)> {
+        self.embedder.embed_with_crop(img, kps, FROZEN_CROP)
+    }
 }
+
+/// Side of the aligned face crops the frozen-input check compares (its noise floor was
+/// measured on these).
+pub const FROZEN_CROP: u32 = 112;
 
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -588,9 +601,9 @@ fn process_frame(
         );
     };
     let start = Instant::now();
-    let emb = engine.embed(rgb, &kps);
+    let emb = engine.embed_with_crop(rgb, &kps);
     t.embed_ms = ms(start.elapsed());
-    let emb = match emb {
+    let (emb, aligned) = match emb {
         Ok(e) => e,
         Err(e) => return (Observation::Error(format!("embedder: {e}")), None),
     };
@@ -619,7 +632,7 @@ fn process_frame(
     }
     judged.ran = true;
     let start = Instant::now();
-    let verdict = judge_liveness(engine, rgb, face, &kps, gate, frozen, judged);
+    let verdict = judge_liveness(engine, rgb, face, aligned, gate, frozen, judged);
     t.live_ms = ms(start.elapsed());
     let obs = match verdict {
         Err(e) => Observation::Error(format!("liveness: {e}")),
@@ -634,13 +647,13 @@ fn process_frame(
     (obs, best)
 }
 
-/// The anti-spoofing network (if on), then the frozen check on a face the network found
-/// live. `Ok(None)`: live; `Ok(Some(kind))`: a spoof of that kind.
+/// The anti-spoofing network (if on), then the frozen check on the aligned crop of a face the
+/// network found live. `Ok(None)`: live; `Ok(Some(kind))`: a spoof of that kind.
 fn judge_liveness(
     engine: &dyn FaceEngine,
     rgb: &RgbImage,
     face: &Face,
-    kps: &[[f32; 2]; 5],
+    aligned: RgbImage,
     gate: &LiveGate,
     frozen: &mut FrozenCheck,
     judged: &mut Judged,
@@ -658,7 +671,7 @@ fn judge_liveness(
         }
     }
     if gate.frozen_floor > 0.0 {
-        let v = frozen.check(norm_crop(rgb, kps, 112));
+        let v = frozen.check(aligned);
         judged.crop_diff = v.min_diff;
         if v.frozen {
             return Ok(Some(SpoofKind::Frozen));

@@ -23,6 +23,9 @@
 //! Depthwise int8 pairs taps the same way (`smull` + `smlal`, then widening adds); 3×3 rows
 //! run interior pixels with the 9 weight vectors and the epilogue held in registers.
 //!
+//! 3×3 convs with 12-byte kernel rows into 16 channels (the RGB stem) go tap by tap,
+//! with `smlal` by element on widened values (`narrow_conv_i8`).
+//!
 //! Requantisation uses `fcvtas` (round half away from zero, like `f32::round`) and
 //! saturating narrows, so it matches the generic kernel exactly.
 
@@ -225,7 +228,11 @@ unsafe fn store_tile<const MR: usize>(
                 Act::None => requant_rows::<MR, 0>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
                 Act::Relu => requant_rows::<MR, 1>(acc, bias, mult, [vdupq_n_f32(0.0); 2], op, n),
                 Act::Relu6(hi) => {
-                    requant_rows::<MR, 2>(acc, bias, mult, [vdupq_n_f32(hi); 2], op, n)
+                    let hi = [
+                        vdupq_n_f32(hi),
+                        vreinterpretq_f32_s32(vdupq_n_s32(relu6_i8(hi))),
+                    ];
+                    requant_rows::<MR, 2>(acc, bias, mult, hi, op, n)
                 }
                 Act::PRelu(al) => {
                     let al = [
@@ -290,8 +297,12 @@ unsafe fn dequant_rows<const MR: usize, const ACT: u8>(
     }
 }
 
-/// [`store_tile`]'s vector path; `ACT`: 0 none, 1 ReLU, 2 ReLU6 (bound in `p`), 3 PReLU
-/// (slopes in `p`). Same arithmetic as [`requant4`].
+/// [`store_tile`]'s vector path; `ACT`: 0 none, 1 ReLU, 2 ReLU6 (lane 0 of `p[1]` holds the
+/// bits of the i32 bound from [`relu6_i8`]), 3 PReLU (slopes in `p`). Same results as [`requant4`],
+/// but ReLU and ReLU6 clamp the int8 result instead of the float: rounding (`fcvtas`) and
+/// the saturating narrows are monotonic, so `round(clamp(x)) = clamp(round(x))` with the
+/// bounds rounded the same way, and the clamp costs one or two instructions per 8 values
+/// instead of two or four per 8 floats.
 #[inline(always)]
 unsafe fn requant_rows<const MR: usize, const ACT: u8>(
     acc: &[[int32x4_t; 2]; MR],
@@ -301,12 +312,48 @@ unsafe fn requant_rows<const MR: usize, const ACT: u8>(
     op: *mut i8,
     n: usize,
 ) {
+    let lo = vdup_n_s8(if ACT == 1 || ACT == 2 { 0 } else { -127 });
+    let hi = vdup_n_s8(vgetq_lane_s32::<0>(vreinterpretq_s32_f32(p[1])) as i8);
     for r in 0..MR {
         let mut q = [vdupq_n_s32(0); 2];
         for h in 0..2 {
-            q[h] = vcvtaq_s32_f32(dequant_act::<ACT>(acc[r][h], bias[h], mult[h], p[h]));
+            let v = if ACT == 3 {
+                dequant_act::<3>(acc[r][h], bias[h], mult[h], p[h])
+            } else {
+                dequant_act::<0>(acc[r][h], bias[h], mult[h], p[h])
+            };
+            q[h] = vcvtaq_s32_f32(v);
         }
-        vst1_s8(op.add(r * n), narrow8(q[0], q[1]));
+        let v = vmax_s8(
+            vqmovn_s16(vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]))),
+            lo,
+        );
+        let v = if ACT == 2 { vmin_s8(v, hi) } else { v };
+        vst1_s8(op.add(r * n), v);
+    }
+}
+
+/// The ReLU6 bound `hi` (output units) as the int8 clamp of [`requant_rows`]:
+/// `round(min(x, hi)) = min(round(x), round(hi))`, saturated to ±127 like every output. A
+/// NaN bound bounds nothing in the float definition (`f32::min`), hence 127.
+#[inline(always)]
+fn relu6_i8(hi: f32) -> i32 {
+    if hi.is_nan() {
+        127
+    } else {
+        i32::from(super::sat_i8(hi))
+    }
+}
+
+/// The activation of [`requant_rows`]'s `ACT` on 16 int8 results already clamped to ±127:
+/// ReLU (1) and ReLU6 (2, bound `hq` from [`relu6_i8`]) clamp here, none and PReLU (done
+/// in float) pass through.
+#[inline(always)]
+unsafe fn clamp16<const ACT: u8>(v: int8x16_t, hq: i8) -> int8x16_t {
+    match ACT {
+        1 => vmaxq_s8(v, vdupq_n_s8(0)),
+        2 => vminq_s8(vmaxq_s8(v, vdupq_n_s8(0)), vdupq_n_s8(hq)),
+        _ => v,
     }
 }
 
@@ -487,6 +534,9 @@ unsafe fn pw_i8_impl<const W: bool>(
     m1: usize,
     sink: Sink,
 ) {
+    if W && is_narrow_conv(&a, b) {
+        return narrow_conv_i8(a, b, m0, m1, sink);
+    }
     let mut m = m0;
     while m < m1 {
         let mr = (m1 - m).min(4);
@@ -585,6 +635,62 @@ unsafe fn mac1<const HI: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> in
     acc
 }
 
+/// One row of a tile, four groups: `acc` (channel pairs as in [`tile_i8`]) += the 4 groups
+/// of A at `a` against `b0` (groups g, g+1: channels 0–3 and 4–7 of each) and `b1` (groups
+/// g+2, g+3). One `ld4r` broadcasts each 4-byte group into its own register, then 8 ×
+/// ([`mac2_lo`] or [`mac2_hi`]). Asm because the broadcast needs four consecutive registers
+/// and, left to itself, LLVM hoists every row's loads above the products and spills
+/// accumulators (the tile holds 16 accumulators + 8 weight registers).
+///
+/// # Safety
+/// `a..a+16` is readable (`ld4r` has no alignment requirement).
+#[inline(always)]
+unsafe fn mac4_row(
+    acc: [int32x4_t; 4],
+    a: *const i8,
+    b0: [int8x16_t; 4],
+    b1: [int8x16_t; 4],
+) -> [int32x4_t; 4] {
+    let [mut c0, mut c1, mut c2, mut c3] = acc;
+    // SAFETY: reads 16 bytes at `a` (the caller's contract), registers otherwise.
+    unsafe {
+        asm!(
+            "ld4r {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{a}]",
+            "smull v20.8h, v16.8b, {p0:v}.8b",
+            "smull2 v21.8h, v16.16b, {p0:v}.16b",
+            "smlal v20.8h, v17.8b, {p2:v}.8b",
+            "smlal2 v21.8h, v17.16b, {p2:v}.16b",
+            "sadalp {c0:v}.4s, v20.8h",
+            "sadalp {c1:v}.4s, v21.8h",
+            "smull v20.8h, v16.8b, {p1:v}.8b",
+            "smull2 v21.8h, v16.16b, {p1:v}.16b",
+            "smlal v20.8h, v17.8b, {p3:v}.8b",
+            "smlal2 v21.8h, v17.16b, {p3:v}.16b",
+            "sadalp {c2:v}.4s, v20.8h",
+            "sadalp {c3:v}.4s, v21.8h",
+            "smull v20.8h, v18.8b, {q0:v}.8b",
+            "smull2 v21.8h, v18.16b, {q0:v}.16b",
+            "smlal v20.8h, v19.8b, {q2:v}.8b",
+            "smlal2 v21.8h, v19.16b, {q2:v}.16b",
+            "sadalp {c0:v}.4s, v20.8h",
+            "sadalp {c1:v}.4s, v21.8h",
+            "smull v20.8h, v18.8b, {q1:v}.8b",
+            "smull2 v21.8h, v18.16b, {q1:v}.16b",
+            "smlal v20.8h, v19.8b, {q3:v}.8b",
+            "smlal2 v21.8h, v19.16b, {q3:v}.16b",
+            "sadalp {c2:v}.4s, v20.8h",
+            "sadalp {c3:v}.4s, v21.8h",
+            a = in(reg) a,
+            p0 = in(vreg) b0[0], p1 = in(vreg) b0[1], p2 = in(vreg) b0[2], p3 = in(vreg) b0[3],
+            q0 = in(vreg) b1[0], q1 = in(vreg) b1[1], q2 = in(vreg) b1[2], q3 = in(vreg) b1[3],
+            c0 = inout(vreg) c0, c1 = inout(vreg) c1, c2 = inout(vreg) c2, c3 = inout(vreg) c3,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [c0, c1, c2, c3]
+}
+
 /// 4 activation bytes (one group) broadcast to all four 32-bit lanes.
 #[inline(always)]
 unsafe fn dup_a4(row: *const i8, g: usize, k: usize) -> int8x16_t {
@@ -631,20 +737,30 @@ unsafe fn tile_i8<const MR: usize, const W: bool>(
     for j in 0..segs {
         let off = j * seg_stride;
         let mut i = 0;
-        while i + 2 <= full {
-            let b00 = vld1q_s8(bp.add(g * 32));
-            let b01 = vld1q_s8(bp.add(g * 32 + 16));
-            let b10 = vld1q_s8(bp.add(g * 32 + 32));
-            let b11 = vld1q_s8(bp.add(g * 32 + 48));
+        // Four groups per step: the 128 bytes of B in two 4-register loads (`ld1`), and per
+        // row the four 4-byte groups of A broadcast, each into its own register, by one `ld4r`
+        // (instead of four `ld1r`, each with its own address arithmetic).
+        while i + 4 <= full {
+            let bl = vld1q_s8_x4(bp.add(g * 32));
+            let bh = vld1q_s8_x4(bp.add(g * 32 + 64));
+            let (b0, b1) = ([bl.0, bl.1, bl.2, bl.3], [bh.0, bh.1, bh.2, bh.3]);
             for r in 0..MR {
-                let row = rows[r].add(off + 4 * i);
-                let a0 = vreinterpretq_s8_s32(vdupq_n_s32((row as *const i32).read_unaligned()));
-                let a1 =
-                    vreinterpretq_s8_s32(vdupq_n_s32((row.add(4) as *const i32).read_unaligned()));
-                acc[r][0] = mac2_lo(acc[r][0], a0, b00, a1, b10);
-                acc[r][1] = mac2_hi(acc[r][1], a0, b00, a1, b10);
-                acc[r][2] = mac2_lo(acc[r][2], a0, b01, a1, b11);
-                acc[r][3] = mac2_hi(acc[r][3], a0, b01, a1, b11);
+                // SAFETY: the 16 bytes lie in this run (i + 4 <= full).
+                acc[r] = mac4_row(acc[r], rows[r].add(off + 4 * i), b0, b1);
+            }
+            g += 4;
+            i += 4;
+        }
+        if i + 2 <= full {
+            let b = vld1q_s8_x4(bp.add(g * 32));
+            for r in 0..MR {
+                // SAFETY: as above, 8 bytes (`ld2r`).
+                let av = vld2q_dup_s32(rows[r].add(off + 4 * i) as *const i32);
+                let (a0, a1) = (vreinterpretq_s8_s32(av.0), vreinterpretq_s8_s32(av.1));
+                acc[r][0] = mac2_lo(acc[r][0], a0, b.0, a1, b.2);
+                acc[r][1] = mac2_hi(acc[r][1], a0, b.0, a1, b.2);
+                acc[r][2] = mac2_lo(acc[r][2], a0, b.1, a1, b.3);
+                acc[r][3] = mac2_hi(acc[r][3], a0, b.1, a1, b.3);
             }
             g += 2;
             i += 2;
@@ -668,6 +784,129 @@ unsafe fn tile_i8<const MR: usize, const W: bool>(
         ];
     }
     res
+}
+
+// ------------------------------------------------------------------------------------------
+// Dense int8 convs with 12-byte kernel rows and 16 output channels, ARMv8.0 NEON.
+// ------------------------------------------------------------------------------------------
+
+/// Taps of a window with 3 kernel rows of 12 bytes.
+const NARROW_TAPS: usize = 36;
+
+/// Whether [`narrow_conv_i8`] computes this window GEMM: 3 kernel rows of 12 bytes (a 3×3
+/// conv on 4 channels, or on 3 padded to whole groups: the RGB stems) into 16 channels.
+#[inline(always)]
+fn is_narrow_conv(a: &RowsPtr<i8>, b: &PackedI8) -> bool {
+    a.segs == 3 && a.seg_len == 12 && b.k == NARROW_TAPS && b.n == 16
+}
+
+/// The GEMM of [`is_narrow_conv`] windows. The group-pair scheme of [`tile_i8`] does badly
+/// here: each 12-byte run is one pair and one lone group, and the padded stem multiplies a
+/// quarter of its bytes by zero weights. Instead every tap is one input value times the 16
+/// channels' weights, widened to i16: `smlal v.4s, w.4h, x.h[lane]` by element (4 products
+/// each, no broadcast, exact in i32); the taps of a run past its last non-zero weight (the
+/// padding) are skipped. The weights are widened once per call (one output row): `ld4` de-interleaves a
+/// packed group into its 4 taps.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn narrow_conv_i8(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sink: Sink) {
+    let mut w = [[vdupq_n_s16(0); 2]; NARROW_TAPS];
+    // 1 + the last tap of a run with a non-zero weight: 9 for the padded stems
+    let mut taps = 0;
+    let groups = b.groups();
+    for g in 0..NARROW_TAPS / 4 {
+        // panel p, group g: 8 channels × 4 taps; `ld4` gives one 8-channel vector per tap
+        let p0 = vld4_s8(b.data.as_ptr().add(g * 32));
+        let p1 = vld4_s8(b.data.as_ptr().add((groups + g) * 32));
+        let quad = [(p0.0, p1.0), (p0.1, p1.1), (p0.2, p1.2), (p0.3, p1.3)];
+        for (r, (lo, hi)) in quad.into_iter().enumerate() {
+            let k = 4 * g + r;
+            w[k] = [vmovl_s8(lo), vmovl_s8(hi)];
+            if vmaxv_u8(vreinterpret_u8_s8(vorr_s8(lo, hi))) != 0 {
+                taps = taps.max(k % 12 + 1);
+            }
+        }
+    }
+    // The tap count is a constant of the tile, so its loop unrolls without branches (a
+    // branch per tap makes LLVM keep the 16 accumulators in memory).
+    let mut m = m0;
+    while m < m1 {
+        let mr = (m1 - m).min(4);
+        macro_rules! t {
+            ($mr:literal) => {
+                if taps <= 9 {
+                    narrow_tile::<$mr, 9>(a, &w, m, m - m0, sink)
+                } else {
+                    narrow_tile::<$mr, 12>(a, &w, m, m - m0, sink)
+                }
+            };
+        }
+        match mr {
+            4 => t!(4),
+            3 => t!(3),
+            2 => t!(2),
+            _ => t!(1),
+        }
+        m += mr;
+    }
+}
+
+/// Rows `m..m+MR` of [`narrow_conv_i8`], stored at output rows `orow..`: the first `NT`
+/// taps of each run (the weights of the others are zero).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn narrow_tile<const MR: usize, const NT: usize>(
+    a: RowsPtr<i8>,
+    w: &[[int16x8_t; 2]; NARROW_TAPS],
+    m: usize,
+    orow: usize,
+    sink: Sink,
+) {
+    let rows: [*const i8; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
+    // [row][panel of 8 channels][4 channels]
+    let mut acc = [[[vdupq_n_s32(0); 2]; 2]; MR];
+    for j in 0..3 {
+        let off = j * a.seg_stride;
+        // the run's 12 bytes widened: taps 0..8 in `xl`, 8..12 in the low lanes of `xh`
+        let mut xl = [vdupq_n_s16(0); MR];
+        let mut xh = [vdupq_n_s16(0); MR];
+        for r in 0..MR {
+            let p = rows[r].add(off);
+            xl[r] = vmovl_s8(vld1_s8(p));
+            let last = (p.add(8) as *const i32).read_unaligned();
+            xh[r] = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(last)));
+        }
+        macro_rules! tap {
+            ($t:literal, $x:ident, $l:literal) => {
+                if $t < NT {
+                    let [w0, w1] = w[12 * j + $t];
+                    for r in 0..MR {
+                        let x = $x[r];
+                        acc[r][0][0] = vmlal_laneq_s16::<$l>(acc[r][0][0], vget_low_s16(w0), x);
+                        acc[r][0][1] = vmlal_high_laneq_s16::<$l>(acc[r][0][1], w0, x);
+                        acc[r][1][0] = vmlal_laneq_s16::<$l>(acc[r][1][0], vget_low_s16(w1), x);
+                        acc[r][1][1] = vmlal_high_laneq_s16::<$l>(acc[r][1][1], w1, x);
+                    }
+                }
+            };
+        }
+        tap!(0, xl, 0);
+        tap!(1, xl, 1);
+        tap!(2, xl, 2);
+        tap!(3, xl, 3);
+        tap!(4, xl, 4);
+        tap!(5, xl, 5);
+        tap!(6, xl, 6);
+        tap!(7, xl, 7);
+        tap!(8, xh, 0);
+        tap!(9, xh, 1);
+        tap!(10, xh, 2);
+        tap!(11, xh, 3);
+    }
+    for p in 0..2 {
+        let t: [[int32x4_t; 2]; MR] = core::array::from_fn(|r| acc[r][p]);
+        store_tile::<MR>(sink, &t, orow, NR * p, 16);
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1079,6 +1318,11 @@ unsafe fn dw3_row_i8<const ACT: u8>(
     let ip = input.as_ptr().add((oy * st - s.pad) * rs);
     let wp = w.data.as_ptr();
     let zero = vdupq_n_f32(0.0);
+    // ReLU and ReLU6 clamp the int8 results, as in [`requant_rows`]
+    let hq = match epi.act {
+        Act::Relu6(hi) => relu6_i8(hi) as i8,
+        _ => 127,
+    };
     let mut c0 = 0;
     while c0 + 16 <= c {
         let wv: [int8x16_t; 9] = core::array::from_fn(|t| vld1q_s8(wp.add(t * c + c0)));
@@ -1104,17 +1348,13 @@ unsafe fn dw3_row_i8<const ACT: u8>(
             let q: [int32x4_t; 4] = core::array::from_fn(|i| {
                 let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
                 let v = match ACT {
-                    0 => v,
-                    1 => vmaxq_f32(v, zero),
-                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
-                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                    3 => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                    _ => v,
                 };
                 vcvtaq_s32_f32(v)
             });
-            vst1q_s8(
-                orow.add(ox * c + c0),
-                vcombine_s8(narrow8(q[0], q[1]), narrow8(q[2], q[3])),
-            );
+            let v = vcombine_s8(narrow8(q[0], q[1]), narrow8(q[2], q[3]));
+            vst1q_s8(orow.add(ox * c + c0), clamp16::<ACT>(v, hq));
         }
         c0 += 16;
     }
@@ -1159,14 +1399,13 @@ unsafe fn dw3_row_i8<const ACT: u8>(
             let q: [int32x4_t; 2] = core::array::from_fn(|i| {
                 let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
                 let v = match ACT {
-                    0 => v,
-                    1 => vmaxq_f32(v, zero),
-                    2 => vminq_f32(vmaxq_f32(v, zero), par[i]),
-                    _ => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                    3 => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
+                    _ => v,
                 };
                 vcvtaq_s32_f32(v)
             });
-            vst1_s8(orow.add(ox * c + c0), narrow8(q[0], q[1]));
+            let v = vcombine_s8(narrow8(q[0], q[1]), vdup_n_s8(0));
+            vst1_s8(orow.add(ox * c + c0), vget_low_s8(clamp16::<ACT>(v, hq)));
         }
     }
 }

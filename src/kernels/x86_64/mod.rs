@@ -16,9 +16,9 @@ use core::arch::x86_64::*;
 use super::generic;
 use super::winograd::{self, PackedWino};
 use super::{
-    Act, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8, PackedF32,
-    PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, RowsPtr, WindowF32Fn, WindowI8F32Fn,
-    WindowI8Fn, WinoF32Fn, DW_PAIR_PAD, NR,
+    Act, AddI8Fn, ConvShape, DwF32Fn, DwI8Fn, EpiF32, EpiI8, Kernels, PackedDwF32, PackedDwI8,
+    PackedF32, PackedI8, PwF32Fn, PwI8AccFn, PwI8F32Fn, PwI8Fn, RowsPtr, WindowF32Fn,
+    WindowI8F32Fn, WindowI8Fn, WinoF32Fn, DW_PAIR_PAD, NR,
 };
 
 fn has_avx2_fma() -> bool {
@@ -37,9 +37,10 @@ pub(crate) fn install(k: &mut Kernels, dot: bool) {
         return;
     }
     AVX2_I8.install(k);
-    k.add_i8 = avx2_add_i8;
     k.names.pw_i8 = "avx2_pw_i8_6x8";
-    k.names.add_i8 = "avx2_add_i8";
+    if let Some(&(name, add)) = add_i8_variants().first() {
+        (k.add_i8, k.names.add_i8) = (add, name);
+    }
     k.quantize_i8 = avx2_quantize_i8;
     k.names.quantize_i8 = "avx2_quantize_i8";
     if let Some(&(name, pw, window)) = pw_f32_variants().first() {
@@ -135,6 +136,18 @@ pub(crate) fn wino_f32_variants() -> Vec<(&'static str, WinoF32Fn)> {
     }
     if has_avx2_fma() {
         v.push(("avx2_wino_f32_4x3", avx2_wino_f32));
+    }
+    v
+}
+
+/// The int8 residual adds this CPU can run, fastest first.
+pub(crate) fn add_i8_variants() -> Vec<(&'static str, AddI8Fn)> {
+    let mut v: Vec<(&'static str, AddI8Fn)> = Vec::new();
+    if has_avx512bw() {
+        v.push(("avx512_add_i8", avx512_add_i8));
+    }
+    if has_avx2_fma() {
+        v.push(("avx2_add_i8", avx2_add_i8));
     }
     v
 }
@@ -2486,5 +2499,41 @@ unsafe fn add_i8_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
     }
     for j in i..n {
         out[j] = super::sat_i8(a[j] as f32 * sa + b[j] as f32 * sb);
+    }
+}
+
+/// [`avx2_add_i8`] on 512-bit registers: 16 lanes per conversion, the narrowing in one
+/// instruction (`vpmovdb`, after the clamp to ±127) and the tail through masks. A residual
+/// add touches every value of a feature map twice for two multiplies: the AVX2 form's
+/// conversions and packs made it one of the costlier steps of the small liveness network.
+pub(crate) fn avx512_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "add: lens {} {} {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    assert!(has_avx512bw(), "avx512_add_i8 needs AVX-512F/BW/VL");
+    // SAFETY: features asserted; every access is masked to lanes below len.
+    unsafe { add_i8_avx512_impl(a, sa, b, sb, out) }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn add_i8_avx512_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
+    let n = a.len();
+    let (va, vb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    let load =
+        |p: *const i8, m| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+    let mut i = 0;
+    while i < n {
+        let m = lanes16(i, n);
+        let (x, y) = (load(a.as_ptr().add(i), m), load(b.as_ptr().add(i), m));
+        // multiply and add apart (no FMA), as the generic and AVX2 forms round
+        let r = _mm512_add_ps(_mm512_mul_ps(x, va), _mm512_mul_ps(y, vb));
+        let r = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+        _mm_mask_storeu_epi8(out.as_mut_ptr().add(i), m, _mm512_cvtepi32_epi8(r));
+        i += 16;
     }
 }
