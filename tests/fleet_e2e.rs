@@ -1,9 +1,10 @@
 //! Issue #16's acceptance, end to end with the real binary, real models, the recorded clips
 //! and a real PostgreSQL server (tests/pg): a person enrolled at the desk unlocks at a granted
 //! door and not at another; with the database down the door keeps deciding from its last
-//! store; after `fleet revoke` the next sync denies them (the latency through a running
-//! `facegate sync` is measured and printed, not asserted); a store whose last sync is older
-//! than max_staleness_s refuses everyone.
+//! store, and its decisions wait in its audit outbox until the database is back, then land in
+//! the audit exactly once; after `fleet revoke` the next sync denies them (the latency through
+//! a running `facegate sync` is measured and printed, not asserted); a store whose last sync
+//! is older than max_staleness_s refuses everyone.
 #![cfg(feature = "fleet")]
 
 mod common;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use facegate::fleet::db::{self, Credentials, DbTarget};
 use facegate::fleet::migrate;
+use facegate::unlock::audit_outbox;
 use facegate::unlock::seal::DeviceKey;
 use facegate::unlock::store::TemplateStore;
 use facegate::unlock::sync_state::{self, SyncState};
@@ -108,6 +110,30 @@ fn hamilton(board: &Path) -> Output {
         &src,
         "--once",
     ])
+}
+
+/// The event keys waiting in a door's audit outbox.
+fn outbox_keys(store: &Path) -> Vec<String> {
+    audit_outbox::read_pending(&audit_outbox::default_path(store), usize::MAX)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.key)
+        .collect()
+}
+
+/// (door, event_key, decision, person) of every audit row, as the desk reads them.
+fn audit_rows(pg: &pg::Pg, su: &Path) -> Vec<(String, String, String, Option<String>)> {
+    let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(su))).unwrap();
+    c.query(
+        "SELECT d.name, a.event_key, a.decision, a.person FROM fleet.audit a
+         JOIN fleet.doors d ON d.id = a.door_id ORDER BY a.id",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
 }
 
 fn users(store: &Path) -> Vec<String> {
@@ -207,6 +233,39 @@ fn enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked() {
     assert_eq!(o.status.code(), Some(1), "door b must stay locked");
     assert_eq!(unlocked(&o), 0);
 
+    // Both decisions wait in the doors' outboxes until a sync delivers them: door a's unlock
+    // of the person, door b's refusal of a face it does not know (and no unlock).
+    let mut pending: Vec<String> = [&a_store, &b_store]
+        .iter()
+        .flat_map(|s| outbox_keys(s))
+        .collect();
+    assert!(!pending.is_empty());
+    for board in [&a_board, &b_board] {
+        assert!(
+            facegate(&["sync", "--board", board.to_str().unwrap(), "--once"])
+                .status
+                .success()
+        );
+    }
+    let rows = audit_rows(&pg, &su);
+    assert!(
+        rows.iter().any(|(d, _, what, who)| d == "a"
+            && what == "unlock"
+            && who.as_deref() == Some(PERSON)),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|(d, _, what, _)| d == "a" || what != "unlock"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|(d, _, what, _)| d == "b" && what == "no_match"),
+        "{rows:?}"
+    );
+    assert!(outbox_keys(&a_store).is_empty() && outbox_keys(&b_store).is_empty());
+
     // The database goes away: a sync fails on one line and leaves the store; the door keeps
     // deciding from it (fail-operational).
     pg.stop();
@@ -221,7 +280,39 @@ fn enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked() {
         Some(0),
         "door a must keep deciding while the database is down"
     );
+    assert_eq!(hamilton(&b_board).status.code(), Some(1));
+    // Every decision made meanwhile is kept, and a failed delivery keeps it still.
+    let down: Vec<String> = [&a_store, &b_store]
+        .iter()
+        .flat_map(|s| outbox_keys(s))
+        .collect();
+    assert!(down.len() >= 2, "{down:?}");
+    assert_eq!(
+        facegate(&["sync", "--board", b_board.to_str().unwrap(), "--once"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let kept: Vec<String> = [&a_store, &b_store]
+        .iter()
+        .flat_map(|s| outbox_keys(s))
+        .collect();
+    assert_eq!(kept, down);
     pg.resume();
+    // Back: one sync per door delivers them, and the audit holds every event exactly once.
+    for board in [&a_board, &b_board] {
+        assert!(
+            facegate(&["sync", "--board", board.to_str().unwrap(), "--once"])
+                .status
+                .success()
+        );
+    }
+    pending.extend(down);
+    let mut got: Vec<String> = audit_rows(&pg, &su).into_iter().map(|r| r.1).collect();
+    got.sort();
+    pending.sort();
+    assert_eq!(got, pending, "each event once, none lost");
+    assert!(outbox_keys(&a_store).is_empty() && outbox_keys(&b_store).is_empty());
 
     // The last good sync made old (as if the door had been cut off for 20 minutes with
     // max_staleness_s = 600): the door refuses everyone. (Refusals by error do not count as
@@ -298,8 +389,128 @@ fn enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked() {
     );
     assert_eq!(unlocked(&o), 0);
 
-    // The audit is reachable by the desk (decisions are not delivered yet: the outbox is the
-    // next step of #16), and the schema is current.
+    // The schema is current.
     let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();
     migrate::require_current(&mut c).unwrap();
+}
+
+/// `n` events written straight into a door's outbox in its line format (`<first 16 hex digits
+/// of the JSON's sha256> <JSON>`), as a long database outage would leave it.
+fn fill_outbox(store: &Path, n: usize) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::new();
+    let keys: Vec<String> = (0..n).map(|i| format!("outage-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let json = serde_json::json!({
+            "key": k, "at_ms": 1_764_000_000_000i64 + i as i64, "person": null,
+            "decision": "no_match", "score": 0.25, "live": null, "reason": ""
+        })
+        .to_string();
+        let sum: String = Sha256::digest(json.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text.push_str(&format!("{sum} {json}\n"));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(audit_outbox::default_path(store))
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    keys
+}
+
+#[test]
+fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
+    let pg = pg::Pg::start();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let su = dir.join("desk.cred");
+    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
+    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
+        .unwrap()
+        .batch_execute("CREATE DATABASE fleet")
+        .unwrap();
+    assert!(fleet(&pg, &su, &["migrate"]).status.success());
+    let cred = dir.join("a.cred");
+    let o = fleet(
+        &pg,
+        &su,
+        &[
+            "add-door",
+            "a",
+            "--group",
+            "east",
+            "--credentials-out",
+            cred.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    let (board, store) = door_board(dir, &pg, "a", &cred);
+    assert!(
+        facegate(&["sync", "--board", board.to_str().unwrap(), "--once"])
+            .status
+            .success()
+    );
+    const N: usize = 20_000;
+    let keys = fill_outbox(&store, N);
+    let count = || -> usize {
+        let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM fleet.audit", &[])
+            .unwrap()
+            .get(0);
+        n as usize
+    };
+    // Three deliveries killed (SIGKILL) part-way: once a quarter, half, three quarters of the
+    // events are in the table. Where each kill lands (mid-transaction, between the commit and
+    // the outbox rewrite, mid-rewrite) is up to the scheduler; every case must end the same.
+    let mut kills = 0;
+    for part in [N / 4, N / 2, 3 * N / 4] {
+        if count() >= part {
+            continue;
+        }
+        let mut daemon = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
+            .args(["sync", "--board", board.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while count() < part && t0.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        kills += 1;
+        let left = outbox_keys(&store).len();
+        eprintln!(
+            "killed a delivery at {} rows in the table, {left} events left in the outbox",
+            count()
+        );
+        assert!(
+            count() + left >= N,
+            "events lost: {} + {left} < {N}",
+            count()
+        );
+    }
+    assert!(kills > 0);
+    let o = facegate(&["sync", "--board", board.to_str().unwrap(), "--once"]);
+    assert!(o.status.success());
+    let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();
+    let mut got: Vec<String> = c
+        .query("SELECT event_key FROM fleet.audit", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    got.sort();
+    let mut want = keys;
+    want.sort();
+    assert_eq!(got.len(), N);
+    assert_eq!(got, want, "each event exactly once");
+    assert!(outbox_keys(&store).is_empty());
 }

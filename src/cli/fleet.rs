@@ -312,7 +312,8 @@ pub struct SyncArgs {
     pub store: Option<PathBuf>,
 }
 
-/// `facegate sync`: keeps the door's store equal to its view of the fleet database.
+/// `facegate sync`: keeps the door's store equal to its view of the fleet database and
+/// delivers the door's audit outbox.
 pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
     let Some(f) = b.fleet.clone() else {
@@ -325,6 +326,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
     // only templates made by that file are pulled.
     let models = crate::unlock::app::load_board_models(&b, Some(1), false)?;
     let files = crate::unlock::app::StoreFiles::for_board(&b, args.store.as_deref());
+    let outbox = crate::unlock::audit_outbox::default_path(&files.store);
     let interval = std::time::Duration::from_secs(f.sync_interval_s);
     let mut target = DbTarget::new(&f.db, Some(&f.ca), Some(&f.credentials));
     // A round must give up well within the interval when the network is gone.
@@ -336,21 +338,35 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
     let mut client: Option<postgres::Client> = None;
     let mut failing = false;
     loop {
-        let round = (|| -> crate::error::Result<crate::fleet::sync::SyncOutcome> {
+        let round = (|| -> crate::error::Result<(
+            crate::fleet::sync::SyncOutcome,
+            crate::fleet::audit::Delivered,
+        )> {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 let mut c = db::connect(&target)?;
                 migrate::require_current(&mut c)?;
                 client = Some(c);
             }
-            crate::fleet::sync::sync_once(
-                client.as_mut().expect("connected"),
-                &files,
-                &models.recognizer_id,
-                models.dim,
-            )
+            let c = client.as_mut().expect("connected");
+            let synced =
+                crate::fleet::sync::sync_once(c, &files, &models.recognizer_id, models.dim);
+            // The audit goes out even when the store could not be synced: a bad template row
+            // must not hold the door's events back.
+            let delivered = crate::fleet::audit::deliver(c, &outbox);
+            Ok((synced?, delivered?))
         })();
         match round {
-            Ok(o) => {
+            Ok((o, sent)) => {
+                for d in &sent.dropped {
+                    logln!("audit outbox {}: dropped {d}", outbox.display());
+                }
+                if sent.sent > 0 {
+                    logln!(
+                        "audit: {} event(s) delivered, {} new to the database",
+                        sent.sent,
+                        sent.new_rows
+                    );
+                }
                 if o.changed || failing || args.once {
                     logln!(
                         "sync: change {}: {} people, {} templates{} in {:.0} ms",

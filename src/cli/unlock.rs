@@ -12,6 +12,7 @@ use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpe
 use crate::cli::out::{logln, outln};
 use crate::unlock::actuator::{Actuator, LogActuator};
 use crate::unlock::app::{self, Models};
+use crate::unlock::audit_outbox::{self, AuditTrail};
 use crate::unlock::embed_cache::{self, EmbedCache};
 use crate::unlock::policy::Policy;
 use crate::unlock::policy_state::{Found, StateFile};
@@ -494,11 +495,17 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         live_gate.frozen_floor,
         actuator.describe()
     );
+    // A fleet door records its decisions for the fleet's audit (delivered by `facegate sync`).
+    let mut audit = match &b.fleet {
+        Some(_) => Some(AuditTrail::new(&audit_outbox::default_path(&store_path))?),
+        None => None,
+    };
     let out = session::run_loop_live(
         &mut source,
         &models,
         &mut store,
         Some(&mut state),
+        audit.as_mut(),
         &mut policy,
         actuator.as_mut(),
         &cfg,

@@ -15,6 +15,7 @@
 //!   the single-door product behaves as before.
 
 pub mod admin;
+pub mod audit;
 pub mod db;
 pub mod migrate;
 pub mod sync;

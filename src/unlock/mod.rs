@@ -10,6 +10,7 @@
 pub mod actuator;
 pub mod app;
 pub mod attempts;
+pub mod audit_outbox;
 pub mod embed_cache;
 pub mod frozen;
 pub mod live_store;

@@ -17,7 +17,10 @@
 //! * with a [`StateFile`] the policy's failure count and lockout are written after each
 //!   decision that changed them and *before* the decision is acted upon or reported, so a
 //!   `kill -9` or power cut right after a failure cannot lose it; a failed write turns the
-//!   decision into an error.
+//!   decision into an error;
+//! * with an [`AuditTrail`] (a fleet door) each event (`audit_outbox`) is appended to the
+//!   outbox before the decision is acted upon, and an unlock it cannot record becomes an
+//!   error.
 //!
 //! Liveness ([`LiveGate`], from the board's `[liveness]` table): a face that matches a user
 //! (score at or above the threshold) is then judged by the anti-spoofing network
@@ -38,6 +41,7 @@ use crate::detect::Face;
 use crate::error::{Error, Result};
 use crate::pipeline::{largest, Pipeline};
 use crate::unlock::actuator::Actuator;
+use crate::unlock::audit_outbox::AuditTrail;
 use crate::unlock::frozen::FrozenCheck;
 use crate::unlock::live_store::LiveStore;
 use crate::unlock::policy::{Decision, Observation, Policy, SpoofKind};
@@ -357,7 +361,7 @@ pub fn run_loop(
 ) -> LoopOutcome {
     let mut live = LiveStore::fixed(store.clone());
     run_loop_live(
-        source, engine, &mut live, None, policy, actuator, cfg, stop, on_frame,
+        source, engine, &mut live, None, None, policy, actuator, cfg, stop, on_frame,
     )
 }
 
@@ -369,6 +373,7 @@ pub fn run_loop_live(
     engine: &dyn FaceEngine,
     store: &mut LiveStore,
     mut state: Option<&mut StateFile>,
+    mut audit: Option<&mut AuditTrail>,
     policy: &mut Policy,
     actuator: &mut dyn Actuator,
     cfg: &LoopConfig,
@@ -474,6 +479,15 @@ pub fn run_loop_live(
             if let Err(e) = st.record(policy, now) {
                 log::error!("{e}");
                 decision = Decision::Error(format!("cannot record the policy state: {e}"));
+            }
+        }
+        // Also before acting: an unlock the audit cannot keep does not happen.
+        if let Some(a) = audit.as_deref_mut() {
+            if let Err(e) = a.record(&decision, judged.live) {
+                log::error!("{e}");
+                if decision.is_unlock() {
+                    decision = Decision::Error(format!("cannot record the unlock: {e}"));
+                }
             }
         }
         let opened = match act(actuator, &decision, cfg.open_time) {
