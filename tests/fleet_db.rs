@@ -1,6 +1,7 @@
 //! The fleet database against a real PostgreSQL server (a throwaway cluster per test, see
 //! `tests/pg`): migrations, TLS and credentials, and what each role can and cannot do, as the
-//! server enforces it (grants, row-level security, the append-only trigger).
+//! server enforces it (grants, row-level security, the append-only trigger), and what a door's
+//! sync pulls into its store.
 #![cfg(feature = "fleet")]
 
 mod pg;
@@ -10,6 +11,10 @@ use std::path::PathBuf;
 use facegate::fleet::admin;
 use facegate::fleet::db::{self, Credentials, DbTarget};
 use facegate::fleet::migrate;
+use facegate::fleet::sync::sync_once;
+use facegate::unlock::app::{self, StoreFiles};
+use facegate::unlock::seal::DeviceKey;
+use facegate::unlock::store::TemplateStore;
 use pg::Pg;
 use postgres::Client;
 
@@ -497,4 +502,78 @@ fn the_desk_role_manages_the_fleet_without_superuser() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no person \"nobody\""), "{e}");
+}
+
+/// The store's people and their templates, in order.
+fn contents(files: &StoreFiles) -> Vec<(String, Vec<Vec<f32>>)> {
+    let key = DeviceKey::load(&files.key).unwrap();
+    let s = TemplateStore::load(&files.store, &key).unwrap();
+    s.users()
+        .map(|(u, _)| {
+            let ts = s.templates(u).unwrap().map(<[f32]>::to_vec).collect();
+            (u.to_string(), ts)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sync_pulls_only_the_templates_the_door_lacks_and_equals_a_full_pull() {
+    let f = Fleet::new();
+    let (a, _) = building(&f);
+    let mut ca = f.connect_as(&a);
+    let files = StoreFiles::beside(&f.dir.path().join("a/templates.fgt"));
+    let bytes_of = |templates: u64| templates * DIM as u64 * 4;
+    // A full pull of what a fresh door would hold, for comparison after each change.
+    let fresh = |n: usize| {
+        let fresh = StoreFiles::beside(&f.dir.path().join(format!("fresh{n}/templates.fgt")));
+        sync_once(&mut f.connect_as(&a), &fresh, MODEL, DIM).unwrap();
+        contents(&fresh)
+    };
+
+    // First sync: alice's two MODEL templates and carol's two (alice's other-model one stays).
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert!(o.changed);
+    assert_eq!((o.people, o.templates, o.bytes), (2, 4, bytes_of(4)));
+    assert_eq!(
+        contents(&files),
+        vec![
+            ("alice".to_string(), vec![unit(0), unit(3)]),
+            ("carol".to_string(), vec![unit(2), unit(5)]),
+        ]
+    );
+    // Nothing changed: nothing pulled, store untouched.
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert!(!o.changed);
+
+    // Bob granted the east doors: only his two templates travel.
+    let mut desk = f.su();
+    admin::grant(&mut desk, "bob", "east", None, None).unwrap();
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert!(o.changed);
+    assert_eq!((o.people, o.templates, o.bytes), (3, 6, bytes_of(2)));
+    assert_eq!(contents(&files), fresh(1));
+    // A new template for alice: one template travels.
+    admin::enrol_templates(&mut desk, "alice", MODEL, DIM, &[unit(6)], false).unwrap();
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert_eq!((o.templates, o.bytes), (7, bytes_of(1)));
+    assert_eq!(contents(&files), fresh(2));
+    // Carol revoked: nothing travels but the list; she is gone.
+    admin::revoke(&mut desk, "carol", None, "left").unwrap();
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert_eq!((o.people, o.templates, o.bytes), (2, 5, 0));
+    let now = contents(&files);
+    assert_eq!(now, fresh(3));
+    assert!(now.iter().all(|(u, _)| u != "carol"));
+
+    // Someone else writes the door's store (a local enrolment): the next round replaces it
+    // with the database's view although the database did not change, pulling everything (an
+    // index of another store generation is not trusted).
+    let key = DeviceKey::load(&files.key).unwrap();
+    let mut local = TemplateStore::load(&files.store, &key).unwrap();
+    local.add_templates("mallory", vec![unit(1)]).unwrap();
+    app::save_store(&local, &files).unwrap();
+    let o = sync_once(&mut ca, &files, MODEL, DIM).unwrap();
+    assert!(o.changed);
+    assert_eq!((o.templates, o.bytes), (5, bytes_of(5)));
+    assert_eq!(contents(&files), now);
 }

@@ -19,3 +19,4 @@ pub mod audit;
 pub mod db;
 pub mod migrate;
 pub mod sync;
+pub mod sync_index;

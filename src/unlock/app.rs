@@ -381,6 +381,14 @@ pub fn load_unlock_store(
 /// creating the folder (0700), the device key and the policy state if needed; the generation
 /// continues from the file being replaced. Returns the key.
 pub fn save_store(store: &TemplateStore, files: &StoreFiles) -> Result<DeviceKey> {
+    save_store_generation(store, files).map(|(key, _)| key)
+}
+
+/// [`save_store`], also returning the generation written.
+pub fn save_store_generation(
+    store: &TemplateStore,
+    files: &StoreFiles,
+) -> Result<(DeviceKey, u64)> {
     let _lock = lock_for_writing(files)?;
     let exists = securefs::exists(&files.store).map_err(|r| store_error(&files.store, r))?;
     let key = match key_for_writing(files, exists) {
@@ -399,7 +407,7 @@ pub fn save_store(store: &TemplateStore, files: &StoreFiles) -> Result<DeviceKey
     let mut s = store.clone();
     s.set_generation(previous.max(store.generation()).saturating_add(1));
     s.save(&files.store, &key)?;
-    Ok(key)
+    Ok((key, s.generation()))
 }
 
 /// The threshold file a board uses: `[match].threshold_file`, else the default beside its

@@ -235,6 +235,11 @@ impl TemplateStore {
             .map(move |(name, flat)| (name.as_str(), flat.len() / self.dim))
     }
 
+    /// The templates of `user`, in the order they were added (`None` for no such user).
+    pub fn templates(&self, user: &str) -> Option<std::slice::ChunksExact<'_, f32>> {
+        self.users.get(user).map(|flat| flat.chunks_exact(self.dim))
+    }
+
     /// Adds templates to `user` (creating the user). Every template is validated first; on
     /// any error nothing is added.
     pub fn add_templates(&mut self, user: &str, templates: Vec<Vec<f32>>) -> Result<()> {

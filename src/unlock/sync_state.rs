@@ -45,6 +45,11 @@ pub struct SyncState {
     pub synced_at: u64,
     pub people: i64,
     pub templates: i64,
+    /// The generation of the store file that sync wrote: a store written since by anything
+    /// else (a local enrolment) is replaced at the next round even when the database did not
+    /// change. 0 in files written before it existed (one full pull then).
+    #[serde(default)]
+    pub store_generation: u64,
 }
 
 fn err(path: &Path, r: impl std::fmt::Display) -> Error {
@@ -118,6 +123,7 @@ mod tests {
             synced_at: at,
             people: 1,
             templates: 1,
+            store_generation: 1,
         }
     }
 
