@@ -7,8 +7,9 @@
 //!
 //! Prints: the initial sync per door (time, embedding bytes pulled, store file size), an
 //! unchanged round, every door's round after one revocation (the revocation reaches a door
-//! within its sync interval plus that round), and audit throughput (single-row idempotent
-//! inserts from every door, then the same events re-sent). The doors run one after another
+//! within its sync interval plus that round, pulling no embedding), and the audit: a door's
+//! append of one event to its outbox, and the throughput of every door's delivery, then of the
+//! same events re-sent. The doors run one after another
 //! (2 cores here), so per-door figures are what one door sees with the server otherwise idle.
 //! Timing is reported, never asserted.
 
@@ -20,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use facegate::fleet::admin;
 use facegate::fleet::db::{self, Credentials, DbTarget};
-use facegate::fleet::{migrate, sync};
+use facegate::fleet::{audit, migrate, sync};
 use facegate::unlock::app::StoreFiles;
+use facegate::unlock::audit_outbox::{Draft, Outbox};
 
 const MODEL: &str = "sha256:fleet-scale-bench";
 const DIM: usize = 512;
@@ -149,8 +151,8 @@ fn main() {
         people * per
     );
 
-    // Initial sync of every door, then one unchanged round each. A door's store is removed
-    // once measured (50 stores of this size would take GBs of disk).
+    // Initial sync of every door, then one unchanged round each. The stores stay for the
+    // revocation round (50 doors × 5,000 × 5 take ~2.6 GB of disk under the temp folder).
     let (mut initial, mut unchanged, mut rounds_after) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pulled, mut file) = (0u64, 0u64);
     let mut conns = Vec::new();
@@ -166,7 +168,6 @@ fn main() {
         let o = sync::sync_once(&mut dc, &files, MODEL, DIM).unwrap();
         assert!(!o.changed);
         unchanged.push(o.elapsed);
-        std::fs::remove_dir_all(&dir).unwrap();
         conns.push(dc);
     }
     stats("initial sync per door", &mut initial);
@@ -180,9 +181,9 @@ fn main() {
         &mut unchanged,
     );
 
-    // One revocation; every door's next round (no local store kept, so a full pull: the
-    // same work as the digest-changed round).
+    // One revocation; every door's next round: the list of what it may hold, no embedding.
     let t0 = Instant::now();
+    let mut revoked_bytes = 0u64;
     admin::revoke(&mut c, "p00000", None, "bench").unwrap();
     for (d, dc) in conns.iter_mut().enumerate() {
         let dir = tmp.path().join(format!("store{d}"));
@@ -190,32 +191,60 @@ fn main() {
         let o = sync::sync_once(dc, &files, MODEL, DIM).unwrap();
         assert_eq!(o.people as usize, people - 1);
         rounds_after.push(o.elapsed);
+        revoked_bytes += o.bytes;
         std::fs::remove_dir_all(&dir).unwrap();
     }
     stats("round after one revocation, per door", &mut rounds_after);
+    println!("  embedding bytes pulled by all {doors} doors for it: {revoked_bytes}");
     println!(
         "  all {doors} doors, one after another, had the revocation {:.1} s after it (doors polling in parallel: within sync_interval_s + one round)",
         t0.elapsed().as_secs_f64()
     );
 
-    // Audit: every door inserts its events one by one (autocommit, idempotent), then re-sends
-    // them all (a retry after an outage): nothing is duplicated.
-    let insert = "INSERT INTO fleet.audit (event_key, decided_at, person, decision, score, live_score, reason)
-                  VALUES ($1, now(), $2, 'unlock', 0.8, 0.9, '') ON CONFLICT (door_id, event_key) DO NOTHING";
+    // Audit, the doors' real path: each door's loop appends its events to its outbox (one
+    // fsync each), then its sync delivers the outbox (`fleet::audit::deliver`, batches of
+    // 1,000 in one transaction). Then the same events once more, as after a reply lost in an
+    // outage: nothing is duplicated.
+    let mut appends = Vec::new();
+    let mut copies = Vec::new();
+    for d in 0..doors {
+        let path = tmp.path().join(format!("outbox{d}"));
+        let mut o = Outbox::new(&path).unwrap();
+        for e in 0..events {
+            let t = Instant::now();
+            o.append(Draft {
+                person: Some(format!("p{:05}", e % people)),
+                decision: "unlock".into(),
+                score: Some(0.8),
+                live: Some(0.9),
+                reason: String::new(),
+            })
+            .unwrap();
+            appends.push(t.elapsed());
+        }
+        let copy = tmp.path().join(format!("outbox{d}.copy"));
+        std::fs::copy(&path, &copy).unwrap();
+        copies.push((path, copy));
+    }
+    stats(
+        "door: one event appended to the outbox (fsync)",
+        &mut appends,
+    );
     for pass in ["first delivery", "re-sent"] {
         let t = Instant::now();
-        let mut inserted = 0u64;
-        for dc in conns.iter_mut() {
-            let st = dc.prepare(insert).unwrap();
-            for e in 0..events {
-                inserted += dc.execute(&st, &[&format!("ev-{e}"), &"p00001"]).unwrap();
+        let (mut sent, mut new_rows) = (0usize, 0u64);
+        for (dc, (path, copy)) in conns.iter_mut().zip(&copies) {
+            if pass == "re-sent" {
+                std::fs::copy(copy, path).unwrap();
             }
+            let r = audit::deliver(dc, path).unwrap();
+            sent += r.sent;
+            new_rows += r.new_rows;
         }
-        let n = doors * events;
         println!(
-            "audit {pass}: {n} events from {doors} doors in {:.2} s = {:.0} events/s, {inserted} rows inserted",
+            "audit {pass}: {sent} events from {doors} doors in {:.2} s = {:.0} events/s, {new_rows} rows inserted",
             t.elapsed().as_secs_f64(),
-            n as f64 / t.elapsed().as_secs_f64()
+            sent as f64 / t.elapsed().as_secs_f64()
         );
     }
     let total: i64 = c

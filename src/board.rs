@@ -73,6 +73,17 @@ pub struct FleetConfig {
     /// database, sync_interval_s..=2592000 s (default 3600); then it refuses everyone.
     #[serde(default = "default_max_staleness")]
     pub max_staleness_s: u64,
+    /// Longest one sync round may take, 5..=3600 s (default 300: a full pull of a large site
+    /// over a slow link). A round still running then is taken as hung (a server that stopped
+    /// answering, a link that swallows packets): `facegate sync` exits with status 75 and its
+    /// service restarts it. Nothing is half-written: every file it writes is replaced
+    /// atomically.
+    #[serde(default = "default_round_timeout")]
+    pub round_timeout_s: u64,
+}
+
+fn default_round_timeout() -> u64 {
+    300
 }
 
 fn default_sync_interval() -> u64 {
@@ -505,6 +516,7 @@ impl BoardProfile {
                 f.sync_interval_s,
                 2_592_000,
             )?;
+            range("fleet.round_timeout_s", f.round_timeout_s, 5, 3600)?;
         }
 
         range("enroll.frames", self.enroll.frames, 1, 50)?;

@@ -514,3 +514,216 @@ fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
     assert_eq!(got, want, "each event exactly once");
     assert!(outbox_keys(&store).is_empty());
 }
+
+/// A TCP relay to the database whose link can be cut: while cut, bytes in both directions are
+/// read and dropped, so the door's packets are acknowledged but never answered (a hung
+/// middlebox or server; a firewall that drops is the milder case TCP_USER_TIMEOUT catches).
+struct Link {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link {
+    fn to(upstream: u16) -> Link {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for down in l.incoming() {
+                let Ok(down) = down else { continue };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                Ok(n) if !c.load(Ordering::SeqCst) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {} // cut: dropped on the floor
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Link { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_door_cut_off_mid_sync_keeps_deciding_and_its_sync_restarts_and_catches_up() {
+    let pg = pg::Pg::start();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let su = dir.join("desk.cred");
+    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
+    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
+        .unwrap()
+        .batch_execute("CREATE DATABASE fleet")
+        .unwrap();
+    assert!(fleet(&pg, &su, &["migrate"]).status.success());
+    let cred = dir.join("a.cred");
+    let o = fleet(
+        &pg,
+        &su,
+        &[
+            "add-door",
+            "a",
+            "--group",
+            "east",
+            "--credentials-out",
+            cred.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    let desk_board = common::board_with_test_models(dir, "x86-dev");
+    let photos = format!(
+        "images:{}",
+        common::shared()
+            .join("data/faces/examples")
+            .join(PERSON)
+            .display()
+    );
+    let enrolled = fleet(
+        &pg,
+        &su,
+        &[
+            "enroll",
+            "--board",
+            desk_board.to_str().unwrap(),
+            "--person",
+            PERSON,
+            "--source",
+            &photos,
+        ],
+    );
+    assert!(enrolled.status.success());
+    assert!(
+        fleet(&pg, &su, &["grant", "--person", PERSON, "--group", "east"])
+            .status
+            .success()
+    );
+
+    // Door a reaches the database only through the link.
+    let link = Link::to(pg.port);
+    let (board, store) = door_board(dir, &pg, "a", &cred);
+    let text = std::fs::read_to_string(&board)
+        .unwrap()
+        .replace(
+            &pg.url("fleet"),
+            &format!("postgres://127.0.0.1:{}/fleet", link.port),
+        )
+        .replace("[fleet]\n", "[fleet]\nround_timeout_s = 5\n");
+    std::fs::write(&board, text).unwrap();
+    let mut daemon = spawn_sync(&board);
+    let t0 = Instant::now();
+    while !store.exists() || users(&store) != vec![PERSON.to_string()] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the first sync never came"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The link goes dead in the middle of the daemon's rounds (interval 1 s). The person is
+    // revoked meanwhile: the door cannot know yet, and keeps deciding from its store.
+    link.set_cut(true);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(fleet(
+        &pg,
+        &su,
+        &["revoke", "--person", PERSON, "--reason", "test"]
+    )
+    .status
+    .success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(users(&store), vec![PERSON.to_string()]);
+    assert_eq!(
+        hamilton(&board).status.code(),
+        Some(0),
+        "deciding from the last store"
+    );
+
+    // A round blocked on the dead link: past round_timeout_s (5 s here) the daemon exits with
+    // status 75 for its service to restart it (the PostgreSQL client cannot be interrupted).
+    let st = loop {
+        if let Some(st) = daemon.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "a hung round never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st.code(), Some(75), "{st}");
+    assert_eq!(
+        users(&store),
+        vec![PERSON.to_string()],
+        "nothing half-written"
+    );
+    assert_eq!(hamilton(&board).status.code(), Some(0), "still deciding");
+
+    // The link returns; restarted (as `Restart=always` does), the door catches up and denies.
+    link.set_cut(false);
+    let t1 = Instant::now();
+    daemon = spawn_sync(&board);
+    while !users(&store).is_empty() {
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "the revocation never reached the door after the link returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "after the link returned, the revocation reached the door in {:.1} s",
+        t1.elapsed().as_secs_f64()
+    );
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    assert!(daemon.0.wait().unwrap().success());
+    assert_eq!(hamilton(&board).status.code(), Some(1));
+}
+
+fn spawn_sync(board: &Path) -> Daemon {
+    Daemon(
+        common::bin_command(env!("CARGO_BIN_EXE_facegate"))
+            .args(["sync", "--board", board.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A `facegate sync` child, killed if the test ends early (a failed assertion), so it never
+/// outlives the test holding its stderr.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

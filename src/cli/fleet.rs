@@ -335,9 +335,11 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
         std::time::Duration::from_secs(10),
     );
     let stop = crate::unlock::session::stop_flag()?;
+    let watchdog = RoundWatchdog::start(std::time::Duration::from_secs(f.round_timeout_s));
     let mut client: Option<postgres::Client> = None;
     let mut failing = false;
     loop {
+        let running = watchdog.round();
         let round = (|| -> crate::error::Result<(
             crate::fleet::sync::SyncOutcome,
             crate::fleet::audit::Delivered,
@@ -355,6 +357,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             let delivered = crate::fleet::audit::deliver(c, &outbox);
             Ok((synced?, delivered?))
         })();
+        drop(running);
         match round {
             Ok((o, sent)) => {
                 for d in &sent.dropped {
@@ -404,5 +407,63 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode> {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+}
+
+/// Exit status of a `facegate sync` whose round hung (EX_TEMPFAIL: try again).
+pub const EXIT_ROUND_HUNG: i32 = 75;
+
+/// Ends the process when one sync round runs longer than `[fleet].round_timeout_s`.
+///
+/// Why exit: the PostgreSQL client blocks without a deadline when the peer acknowledges but
+/// never answers (a stalled server, a link that swallows packets: TCP's own timeouts only
+/// catch unacknowledged data), and a blocked call cannot be cancelled from outside. A round
+/// abandoned on a thread could wake later and write an older view over a newer one. Exiting
+/// is safe because every file the round writes is replaced atomically (the same property the
+/// kill tests check), and the service restarts it (`Restart=always`).
+struct RoundWatchdog {
+    /// Milliseconds since `t0` when the running round started; 0 between rounds.
+    started_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    t0: std::time::Instant,
+}
+
+/// Marks a round as running until dropped.
+struct RoundGuard<'a>(&'a RoundWatchdog);
+
+impl RoundWatchdog {
+    fn start(timeout: std::time::Duration) -> RoundWatchdog {
+        use std::sync::atomic::Ordering;
+        let started_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let t0 = std::time::Instant::now();
+        let s = started_ms.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let at = s.load(Ordering::SeqCst);
+            let now = t0.elapsed().as_millis() as u64;
+            if at != 0 && now.saturating_sub(at) > timeout.as_millis() as u64 {
+                eprintln!(
+                    "sync: a round has run for {:.0} s, more than round_timeout_s = {}: the database or the link stopped answering; exiting (status {EXIT_ROUND_HUNG}) for a fresh start, the last good store stays in use",
+                    (now - at) as f64 / 1e3,
+                    timeout.as_secs()
+                );
+                std::process::exit(EXIT_ROUND_HUNG);
+            }
+        });
+        RoundWatchdog { started_ms, t0 }
+    }
+
+    fn round(&self) -> RoundGuard<'_> {
+        let now = (self.t0.elapsed().as_millis() as u64).max(1);
+        self.started_ms
+            .store(now, std::sync::atomic::Ordering::SeqCst);
+        RoundGuard(self)
+    }
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .started_ms
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
 }
