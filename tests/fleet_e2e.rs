@@ -425,7 +425,7 @@ fn fill_outbox(store: &Path, n: usize) -> Vec<String> {
 
 #[test]
 fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
-    let pg = pg::Pg::start();
+    let mut pg = pg::Pg::start();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let su = dir.join("desk.cred");
@@ -457,35 +457,30 @@ fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
     );
     const N: usize = 20_000;
     let keys = fill_outbox(&store, N);
+    let desk = DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su));
     let count = || -> usize {
-        let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();
+        let mut c = db::connect(&desk).unwrap();
         let n: i64 = c
             .query_one("SELECT count(*) FROM fleet.audit", &[])
             .unwrap()
             .get(0);
         n as usize
     };
-    // Three deliveries killed (SIGKILL) part-way: once a quarter, half, three quarters of the
-    // events are in the table. Where each kill lands (mid-transaction, between the commit and
-    // the outbox rewrite, mid-rewrite) is up to the scheduler; every case must end the same.
-    let mut kills = 0;
-    for part in [N / 4, N / 2, 3 * N / 4] {
-        if count() >= part {
-            continue;
-        }
-        let mut daemon = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
-            .args(["sync", "--board", board.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    // Two deliveries killed (SIGKILL) part-way: once a quarter, then half of the events are
+    // in the table. Where each kill lands (mid-transaction, between the commit and the outbox
+    // rewrite, mid-rewrite) is up to the scheduler; every case must end the same.
+    let wait_for = |part: usize, daemon: &mut Daemon| {
         let t0 = Instant::now();
-        while count() < part && t0.elapsed() < Duration::from_secs(120) {
+        while count() < part {
+            assert!(t0.elapsed() < Duration::from_secs(120), "delivery stalled");
+            assert!(daemon.0.try_wait().unwrap().is_none(), "sync died");
             std::thread::sleep(Duration::from_millis(2));
         }
-        daemon.kill().unwrap();
-        daemon.wait().unwrap();
-        kills += 1;
+    };
+    for part in [N / 4, N / 2] {
+        let mut daemon = spawn_sync(&board);
+        wait_for(part, &mut daemon);
+        drop(daemon); // SIGKILL
         let left = outbox_keys(&store).len();
         eprintln!(
             "killed a delivery at {} rows in the table, {left} events left in the outbox",
@@ -497,7 +492,28 @@ fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
             count()
         );
     }
-    assert!(kills > 0);
+    // Then the database killed (SIGKILL of the server) under a running delivery: its rounds
+    // fail, and once the server is back the same daemon delivers the rest.
+    let mut daemon = spawn_sync(&board);
+    wait_for(3 * N / 4, &mut daemon);
+    pg.kill();
+    let left = outbox_keys(&store).len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(outbox_keys(&store).len() <= left);
+    pg.resume();
+    eprintln!(
+        "killed the database at {} rows in the table, {left} events left in the outbox",
+        count()
+    );
+    let t0 = Instant::now();
+    while !outbox_keys(&store).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never delivered the rest"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(daemon);
     let o = facegate(&["sync", "--board", board.to_str().unwrap(), "--once"]);
     assert!(o.status.success());
     let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();

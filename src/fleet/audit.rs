@@ -4,7 +4,8 @@
 //! `ON CONFLICT (door_id, event_key) DO NOTHING`, and removed from the outbox only after the
 //! commit returned. A crash, a kill or a lost reply anywhere in between leaves the batch in the
 //! outbox; the next round sends it again and the unique key turns the repeats into no-ops. So
-//! the table holds each event exactly once, whatever fails. The rows go as arrays through one
+//! the table holds each event exactly once, whatever fails. The commit is asked to be durable
+//! (`synchronous_commit = on` for the transaction), since the outbox forgets what it returned. The rows go as arrays through one
 //! `unnest` statement: one round trip per batch, not per event.
 
 use std::path::Path;
@@ -52,6 +53,10 @@ pub fn insert(client: &mut Client, events: &[AuditEvent]) -> Result<u64> {
     let mut tx = client
         .transaction()
         .map_err(|e| db_err("audit: starting a transaction", &e))?;
+    // The outbox drops these events once the commit returns, so the commit must be durable
+    // then, whatever the server's default (a site may run synchronous_commit = off).
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
+        .map_err(|e| db_err("audit: asking for a durable commit", &e))?;
     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let at_ms: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
     let people: Vec<Option<&str>> = events.iter().map(|e| e.person.as_deref()).collect();

@@ -273,11 +273,14 @@ impl Pg {
         let t0 = Instant::now();
         let pidfile = self.dir.join("data/postmaster.pid");
         loop {
-            // Line 8 of postmaster.pid is the server's status ("ready" once it accepts).
-            if fs::read_to_string(&pidfile)
-                .ok()
-                .is_some_and(|s| s.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
-            {
+            // Line 1 of postmaster.pid is the server's pid, line 8 its status ("ready" once
+            // it accepts). The pid must be this child's: a killed server leaves its file,
+            // still saying "ready".
+            let pid = self.child.as_ref().unwrap().id().to_string();
+            if fs::read_to_string(&pidfile).ok().is_some_and(|s| {
+                s.lines().next().is_some_and(|l| l.trim() == pid)
+                    && s.lines().nth(7).is_some_and(|l| l.trim() == "ready")
+            }) {
                 return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
