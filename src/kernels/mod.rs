@@ -769,6 +769,12 @@ impl Mode {
     }
 }
 
+/// The check every elementwise add entry (generic and SIMD) makes before touching memory:
+/// both inputs and the output have one length.
+pub(crate) fn check_add_lens(a: usize, b: usize, out: usize) {
+    assert!(a == b && a == out, "add: lens {a} {b} {out}");
+}
+
 /// One entry per op/type, plus the name of the kernel chosen for it.
 #[derive(Clone, Copy)]
 pub struct Kernels {

@@ -2463,13 +2463,7 @@ unsafe fn quantize_i8_impl(x: &[f32], inv_scale: f32, out: &mut [i8]) {
 
 /// `out = sat(round(a*sa + b*sb))`, 16 lanes at a time.
 pub(crate) fn avx2_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
-    assert!(
-        a.len() == b.len() && a.len() == out.len(),
-        "add: lens {} {} {}",
-        a.len(),
-        b.len(),
-        out.len()
-    );
+    super::check_add_lens(a.len(), b.len(), out.len());
     assert!(has_avx2_fma(), "avx2_add_i8 needs AVX2+FMA");
     // SAFETY: features asserted; indices < len (loop bound).
     unsafe { add_i8_impl(a, sa, b, sb, out) }
@@ -2507,13 +2501,7 @@ unsafe fn add_i8_impl(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
 /// add touches every value of a feature map twice for two multiplies: the AVX2 form's
 /// conversions and packs made it one of the costlier steps of the small liveness network.
 pub(crate) fn avx512_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
-    assert!(
-        a.len() == b.len() && a.len() == out.len(),
-        "add: lens {} {} {}",
-        a.len(),
-        b.len(),
-        out.len()
-    );
+    super::check_add_lens(a.len(), b.len(), out.len());
     assert!(has_avx512bw(), "avx512_add_i8 needs AVX-512F/BW/VL");
     // SAFETY: features asserted; every access is masked to lanes below len.
     unsafe { add_i8_avx512_impl(a, sa, b, sb, out) }
