@@ -3,6 +3,7 @@
 //! generic one on odd shapes and tails. i32 accumulators must match exactly, requantised
 //! int8 within 1 LSB, f32 within `|a-b| <= 1e-5 * (1+|b|) * sqrt(K)`.
 
+use super::pack::oihw_to_ohwi;
 use super::*;
 
 /// Small deterministic PRNG (xorshift64*), no dependency.
