@@ -24,6 +24,14 @@
 //! Rounding: the generic and NEON kernels round half away from zero (`f32::round`,
 //! `vcvtaq`); AVX2 rounds half to even (`cvtps_epi32`). They can differ by 1 LSB on exact
 //! ties, which the tests allow.
+//!
+//! Where things are: this file holds the table (the entries' signatures, [`Kernels`],
+//! [`KernelNames`], [`Mode`], [`kernels`]) and nothing else. The data the kernels share is
+//! one job a file: `epilogue.rs` (activations, epilogues), `pack.rs` (weight layouts and
+//! packing), `shape.rs` (conv geometry, shared operand checks), `windows.rs` (the A operand
+//! read in place). `entries.rs` declares the SIMD GEMMs' safe entry points. The kernels:
+//! `generic/` (portable, the reference), `winograd.rs`, `x86_64/` and `aarch64/` (one file
+//! per family under x86_64), tested in `tests/`.
 
 // Index loops over register arrays and 8-argument kernels are the natural shape here.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
