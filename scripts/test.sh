@@ -56,7 +56,7 @@ aarch64)
     # liveness on, the webcam stranger stays locked). Run natively only, each for its reason:
     native_only=(
         # int8 fidelity: calibrates on 206 photos first, hours here; the int8 kernels it rests
-        # on are tested here (src/kernels/tests.rs)
+        # on are tested here (src/kernels/tests/)
         int8_embeddings int8_detector f16_and_int8_keep_the_decision_and_the_figures
         # dataset measurements (liveness BPCER/APCER with our detector on 150 photos at
         # 640x640, the frozen floor over every frame of the clips): ~15 min here, and they

@@ -20,7 +20,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{LivenessConfig, ModelConfig, ModelFile, Precision};
 use crate::models::{LoadOptions, Runner};
-use crate::preprocess::fill_nhwc;
 
 /// Live score of a decision when the boards do not say otherwise.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -145,20 +144,6 @@ impl Liveness {
                 }
             })
         })
-    }
-
-    /// Scores a crop already taken (`input_size` square).
-    pub fn score_crop(&self, crop: &RgbImage) -> Result<LiveScore> {
-        let s = self.config.input_size;
-        if (crop.width() as usize, crop.height() as usize) != (s, s) {
-            return Err(Error::Shape {
-                what: "liveness crop".into(),
-                expected: format!("{s}x{s}"),
-                got: format!("{}x{}", crop.width(), crop.height()),
-            });
-        }
-        let norm = self.config.norm;
-        self.score_input(&mut |dst| fill_nhwc(crop, norm, dst))
     }
 
     /// Runs the network on the input `fill` writes (`input_size` square, NHWC, normalised)

@@ -1571,13 +1571,7 @@ unsafe fn dw_i8_block8(
 
 /// `out = sat(round(a*sa + b*sb))`, 8 lanes at a time (same rounding as generic).
 pub(crate) fn neon_add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
-    assert!(
-        a.len() == b.len() && a.len() == out.len(),
-        "add: lens {} {} {}",
-        a.len(),
-        b.len(),
-        out.len()
-    );
+    super::check_add_lens(a.len(), b.len(), out.len());
     // SAFETY: NEON architectural; indices < len by the loop bound.
     unsafe { add_i8_impl(a, sa, b, sb, out) }
 }

@@ -463,13 +463,7 @@ impl<'s> ConvRows<'s> {
 // ------------------------------------------------------------------------------------------
 
 pub(crate) fn add_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
-    assert!(
-        a.len() == b.len() && a.len() == out.len(),
-        "add: lens {} {} {}",
-        a.len(),
-        b.len(),
-        out.len()
-    );
+    super::check_add_lens(a.len(), b.len(), out.len());
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         *o = x + y;
     }
@@ -489,13 +483,7 @@ pub(crate) fn quantize_i8(x: &[f32], inv_scale: f32, out: &mut [i8]) {
 }
 
 pub(crate) fn add_i8(a: &[i8], sa: f32, b: &[i8], sb: f32, out: &mut [i8]) {
-    assert!(
-        a.len() == b.len() && a.len() == out.len(),
-        "add: lens {} {} {}",
-        a.len(),
-        b.len(),
-        out.len()
-    );
+    super::check_add_lens(a.len(), b.len(), out.len());
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         *o = super::sat_i8(x as f32 * sa + y as f32 * sb);
     }
