@@ -54,8 +54,8 @@ enum Command {
     /// revocations, people, audit.
     #[cfg(feature = "fleet")]
     Fleet(cli::fleet::FleetArgs),
-    /// A fleet door: keep the board's store equal to its view of the fleet database
-    /// (board [fleet] table).
+    /// A fleet door: keep the board's store equal to its view of the fleet database and
+    /// deliver its audit outbox (board [fleet] table).
     #[cfg(feature = "fleet")]
     Sync(cli::fleet::SyncArgs),
 }
