@@ -74,6 +74,64 @@ fn fleet(pg: &pg::Pg, cred: &Path, args: &[&str]) -> Output {
     facegate(&refs)
 }
 
+/// A fresh `fleet` database on `pg`, migrated by the desk; returns the desk's credentials
+/// (the superuser here).
+fn new_site(pg: &pg::Pg, dir: &Path) -> PathBuf {
+    let su = dir.join("desk.cred");
+    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
+    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
+        .unwrap()
+        .batch_execute("CREATE DATABASE fleet")
+        .unwrap();
+    assert!(fleet(pg, &su, &["migrate"]).status.success());
+    su
+}
+
+/// `fleet add-door NAME --group GROUP`; returns the door's credentials file.
+fn add_door(pg: &pg::Pg, su: &Path, dir: &Path, name: &str, group: &str) -> PathBuf {
+    let cred = dir.join(format!("{name}.cred"));
+    let o = fleet(
+        pg,
+        su,
+        &[
+            "add-door",
+            name,
+            "--group",
+            group,
+            "--credentials-out",
+            cred.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    cred
+}
+
+/// `fleet enroll` of PERSON from their example photos, with the desk's board.
+fn enrol_at_the_desk(pg: &pg::Pg, su: &Path, dir: &Path) {
+    let desk_board = common::board_with_test_models(dir, "x86-dev");
+    let photos = format!(
+        "images:{}",
+        common::shared()
+            .join("data/faces/examples")
+            .join(PERSON)
+            .display()
+    );
+    let o = fleet(
+        pg,
+        su,
+        &[
+            "enroll",
+            "--board",
+            desk_board.to_str().unwrap(),
+            "--person",
+            PERSON,
+            "--source",
+            &photos,
+        ],
+    );
+    assert!(o.status.success());
+}
+
 /// The x86-dev board with the test models, as door `name`: its own store and [fleet] table.
 fn door_board(dir: &Path, pg: &pg::Pg, name: &str, cred: &Path) -> (PathBuf, PathBuf) {
     let base = common::board_with_test_models(dir, "x86-dev");
@@ -150,56 +208,14 @@ fn enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked() {
     let mut pg = pg::Pg::start();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let su = dir.join("desk.cred");
-    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
-    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
-        .unwrap()
-        .batch_execute("CREATE DATABASE fleet")
-        .unwrap();
-
-    // The desk: schema, two doors in two groups, one person enrolled from photos and granted
-    // the east doors.
-    assert!(fleet(&pg, &su, &["migrate"]).status.success());
+    // The desk: schema (migrating twice does nothing the second time), two doors in two
+    // groups, one person enrolled from photos and granted the east doors.
+    let su = new_site(&pg, dir);
     let again = fleet(&pg, &su, &["migrate"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
-    let (a_cred, b_cred) = (dir.join("a.cred"), dir.join("b.cred"));
-    for (door, group, cred) in [("a", "east", &a_cred), ("b", "west", &b_cred)] {
-        let o = fleet(
-            &pg,
-            &su,
-            &[
-                "add-door",
-                door,
-                "--group",
-                group,
-                "--credentials-out",
-                cred.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success());
-    }
-    let desk_board = common::board_with_test_models(dir, "x86-dev");
-    let photos = format!(
-        "images:{}",
-        common::shared()
-            .join("data/faces/examples")
-            .join(PERSON)
-            .display()
-    );
-    let o = fleet(
-        &pg,
-        &su,
-        &[
-            "enroll",
-            "--board",
-            desk_board.to_str().unwrap(),
-            "--person",
-            PERSON,
-            "--source",
-            &photos,
-        ],
-    );
-    assert!(o.status.success());
+    let a_cred = add_door(&pg, &su, dir, "a", "east");
+    let b_cred = add_door(&pg, &su, dir, "b", "west");
+    enrol_at_the_desk(&pg, &su, dir);
     assert!(
         fleet(&pg, &su, &["grant", "--person", PERSON, "--group", "east"])
             .status
@@ -428,27 +444,8 @@ fn audit_delivery_killed_mid_flush_loses_and_duplicates_nothing() {
     let mut pg = pg::Pg::start();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let su = dir.join("desk.cred");
-    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
-    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
-        .unwrap()
-        .batch_execute("CREATE DATABASE fleet")
-        .unwrap();
-    assert!(fleet(&pg, &su, &["migrate"]).status.success());
-    let cred = dir.join("a.cred");
-    let o = fleet(
-        &pg,
-        &su,
-        &[
-            "add-door",
-            "a",
-            "--group",
-            "east",
-            "--credentials-out",
-            cred.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
+    let su = new_site(&pg, dir);
+    let cred = add_door(&pg, &su, dir, "a", "east");
     let (board, store) = door_board(dir, &pg, "a", &cred);
     assert!(
         facegate(&["sync", "--board", board.to_str().unwrap(), "--once"])
@@ -592,49 +589,9 @@ fn a_door_cut_off_mid_sync_keeps_deciding_and_its_sync_restarts_and_catches_up()
     let pg = pg::Pg::start();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let su = dir.join("desk.cred");
-    Credentials::create(&su, pg::SUPERUSER, &pg.password).unwrap();
-    db::connect(&DbTarget::new(&pg.url("postgres"), Some(&pg.ca), Some(&su)))
-        .unwrap()
-        .batch_execute("CREATE DATABASE fleet")
-        .unwrap();
-    assert!(fleet(&pg, &su, &["migrate"]).status.success());
-    let cred = dir.join("a.cred");
-    let o = fleet(
-        &pg,
-        &su,
-        &[
-            "add-door",
-            "a",
-            "--group",
-            "east",
-            "--credentials-out",
-            cred.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
-    let desk_board = common::board_with_test_models(dir, "x86-dev");
-    let photos = format!(
-        "images:{}",
-        common::shared()
-            .join("data/faces/examples")
-            .join(PERSON)
-            .display()
-    );
-    let enrolled = fleet(
-        &pg,
-        &su,
-        &[
-            "enroll",
-            "--board",
-            desk_board.to_str().unwrap(),
-            "--person",
-            PERSON,
-            "--source",
-            &photos,
-        ],
-    );
-    assert!(enrolled.status.success());
+    let su = new_site(&pg, dir);
+    let cred = add_door(&pg, &su, dir, "a", "east");
+    enrol_at_the_desk(&pg, &su, dir);
     assert!(
         fleet(&pg, &su, &["grant", "--person", PERSON, "--group", "east"])
             .status
