@@ -27,15 +27,16 @@ fi
 "$venv/bin/python" tools/refs/make_refs.py
 
 # The fleet tests (tests/fleet_*.rs) start throwaway PostgreSQL clusters themselves (tests/pg)
-# from the server binaries: install them when absent and this machine can (Debian, as root);
-# otherwise those tests fail saying what to install.
+# from the server binaries, and move a door's clock with libfaketime: install them when absent
+# and this machine can (Debian, as root); otherwise those tests fail saying what to install.
 have_postgres() {
     [ -n "${FACEGATE_PG_BIN:-}" ] || command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
-if ! have_postgres && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "test.sh: installing PostgreSQL's server (the fleet tests start their own clusters)" >&2
+if { ! have_postgres || [ ! -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; } &&
+    command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing PostgreSQL's server and libfaketime (for the fleet tests)" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql openssl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql openssl faketime >/dev/null
 fi
 
 case "${1:-host}" in

@@ -24,13 +24,30 @@ use facegate::unlock::sync_state::{self, SyncState};
 const PERSON: &str = "lin_manuel_miranda";
 
 fn facegate(args: &[&str]) -> Output {
-    let out = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    facegate_at(None, args)
+}
+
+/// libfaketime (Debian's `faketime` package), which moves one process's wall clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// `facegate ARGS` with its wall clock moved by `offset` (libfaketime syntax, e.g. "+2h"), as
+/// on a door whose clock is wrong; monotonic time stays real.
+fn facegate_at(offset: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = common::bin_command(env!("CARGO_BIN_EXE_facegate"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    if let Some(o) = offset {
+        assert!(
+            Path::new(FAKETIME_LIB).is_file(),
+            "{FAKETIME_LIB} is missing: install Debian's faketime package (scripts/test.sh and .ci/run do)"
+        );
+        cmd.env("LD_PRELOAD", FAKETIME_LIB)
+            .env("FAKETIME", o)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let out = cmd.output().unwrap();
     eprintln!(
-        "$ facegate {}\n-> {:?}\n{}{}",
+        "$ {}facegate {}\n-> {:?}\n{}{}",
+        offset.map_or(String::new(), |o| format!("(clock {o}) ")),
         args.join(" "),
         out.status.code(),
         String::from_utf8_lossy(&out.stdout)
@@ -154,20 +171,27 @@ fn door_board(dir: &Path, pg: &pg::Pg, name: &str, cred: &Path) -> (PathBuf, Pat
 }
 
 fn hamilton(board: &Path) -> Output {
+    hamilton_at(None, board)
+}
+
+fn hamilton_at(offset: Option<&str>, board: &Path) -> Output {
     let src = format!(
         "mjpeg:{}",
         common::shared()
             .join("data/video/hamilton_640x360.mjpeg")
             .display()
     );
-    facegate(&[
-        "unlock",
-        "--board",
-        board.to_str().unwrap(),
-        "--source",
-        &src,
-        "--once",
-    ])
+    facegate_at(
+        offset,
+        &[
+            "unlock",
+            "--board",
+            board.to_str().unwrap(),
+            "--source",
+            &src,
+            "--once",
+        ],
+    )
 }
 
 /// The event keys waiting in a door's audit outbox.
@@ -699,4 +723,84 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn a_door_clock_off_by_hours_neither_stretches_staleness_nor_a_grant() {
+    let pg = pg::Pg::start();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let su = new_site(&pg, dir);
+    let cred = add_door(&pg, &su, dir, "a", "east");
+    enrol_at_the_desk(&pg, &su, dir);
+    assert!(
+        fleet(&pg, &su, &["grant", "--person", PERSON, "--group", "east"])
+            .status
+            .success()
+    );
+    let (board, _) = door_board(dir, &pg, "a", &cred);
+    let b = board.to_str().unwrap();
+    let sync_at = |offset: Option<&str>| facegate_at(offset, &["sync", "--board", b, "--once"]);
+    assert!(sync_at(None).status.success());
+    assert_eq!(hamilton(&board).status.code(), Some(0));
+
+    // The door's clock jumps 2 h ahead: its last sync now looks 2 h old, past
+    // max_staleness_s (600 s): everyone refused until a sync under that clock.
+    let ahead = Some("+2h");
+    let o = hamilton_at(ahead, &board);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("max_staleness_s"));
+    assert!(sync_at(ahead).status.success());
+    assert_eq!(hamilton_at(ahead, &board).status.code(), Some(0));
+    // Its audit events carry its clock; the centre's received_at shows the skew.
+    assert!(sync_at(ahead).status.success());
+    let mut c = db::connect(&DbTarget::new(&pg.url("fleet"), Some(&pg.ca), Some(&su))).unwrap();
+    let skew: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM decided_at - received_at)::float8 FROM fleet.audit
+             WHERE decision = 'unlock' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!((6900.0..7500.0).contains(&skew), "skew {skew} s");
+
+    // Set back to the true time, the last sync is dated 2 h in the future: not believed.
+    let o = hamilton(&board);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("in the future"));
+    assert!(sync_at(None).status.success());
+    assert_eq!(hamilton(&board).status.code(), Some(0));
+
+    // A grant starting in an hour by the centre's clock does not open a door whose clock is
+    // 2 h ahead: validity is decided at the centre.
+    assert!(fleet(
+        &pg,
+        &su,
+        &["revoke", "--person", PERSON, "--reason", "test"]
+    )
+    .status
+    .success());
+    let from: String = c
+        .query_one(
+            "SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(fleet(
+        &pg,
+        &su,
+        &["grant", "--person", PERSON, "--group", "east", "--from", &from]
+    )
+    .status
+    .success());
+    assert!(sync_at(ahead).status.success());
+    let o = hamilton_at(ahead, &board);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a grant not yet valid at the centre"
+    );
+    assert_eq!(unlocked(&o), 0);
 }

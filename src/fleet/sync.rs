@@ -100,13 +100,17 @@ pub fn sync_once(
     if unchanged {
         tx.commit().map_err(|e| db_err("sync", &e))?;
         let last = last.expect("checked");
-        let due = now_secs().saturating_sub(last.synced_at) >= REFRESH_STATE_EVERY.as_secs()
+        let now = now_secs();
+        // A record dated in the future (the clock was set back) is rewritten at once: the
+        // loop refuses everyone while it stands.
+        let due = last.synced_at > now
+            || now - last.synced_at >= REFRESH_STATE_EVERY.as_secs()
             || last.change_no != change_no;
         if due {
             let key = key.expect("a store and its state exist, so does the key");
             SyncState {
                 change_no,
-                synced_at: now_secs(),
+                synced_at: now,
                 ..last
             }
             .save(&state_path, &key)?;
