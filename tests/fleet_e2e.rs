@@ -196,7 +196,7 @@ fn hamilton_at(offset: Option<&str>, board: &Path) -> Output {
 
 /// The event keys waiting in a door's audit outbox.
 fn outbox_keys(store: &Path) -> Vec<String> {
-    audit_outbox::read_pending(&audit_outbox::default_path(store), usize::MAX)
+    audit_outbox::read_pending(&audit_outbox::default_path(store), 0, usize::MAX)
         .unwrap()
         .events
         .into_iter()

@@ -31,21 +31,28 @@ pub struct Delivered {
 }
 
 /// Sends everything in the outbox at `path` for the door logged in on `client`, batch by
-/// batch, removing each batch once committed. Events appended meanwhile go in later rounds.
+/// batch, then removes what was committed, once (rewriting the rest after every batch would
+/// copy a long outage's backlog a thousand times over on the door's SD card). On an error,
+/// what was committed before it is removed and the error returned.
 pub fn deliver(client: &mut Client, path: &Path) -> Result<Delivered> {
     let mut out = Delivered::default();
-    loop {
-        let p = audit_outbox::read_pending(path, BATCH)?;
-        if p.end == 0 {
-            return Ok(out);
+    let mut committed = 0u64;
+    let sent = (|| -> Result<()> {
+        loop {
+            let p = audit_outbox::read_pending(path, committed, BATCH)?;
+            if p.end == committed {
+                return Ok(());
+            }
+            if !p.events.is_empty() {
+                out.new_rows += insert(client, &p.events)?;
+                out.sent += p.events.len();
+            }
+            committed = p.end;
+            out.dropped.extend(p.bad);
         }
-        if !p.events.is_empty() {
-            out.new_rows += insert(client, &p.events)?;
-            out.sent += p.events.len();
-        }
-        audit_outbox::remove_delivered(path, p.end)?;
-        out.dropped.extend(p.bad);
-    }
+    })();
+    audit_outbox::remove_delivered(path, committed)?;
+    sent.map(|()| out)
 }
 
 /// Inserts `events` in one transaction; returns how many were new.

@@ -286,58 +286,70 @@ fn append_line(path: &Path, line: &[u8]) -> securefs::Reason<()> {
 #[derive(Debug, Default)]
 pub struct Pending {
     pub events: Vec<AuditEvent>,
-    /// Bytes from the start of the file that these events (and any bad lines among them)
-    /// occupy: what [`remove_delivered`] removes once they are delivered.
+    /// The byte after the last line read (the `from` given when none was): where the next
+    /// read starts, and what [`remove_delivered`] removes once everything before is delivered.
     pub end: u64,
-    /// Lines dropped as torn or corrupt, with their 1-based line numbers and reasons.
+    /// Lines dropped as torn or corrupt, with their byte offsets and reasons.
     pub bad: Vec<String>,
 }
 
-/// Reads up to `max_events` complete lines from the head of the outbox (none when the file
-/// does not exist). A last line without its newline is left alone: it is torn, or being
-/// written.
-pub fn read_pending(path: &Path, max_events: usize) -> Result<Pending> {
+/// Reads up to `max_events` complete lines of the outbox from byte `from` (a previous
+/// [`Pending::end`], or 0; none when the file does not exist). A last line without its
+/// newline is left alone: it is torn, or being written.
+pub fn read_pending(path: &Path, from: u64, max_events: usize) -> Result<Pending> {
     let _lock = FileLock::exclusive(path).map_err(|r| outbox_error(path, r))?;
-    let f = match OpenOptions::new()
+    let mut f = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pending::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && from == 0 => {
+            return Ok(Pending::default())
+        }
         Err(e) => return Err(outbox_error(path, format!("cannot open: {e}"))),
     };
     let meta = f
         .metadata()
         .map_err(|e| outbox_error(path, e.to_string()))?;
     securefs::check_private(&meta).map_err(|r| outbox_error(path, r))?;
+    if meta.len() < from {
+        return Err(outbox_error(
+            path,
+            format!(
+                "is {} bytes, shorter than the {from} already read: changed by someone else",
+                meta.len()
+            ),
+        ));
+    }
+    f.seek(SeekFrom::Start(from))
+        .map_err(|e| outbox_error(path, format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
     f.take((max_events.max(1).saturating_mul(MAX_LINE) as u64).min(MAX_OUTBOX_BYTES))
         .read_to_end(&mut bytes)
         .map_err(|e| outbox_error(path, format!("cannot read: {e}")))?;
-    let mut p = Pending::default();
+    let mut p = Pending {
+        end: from,
+        ..Pending::default()
+    };
     let mut start = 0usize;
-    let mut line_no = 0usize;
     while p.events.len() < max_events {
+        let at = from + start as u64;
         let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') else {
             if bytes.len() - start > MAX_LINE {
                 return Err(outbox_error(
                     path,
-                    format!(
-                        "line {} is longer than {MAX_LINE} bytes: the file is corrupt",
-                        line_no + 1
-                    ),
+                    format!("the line at byte {at} is longer than {MAX_LINE} bytes: the file is corrupt"),
                 ));
             }
             break;
         };
-        line_no += 1;
         match decode(&bytes[start..start + nl]) {
             Ok(ev) => p.events.push(ev),
-            Err(r) => p.bad.push(format!("line {line_no}: {r}")),
+            Err(r) => p.bad.push(format!("the line at byte {at}: {r}")),
         }
         start += nl + 1;
-        p.end = start as u64;
+        p.end = from + start as u64;
     }
     Ok(p)
 }
@@ -463,13 +475,15 @@ mod tests {
         let p = d.path().join("t.fgt.audit");
         let mut o = Outbox::new(&p).unwrap();
         let written: Vec<AuditEvent> = (0..5).map(|i| o.append(draft(i)).unwrap()).collect();
-        let head = read_pending(&p, 3).unwrap();
+        let head = read_pending(&p, 0, 3).unwrap();
         assert_eq!(head.events, written[..3]);
         assert!(head.bad.is_empty());
+        let next = read_pending(&p, head.end, 10).unwrap();
+        assert_eq!(next.events, written[3..]);
         // More arrive while the head is being delivered; removing the head keeps them.
         let late = o.append(draft(5)).unwrap();
         remove_delivered(&p, head.end).unwrap();
-        let rest = read_pending(&p, 100).unwrap();
+        let rest = read_pending(&p, 0, 100).unwrap();
         assert_eq!(rest.events, [&written[3..], &[late][..]].concat());
         let mut keys: Vec<_> = written.iter().map(|e| e.key.clone()).collect();
         keys.sort();
@@ -493,13 +507,18 @@ mod tests {
         let whole = std::fs::read(&p).unwrap();
         std::fs::write(&p, &whole[..whole.len() - torn.len() / 2]).unwrap();
         // While torn, the reader leaves the unfinished line alone.
-        let r = read_pending(&p, 10).unwrap();
+        let r = read_pending(&p, 0, 10).unwrap();
         assert_eq!(r.events, std::slice::from_ref(&first));
         let third = o.append(draft(2)).unwrap();
-        let r = read_pending(&p, 10).unwrap();
+        let second = encode(&first).len();
+        let r = read_pending(&p, 0, 10).unwrap();
         assert_eq!(r.events, [first, third]);
         assert_eq!(r.bad.len(), 1, "{:?}", r.bad);
-        assert!(r.bad[0].starts_with("line 2: "), "{:?}", r.bad);
+        assert!(
+            r.bad[0].starts_with(&format!("the line at byte {second}: ")),
+            "{:?}",
+            r.bad
+        );
     }
 
     #[test]
@@ -512,7 +531,7 @@ mod tests {
             .unwrap()
             .replace("\"unlock\"", "\"no_match\"");
         std::fs::write(&p, text).unwrap();
-        let r = read_pending(&p, 10).unwrap();
+        let r = read_pending(&p, 0, 10).unwrap();
         assert!(r.events.is_empty());
         assert!(r.bad[0].contains("checksum"), "{:?}", r.bad);
     }
@@ -527,6 +546,6 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = o.append(draft(1)).unwrap_err().to_string();
         assert!(e.contains("t.fgt.audit") && e.contains("0644"), "{e}");
-        assert!(read_pending(&p, 1).is_err());
+        assert!(read_pending(&p, 0, 1).is_err());
     }
 }
