@@ -914,6 +914,27 @@ unsafe fn narrow_conv_i8(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sin
     }
 }
 
+/// 8 bytes at `p` widened to i16 (`ldr d` + `sxtl`). Asm because when only one lane is used
+/// (tap 8 of the 9-tap stems) LLVM loads that byte alone and widens it in 7 instructions
+/// (`ldr b`, `dup`, `uxtl`, `shl`, `sshr`, `uzp1`, `ext`).
+///
+/// # Safety
+/// `p..p+8` is readable.
+#[inline(always)]
+unsafe fn load_widen8(p: *const i8) -> int16x8_t {
+    let x: int16x8_t;
+    // SAFETY: reads 8 bytes at `p` (the caller's contract).
+    unsafe {
+        asm!(
+            "ldr {x:d}, [{p}]",
+            "sxtl {x:v}.8h, {x:v}.8b",
+            p = in(reg) p, x = out(vreg) x,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    x
+}
+
 /// Rows `m..m+MR` of [`narrow_conv_i8`], stored at output rows `orow..`: the first `NT`
 /// taps of each run (the weights of the others are zero).
 #[target_feature(enable = "neon")]
@@ -930,14 +951,14 @@ unsafe fn narrow_tile<const MR: usize, const NT: usize>(
     let mut acc = [[[vdupq_n_s32(0); 2]; 2]; MR];
     for j in 0..3 {
         let off = j * a.seg_stride;
-        // the run's 12 bytes widened: taps 0..8 in `xl`, 8..12 in the low lanes of `xh`
+        // the run's 12 bytes widened: taps 0..8 in lanes 0..8 of `xl`, taps 8..12 in lanes
+        // 4..8 of `xh` (bytes 4..12: two 8-byte loads inside the run)
         let mut xl = [vdupq_n_s16(0); MR];
         let mut xh = [vdupq_n_s16(0); MR];
         for r in 0..MR {
             let p = rows[r].add(off);
-            xl[r] = vmovl_s8(vld1_s8(p));
-            let last = (p.add(8) as *const i32).read_unaligned();
-            xh[r] = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(last)));
+            xl[r] = load_widen8(p);
+            xh[r] = load_widen8(p.add(4));
         }
         macro_rules! tap {
             ($t:literal, $x:ident, $l:literal) => {
@@ -961,10 +982,10 @@ unsafe fn narrow_tile<const MR: usize, const NT: usize>(
         tap!(5, xl, 5);
         tap!(6, xl, 6);
         tap!(7, xl, 7);
-        tap!(8, xh, 0);
-        tap!(9, xh, 1);
-        tap!(10, xh, 2);
-        tap!(11, xh, 3);
+        tap!(8, xh, 4);
+        tap!(9, xh, 5);
+        tap!(10, xh, 6);
+        tap!(11, xh, 7);
     }
     for p in 0..2 {
         let t: [[int32x4_t; 2]; MR] = core::array::from_fn(|r| acc[r][p]);
