@@ -186,24 +186,10 @@ unsafe fn store_tile<const MR: usize>(
     n: usize,
 ) {
     match sink {
-        Sink::Acc(out) => {
-            for r in 0..MR {
-                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
-                store_acc8(acc[r], row, n0);
-            }
+        Sink::F32(_, _) | Sink::I8(_, _) if n0 + NR > n => {
+            store_tile_scalar::<MR>(sink, *acc, orow, n0, n)
         }
-        Sink::F32(epi, out) if n0 + NR > n => {
-            for r in 0..MR {
-                let mut t = [0i32; NR];
-                vst1q_s32(t.as_mut_ptr(), acc[r][0]);
-                vst1q_s32(t.as_mut_ptr().add(4), acc[r][1]);
-                let row = out.add((orow + r) * n);
-                for j in 0..n - n0 {
-                    let real = t[j].wrapping_add(epi.bias[n0 + j]) as f32 * epi.mult[n0 + j];
-                    *row.add(n0 + j) = epi.act.apply(real, n0 + j);
-                }
-            }
-        }
+        Sink::Acc(_) => store_tile_scalar::<MR>(sink, *acc, orow, n0, n),
         Sink::F32(epi, out) => {
             let op = out.add(orow * n + n0);
             let (bias, mult) = tile_epi(epi, n0);
@@ -220,12 +206,6 @@ unsafe fn store_tile<const MR: usize>(
                     ];
                     dequant_rows::<MR, 3>(acc, bias, mult, al, op, n)
                 }
-            }
-        }
-        Sink::I8(epi, out) if n0 + NR > n => {
-            for r in 0..MR {
-                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
-                store_requant8(acc[r], epi, row, n0);
             }
         }
         Sink::I8(epi, out) => {
@@ -248,6 +228,46 @@ unsafe fn store_tile<const MR: usize>(
                     ];
                     requant_rows::<MR, 3>(acc, bias, mult, al, op, n)
                 }
+            }
+        }
+    }
+}
+
+/// The exact scalar ways of [`store_tile`] (a partial panel, raw accumulators), out of
+/// line: inlined, LLVM stored every tile's accumulators to the stack for them before
+/// choosing the way (8 `stp` a tile).
+#[cold]
+#[inline(never)]
+unsafe fn store_tile_scalar<const MR: usize>(
+    sink: Sink,
+    acc: [[int32x4_t; 2]; MR],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    match sink {
+        Sink::Acc(out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_acc8(acc[r], row, n0);
+            }
+        }
+        Sink::F32(epi, out) => {
+            for r in 0..MR {
+                let mut t = [0i32; NR];
+                vst1q_s32(t.as_mut_ptr(), acc[r][0]);
+                vst1q_s32(t.as_mut_ptr().add(4), acc[r][1]);
+                let row = out.add((orow + r) * n);
+                for j in 0..(n - n0).min(NR) {
+                    let real = t[j].wrapping_add(epi.bias[n0 + j]) as f32 * epi.mult[n0 + j];
+                    *row.add(n0 + j) = epi.act.apply(real, n0 + j);
+                }
+            }
+        }
+        Sink::I8(epi, out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_requant8(acc[r], epi, row, n0);
             }
         }
     }
