@@ -20,8 +20,12 @@
 //! GEMMs also have a fused dequantising epilogue (`*_pw_i8_f32_*`, f32 out) for the network's
 //! outputs and the f32 readers of mixed-precision models.
 //!
-//! Depthwise int8 pairs taps the same way (`smull` + `smlal`, then widening adds); 3×3 rows
-//! run interior pixels with the 9 weight vectors and the epilogue held in registers.
+//! Depthwise (`depthwise.rs`): int8 pairs taps the same way (`smull` + `smlal`, then
+//! widening adds); 3×3 rows run interior pixels with the 9 weight vectors and the epilogue
+//! held in registers, border pixels the same arithmetic with out-of-image taps read from zeros.
+//!
+//! The first step of a plain int8 GEMM tile starts its accumulators with `saddlp` instead of
+//! zeroing them ([`mac4_row_first`]).
 //!
 //! 3×3 convs with 12-byte kernel rows into 16 channels (the RGB stem) go tap by tap,
 //! with `smlal` by element on widened values (`narrow_conv_i8`).
@@ -38,7 +42,10 @@ use super::{
     NR,
 };
 
+mod depthwise;
 pub(crate) mod fp16;
+
+use depthwise::{neon_dw_f32, neon_dw_i8};
 
 fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
@@ -179,24 +186,10 @@ unsafe fn store_tile<const MR: usize>(
     n: usize,
 ) {
     match sink {
-        Sink::Acc(out) => {
-            for r in 0..MR {
-                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
-                store_acc8(acc[r], row, n0);
-            }
+        Sink::F32(_, _) | Sink::I8(_, _) if n0 + NR > n => {
+            store_tile_scalar::<MR>(sink, *acc, orow, n0, n)
         }
-        Sink::F32(epi, out) if n0 + NR > n => {
-            for r in 0..MR {
-                let mut t = [0i32; NR];
-                vst1q_s32(t.as_mut_ptr(), acc[r][0]);
-                vst1q_s32(t.as_mut_ptr().add(4), acc[r][1]);
-                let row = out.add((orow + r) * n);
-                for j in 0..n - n0 {
-                    let real = t[j].wrapping_add(epi.bias[n0 + j]) as f32 * epi.mult[n0 + j];
-                    *row.add(n0 + j) = epi.act.apply(real, n0 + j);
-                }
-            }
-        }
+        Sink::Acc(_) => store_tile_scalar::<MR>(sink, *acc, orow, n0, n),
         Sink::F32(epi, out) => {
             let op = out.add(orow * n + n0);
             let (bias, mult) = tile_epi(epi, n0);
@@ -213,12 +206,6 @@ unsafe fn store_tile<const MR: usize>(
                     ];
                     dequant_rows::<MR, 3>(acc, bias, mult, al, op, n)
                 }
-            }
-        }
-        Sink::I8(epi, out) if n0 + NR > n => {
-            for r in 0..MR {
-                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
-                store_requant8(acc[r], epi, row, n0);
             }
         }
         Sink::I8(epi, out) => {
@@ -241,6 +228,46 @@ unsafe fn store_tile<const MR: usize>(
                     ];
                     requant_rows::<MR, 3>(acc, bias, mult, al, op, n)
                 }
+            }
+        }
+    }
+}
+
+/// The exact scalar ways of [`store_tile`] (a partial panel, raw accumulators), out of
+/// line: inlined, LLVM stored every tile's accumulators to the stack for them before
+/// choosing the way (8 `stp` a tile).
+#[cold]
+#[inline(never)]
+unsafe fn store_tile_scalar<const MR: usize>(
+    sink: Sink,
+    acc: [[int32x4_t; 2]; MR],
+    orow: usize,
+    n0: usize,
+    n: usize,
+) {
+    match sink {
+        Sink::Acc(out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_acc8(acc[r], row, n0);
+            }
+        }
+        Sink::F32(epi, out) => {
+            for r in 0..MR {
+                let mut t = [0i32; NR];
+                vst1q_s32(t.as_mut_ptr(), acc[r][0]);
+                vst1q_s32(t.as_mut_ptr().add(4), acc[r][1]);
+                let row = out.add((orow + r) * n);
+                for j in 0..(n - n0).min(NR) {
+                    let real = t[j].wrapping_add(epi.bias[n0 + j]) as f32 * epi.mult[n0 + j];
+                    *row.add(n0 + j) = epi.act.apply(real, n0 + j);
+                }
+            }
+        }
+        Sink::I8(epi, out) => {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(out.add((orow + r) * n), n);
+                store_requant8(acc[r], epi, row, n0);
             }
         }
     }
@@ -401,8 +428,7 @@ unsafe fn pw_f32_impl<const W: bool>(
     }
 }
 
-/// Rows `m..m+MR` × the 8 channels of panel `p`, epilogue included. Each run of A goes 4
-/// elements at a time (`fmla` by lane), then one by one.
+/// Rows `m..m+MR` × the 8 channels of panel `p`, epilogue included.
 #[target_feature(enable = "neon")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
@@ -415,7 +441,30 @@ unsafe fn tile_f32<const MR: usize, const W: bool>(
     p: usize,
     out: &mut [f32],
 ) {
-    let (k, n) = (b.k, b.n);
+    let acc = acc_f32::<MR, W>(a, b, m, p);
+    for (r, acc) in acc.into_iter().enumerate() {
+        store_epi_f32(
+            acc,
+            out.as_mut_ptr().add((orow + r) * b.n),
+            p * NR,
+            b.n,
+            epi,
+        );
+    }
+}
+
+/// The accumulators of [`tile_f32`]: each run of A goes 4 elements at a time (`fmla` by
+/// lane), then one by one. Returned by value, apart from the epilogue: with the epilogue's
+/// loop over rows in the same function, LLVM kept `acc` in memory too and stored all 16
+/// accumulators back after every `fmla` step (8 `stp` per 16 `fmla`).
+#[inline(always)]
+unsafe fn acc_f32<const MR: usize, const W: bool>(
+    a: RowsPtr<f32>,
+    b: &PackedF32,
+    m: usize,
+    p: usize,
+) -> [[float32x4_t; 2]; MR] {
+    let k = b.k;
     let rows: [*const f32; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * k * NR);
     let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
@@ -460,9 +509,7 @@ unsafe fn tile_f32<const MR: usize, const W: bool>(
             i += 1;
         }
     }
-    for r in 0..MR {
-        store_epi_f32(acc[r], out.as_mut_ptr().add((orow + r) * n), p * NR, n, epi);
-    }
+    acc
 }
 
 /// `act(acc + bias)` of the 8 channels `n0..` of one output row at `row` (`n` channels),
@@ -653,21 +700,43 @@ unsafe fn mac4_row(
 ) -> [int32x4_t; 4] {
     let [mut c0, mut c1, mut c2, mut c3] = acc;
     // SAFETY: reads 16 bytes at `a` (the caller's contract), registers otherwise.
-    unsafe {
+    unsafe { mac4_asm!("sadalp", inout, a, b0, b1, c0, c1, c2, c3) };
+    [c0, c1, c2, c3]
+}
+
+/// [`mac4_row`] on accumulators that start at zero: the first product of each goes in with
+/// `saddlp` (pairwise add, no accumulate), which saves zeroing the tile's 16 accumulators
+/// (16 `movi` a tile: a tenth of a K = 16 tile's instructions).
+///
+/// # Safety
+/// As [`mac4_row`].
+#[inline(always)]
+unsafe fn mac4_row_first(a: *const i8, b0: [int8x16_t; 4], b1: [int8x16_t; 4]) -> [int32x4_t; 4] {
+    let (c0, c1, c2, c3): (int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    // SAFETY: as mac4_row.
+    unsafe { mac4_asm!("saddlp", out, a, b0, b1, c0, c1, c2, c3) };
+    [c0, c1, c2, c3]
+}
+
+/// The asm of [`mac4_row`]: `$first` is the instruction that brings the first products into
+/// each accumulator (`sadalp`, or `saddlp` with the accumulators `out` only).
+macro_rules! mac4_asm {
+    ($first:literal, $dir:ident, $a:ident, $b0:ident, $b1:ident, $c0:ident, $c1:ident,
+     $c2:ident, $c3:ident) => {
         asm!(
             "ld4r {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{a}]",
             "smull v20.8h, v16.8b, {p0:v}.8b",
             "smull2 v21.8h, v16.16b, {p0:v}.16b",
             "smlal v20.8h, v17.8b, {p2:v}.8b",
             "smlal2 v21.8h, v17.16b, {p2:v}.16b",
-            "sadalp {c0:v}.4s, v20.8h",
-            "sadalp {c1:v}.4s, v21.8h",
+            concat!($first, " {c0:v}.4s, v20.8h"),
+            concat!($first, " {c1:v}.4s, v21.8h"),
             "smull v20.8h, v16.8b, {p1:v}.8b",
             "smull2 v21.8h, v16.16b, {p1:v}.16b",
             "smlal v20.8h, v17.8b, {p3:v}.8b",
             "smlal2 v21.8h, v17.16b, {p3:v}.16b",
-            "sadalp {c2:v}.4s, v20.8h",
-            "sadalp {c3:v}.4s, v21.8h",
+            concat!($first, " {c2:v}.4s, v20.8h"),
+            concat!($first, " {c3:v}.4s, v21.8h"),
             "smull v20.8h, v18.8b, {q0:v}.8b",
             "smull2 v21.8h, v18.16b, {q0:v}.16b",
             "smlal v20.8h, v19.8b, {q2:v}.8b",
@@ -680,16 +749,18 @@ unsafe fn mac4_row(
             "smlal2 v21.8h, v19.16b, {q3:v}.16b",
             "sadalp {c2:v}.4s, v20.8h",
             "sadalp {c3:v}.4s, v21.8h",
-            a = in(reg) a,
-            p0 = in(vreg) b0[0], p1 = in(vreg) b0[1], p2 = in(vreg) b0[2], p3 = in(vreg) b0[3],
-            q0 = in(vreg) b1[0], q1 = in(vreg) b1[1], q2 = in(vreg) b1[2], q3 = in(vreg) b1[3],
-            c0 = inout(vreg) c0, c1 = inout(vreg) c1, c2 = inout(vreg) c2, c3 = inout(vreg) c3,
+            a = in(reg) $a,
+            p0 = in(vreg) $b0[0], p1 = in(vreg) $b0[1], p2 = in(vreg) $b0[2],
+            p3 = in(vreg) $b0[3], q0 = in(vreg) $b1[0], q1 = in(vreg) $b1[1],
+            q2 = in(vreg) $b1[2], q3 = in(vreg) $b1[3],
+            c0 = $dir(vreg) $c0, c1 = $dir(vreg) $c1, c2 = $dir(vreg) $c2,
+            c3 = $dir(vreg) $c3,
             out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
             options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-    [c0, c1, c2, c3]
+        )
+    };
 }
+use mac4_asm;
 
 /// 4 activation bytes (one group) broadcast to all four 32-bit lanes.
 #[inline(always)]
@@ -710,7 +781,20 @@ unsafe fn tile_i8<const MR: usize, const W: bool>(
 ) -> [[int32x4_t; 2]; MR] {
     let rows: [*const i8; MR] = core::array::from_fn(|r| a.ptr.add((m + r) * a.row_stride));
     let bp = b.data.as_ptr().add(p * b.groups() * NR * 4);
-    let mut acc = [[vdupq_n_s32(0); 4]; MR];
+    let (full, tail) = (a.seg_len / 4, a.seg_len % 4);
+    // The first four groups of a plain matrix, when it has them, start the accumulators
+    // ([`mac4_row_first`]); otherwise they start at zero. Not in windows: there LLVM then
+    // allocates the tile's registers worse (+3 % on the detector's 3×3 64->30 heads).
+    let first = !W && full >= 4;
+    let mut acc = if first {
+        let bl = vld1q_s8_x4(bp);
+        let bh = vld1q_s8_x4(bp.add(64));
+        let (b0, b1) = ([bl.0, bl.1, bl.2, bl.3], [bh.0, bh.1, bh.2, bh.3]);
+        // SAFETY: the first 16 bytes of each row lie in the matrix (full >= 4).
+        core::array::from_fn(|r| mac4_row_first(rows[r], b0, b1))
+    } else {
+        [[vdupq_n_s32(0); 4]; MR]
+    };
     // One group alone: `$av(r)` the 4 bytes of row r broadcast.
     macro_rules! single {
         ($g:expr, |$r:ident| $av:expr) => {{
@@ -725,18 +809,17 @@ unsafe fn tile_i8<const MR: usize, const W: bool>(
             }
         }};
     }
-    let (full, tail) = (a.seg_len / 4, a.seg_len % 4);
     debug_assert!(
         tail == 0 || a.segs == 1,
         "only a plain matrix ends in a partial group"
     );
-    let mut g = 0;
+    let mut g = if first { 4 } else { 0 };
     // `W`: a window of several runs; otherwise a plain matrix, one run, whose loop the
     // compiler then drops (keeping the plain GEMMs' inner loops as they were).
     let (segs, seg_stride) = if W { (a.segs, a.seg_stride) } else { (1, 0) };
     for j in 0..segs {
         let off = j * seg_stride;
-        let mut i = 0;
+        let mut i = if first && j == 0 { 4 } else { 0 };
         // Four groups per step: the 128 bytes of B in two 4-register loads (`ld1`), and per
         // row the four 4-byte groups of A broadcast, each into its own register, by one `ld4r`
         // (instead of four `ld1r`, each with its own address arithmetic).
@@ -851,6 +934,27 @@ unsafe fn narrow_conv_i8(a: RowsPtr<i8>, b: &PackedI8, m0: usize, m1: usize, sin
     }
 }
 
+/// 8 bytes at `p` widened to i16 (`ldr d` + `sxtl`). Asm because when only one lane is used
+/// (tap 8 of the 9-tap stems) LLVM loads that byte alone and widens it in 7 instructions
+/// (`ldr b`, `dup`, `uxtl`, `shl`, `sshr`, `uzp1`, `ext`).
+///
+/// # Safety
+/// `p..p+8` is readable.
+#[inline(always)]
+unsafe fn load_widen8(p: *const i8) -> int16x8_t {
+    let x: int16x8_t;
+    // SAFETY: reads 8 bytes at `p` (the caller's contract).
+    unsafe {
+        asm!(
+            "ldr {x:d}, [{p}]",
+            "sxtl {x:v}.8h, {x:v}.8b",
+            p = in(reg) p, x = out(vreg) x,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    x
+}
+
 /// Rows `m..m+MR` of [`narrow_conv_i8`], stored at output rows `orow..`: the first `NT`
 /// taps of each run (the weights of the others are zero).
 #[target_feature(enable = "neon")]
@@ -867,14 +971,14 @@ unsafe fn narrow_tile<const MR: usize, const NT: usize>(
     let mut acc = [[[vdupq_n_s32(0); 2]; 2]; MR];
     for j in 0..3 {
         let off = j * a.seg_stride;
-        // the run's 12 bytes widened: taps 0..8 in `xl`, 8..12 in the low lanes of `xh`
+        // the run's 12 bytes widened: taps 0..8 in lanes 0..8 of `xl`, taps 8..12 in lanes
+        // 4..8 of `xh` (bytes 4..12: two 8-byte loads inside the run)
         let mut xl = [vdupq_n_s16(0); MR];
         let mut xh = [vdupq_n_s16(0); MR];
         for r in 0..MR {
             let p = rows[r].add(off);
-            xl[r] = vmovl_s8(vld1_s8(p));
-            let last = (p.add(8) as *const i32).read_unaligned();
-            xh[r] = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(last)));
+            xl[r] = load_widen8(p);
+            xh[r] = load_widen8(p.add(4));
         }
         macro_rules! tap {
             ($t:literal, $x:ident, $l:literal) => {
@@ -898,10 +1002,10 @@ unsafe fn narrow_tile<const MR: usize, const NT: usize>(
         tap!(5, xl, 5);
         tap!(6, xl, 6);
         tap!(7, xl, 7);
-        tap!(8, xh, 0);
-        tap!(9, xh, 1);
-        tap!(10, xh, 2);
-        tap!(11, xh, 3);
+        tap!(8, xh, 4);
+        tap!(9, xh, 5);
+        tap!(10, xh, 6);
+        tap!(11, xh, 7);
     }
     for p in 0..2 {
         let t: [[int32x4_t; 2]; MR] = core::array::from_fn(|r| acc[r][p]);
@@ -1062,507 +1166,6 @@ unsafe fn tile_i8_dot<const MR: usize, const W: bool>(
     // A fresh array, not `acc` itself: returned directly, `acc` would live in the return slot
     // in memory and every `sdot` update would be stored there.
     core::array::from_fn(|r| acc[r])
-}
-
-// ------------------------------------------------------------------------------------------
-// Depthwise, vectorised across channels.
-// ------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy)]
-struct Win {
-    ky0: usize,
-    ky1: usize,
-    kx0: usize,
-    kx1: usize,
-    iy0: isize,
-    ix0: isize,
-}
-
-/// Depthwise f32, any k×k/stride/pad; fully unrolled 3×3 window in the interior.
-pub(crate) fn neon_dw_f32(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    epi.check(s.cin);
-    // SAFETY: NEON architectural; tap ranges clipped to the image, output rows [y0,y1) only.
-    unsafe {
-        if s.kh == 3 {
-            dw_f32_impl::<3>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_f32_impl::<0>(input, s, w, epi, y0, y1, out)
-        }
-    }
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn dw_f32_impl<const K: usize>(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    y0: usize,
-    y1: usize,
-    out: &mut [f32],
-) {
-    let (c, k, ow) = (s.cin, s.kh, s.ow());
-    for oy in y0..y1 {
-        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
-        for ox in 0..ow {
-            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
-            let win = Win {
-                ky0,
-                ky1,
-                kx0,
-                kx1,
-                iy0: (oy * s.stride) as isize - s.pad as isize,
-                ix0: (ox * s.stride) as isize - s.pad as isize,
-            };
-            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
-            let op = out.as_mut_ptr().add(((oy - y0) * ow + ox) * c);
-            let mut c0 = 0;
-            while c0 + 16 <= c {
-                if full {
-                    dw_f32_block::<4, K>(input, s, w, epi, win, c0, op);
-                } else {
-                    dw_f32_block::<4, 0>(input, s, w, epi, win, c0, op);
-                }
-                c0 += 16;
-            }
-            while c0 + 4 <= c {
-                dw_f32_block::<1, 0>(input, s, w, epi, win, c0, op);
-                c0 += 4;
-            }
-            for cc in c0..c {
-                let mut acc = 0.0f32;
-                for ky in ky0..ky1 {
-                    for kx in kx0..kx1 {
-                        let iy = (win.iy0 + ky as isize) as usize;
-                        let ix = (win.ix0 + kx as isize) as usize;
-                        acc += input[(iy * s.w + ix) * c + cc] * w.data[(ky * k + kx) * c + cc];
-                    }
-                }
-                *op.add(cc) = epi.act.apply(acc + epi.bias[cc], cc);
-            }
-        }
-    }
-}
-
-#[target_feature(enable = "neon")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_f32_block<const NV: usize, const FK: usize>(
-    input: &[f32],
-    s: &ConvShape,
-    w: &PackedDwF32,
-    epi: &EpiF32,
-    win: Win,
-    c0: usize,
-    op: *mut f32,
-) {
-    let (c, k) = (s.cin, s.kh);
-    let (ky0, ky1, kx0, kx1) = if FK > 0 {
-        (0, FK, 0, FK)
-    } else {
-        (win.ky0, win.ky1, win.kx0, win.kx1)
-    };
-    let ip = input.as_ptr();
-    let wp = w.data.as_ptr();
-    let mut acc = [vdupq_n_f32(0.0); NV];
-    for ky in ky0..ky1 {
-        let iy = (win.iy0 + ky as isize) as usize;
-        for kx in kx0..kx1 {
-            let ix = (win.ix0 + kx as isize) as usize;
-            let ib = ip.add((iy * s.w + ix) * c + c0);
-            let wb = wp.add((ky * k + kx) * c + c0);
-            for v in 0..NV {
-                acc[v] = vfmaq_f32(acc[v], vld1q_f32(ib.add(4 * v)), vld1q_f32(wb.add(4 * v)));
-            }
-        }
-    }
-    for v in 0..NV {
-        let cc = c0 + 4 * v;
-        let x = vaddq_f32(acc[v], vld1q_f32(epi.bias.as_ptr().add(cc)));
-        vst1q_f32(op.add(cc), act4(&epi.act, x, cc));
-    }
-}
-
-/// Depthwise int8, any k×k/stride/pad; `smull` products (exact in i16) widened into i32.
-pub(crate) fn neon_dw_i8(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    y0: usize,
-    y1: usize,
-    out: &mut [i8],
-) {
-    generic::check_dw(input.len(), s, w, y0, y1, out.len());
-    epi.check(s.cin);
-    // SAFETY: as neon_dw_f32.
-    unsafe {
-        if s.kh == 3 {
-            dw_i8_impl::<3>(input, s, w, epi, y0, y1, out)
-        } else {
-            dw_i8_impl::<0>(input, s, w, epi, y0, y1, out)
-        }
-    }
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn dw_i8_impl<const K: usize>(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    y0: usize,
-    y1: usize,
-    out: &mut [i8],
-) {
-    let (c, k, ow) = (s.cin, s.kh, s.ow());
-    // 3×3: output columns [xa, xb) see a full horizontal window; on rows with a full vertical
-    // window too, their 16- and 8-channel blocks go through dw3_row_i8 (weights and epilogue
-    // kept in registers along the row), the border columns pixel by pixel below.
-    let (xa, xb) = if K == 3 && c >= 8 {
-        s.interior_cols()
-    } else {
-        (0, 0)
-    };
-    for oy in y0..y1 {
-        let (ky0, ky1) = generic::tap_range(oy, s.stride, s.pad, k, s.h);
-        let fast_row = xa < xb && ky0 == 0 && ky1 == 3;
-        if fast_row {
-            let orow = out.as_mut_ptr().add((oy - y0) * ow * c);
-            match epi.act {
-                Act::None => dw3_row_i8::<0>(input, s, w, epi, oy, xa, xb, orow),
-                Act::Relu => dw3_row_i8::<1>(input, s, w, epi, oy, xa, xb, orow),
-                Act::Relu6(_) => dw3_row_i8::<2>(input, s, w, epi, oy, xa, xb, orow),
-                Act::PRelu(_) => dw3_row_i8::<3>(input, s, w, epi, oy, xa, xb, orow),
-            }
-        }
-        // One output pixel, channels [done, C).
-        let outp = out.as_mut_ptr();
-        let pixel = |ox: usize, done: usize| {
-            let (kx0, kx1) = generic::tap_range(ox, s.stride, s.pad, k, s.w);
-            let win = Win {
-                ky0,
-                ky1,
-                kx0,
-                kx1,
-                iy0: (oy * s.stride) as isize - s.pad as isize,
-                ix0: (ox * s.stride) as isize - s.pad as isize,
-            };
-            let full = K > 0 && ky0 == 0 && kx0 == 0 && ky1 == K && kx1 == K;
-            let op = outp.add(((oy - y0) * ow + ox) * c);
-            let mut c0 = done;
-            while c0 + 16 <= c {
-                if full {
-                    dw_i8_block16::<K>(input, s, w, epi, win, c0, op);
-                } else {
-                    dw_i8_block16::<0>(input, s, w, epi, win, c0, op);
-                }
-                c0 += 16;
-            }
-            if c0 + 8 <= c {
-                dw_i8_block8(input, s, w, epi, win, c0, op);
-                c0 += 8;
-            }
-            for cc in c0..c {
-                let mut acc = 0i32;
-                for ky in ky0..ky1 {
-                    for kx in kx0..kx1 {
-                        let iy = (win.iy0 + ky as isize) as usize;
-                        let ix = (win.ix0 + kx as isize) as usize;
-                        acc += input[(iy * s.w + ix) * c + cc] as i32
-                            * w.data[(ky * k + kx) * c + cc] as i32;
-                    }
-                }
-                *op.add(cc) = epi.requant(acc, cc);
-            }
-        };
-        if fast_row {
-            // Columns [xa, xb) are done, every channel.
-            (0..xa).for_each(|ox| pixel(ox, 0));
-            (xb..ow).for_each(|ox| pixel(ox, 0));
-        } else {
-            (0..ow).for_each(|ox| pixel(ox, 0));
-        }
-    }
-}
-
-/// 3×3 depthwise int8 along output row `oy`, columns `[xa, xb)` (all inside the image), for
-/// every channel (C >= 8) in blocks of 16 then 8: per block the 9 weight vectors, bias, multiplier and
-/// activation parameters are loaded once for the whole row; per pixel, 9 loads, taps in
-/// pairs summed in i16 (`smull` + `smlal`, exact within ±127), widened into accumulators that
-/// start at the bias. `ACT` as [`requant_rows`]. `orow` is output row `oy`.
-#[target_feature(enable = "neon")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw3_row_i8<const ACT: u8>(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    oy: usize,
-    xa: usize,
-    xb: usize,
-    orow: *mut i8,
-) {
-    let (c, st) = (s.cin, s.stride);
-    let rs = s.w * c;
-    let ip = input.as_ptr().add((oy * st - s.pad) * rs);
-    let wp = w.data.as_ptr();
-    let zero = vdupq_n_f32(0.0);
-    // ReLU and ReLU6 clamp the int8 results, as in [`requant_rows`]
-    let hq = match epi.act {
-        Act::Relu6(hi) => relu6_i8(hi) as i8,
-        _ => 127,
-    };
-    let mut c0 = 0;
-    while c0 + 16 <= c {
-        let wv: [int8x16_t; 9] = core::array::from_fn(|t| vld1q_s8(wp.add(t * c + c0)));
-        let bias: [int32x4_t; 4] =
-            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
-        let mult: [float32x4_t; 4] =
-            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
-        let par: [float32x4_t; 4] = match epi.act {
-            Act::Relu6(hi) => [vdupq_n_f32(hi); 4],
-            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
-            _ => [zero; 4],
-        };
-        for ox in xa..xb {
-            let base = ip.add((ox * st - s.pad) * c + c0);
-            let x = |t: usize| vld1q_s8(base.add((t / 3) * rs + (t % 3) * c));
-            let mut acc = bias;
-            for pr in 0..4 {
-                let (lo, hi) = mul2(x(2 * pr), wv[2 * pr], x(2 * pr + 1), wv[2 * pr + 1]);
-                acc = widen16(acc, lo, hi);
-            }
-            let (lo, hi) = mul1(x(8), wv[8]);
-            acc = widen16(acc, lo, hi);
-            let q: [int32x4_t; 4] = core::array::from_fn(|i| {
-                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
-                let v = match ACT {
-                    3 => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
-                    _ => v,
-                };
-                vcvtaq_s32_f32(v)
-            });
-            let v = vcombine_s8(narrow8(q[0], q[1]), narrow8(q[2], q[3]));
-            vst1q_s8(orow.add(ox * c + c0), clamp16::<ACT>(v, hq));
-        }
-        c0 += 16;
-    }
-    // The channels left (C mod 16) in 8-channel blocks with 64-bit vectors; when C is not a
-    // multiple of 8 the last block sits at C − 8, overlapping the one before it (channels
-    // computed twice, to the same values), so no channel is left to the per-pixel walk.
-    let mut starts = [None; 2];
-    if c0 + 8 <= c {
-        starts[0] = Some(c0);
-    }
-    if c % 8 != 0 {
-        starts[1] = Some(c - 8);
-    }
-    for c0 in starts.into_iter().flatten() {
-        let wv: [int8x8_t; 9] = core::array::from_fn(|t| vld1_s8(wp.add(t * c + c0)));
-        let bias: [int32x4_t; 2] =
-            core::array::from_fn(|i| vld1q_s32(epi.bias.as_ptr().add(c0 + 4 * i)));
-        let mult: [float32x4_t; 2] =
-            core::array::from_fn(|i| vld1q_f32(epi.mult.as_ptr().add(c0 + 4 * i)));
-        let par: [float32x4_t; 2] = match epi.act {
-            Act::Relu6(hi) => [vdupq_n_f32(hi); 2],
-            Act::PRelu(a) => core::array::from_fn(|i| vld1q_f32(a.as_ptr().add(c0 + 4 * i))),
-            _ => [zero; 2],
-        };
-        for ox in xa..xb {
-            let base = ip.add((ox * st - s.pad) * c + c0);
-            let x = |t: usize| vld1_s8(base.add((t / 3) * rs + (t % 3) * c));
-            let mut acc = bias;
-            for pr in 0..5 {
-                let p = if pr < 4 {
-                    vmlal_s8(
-                        vmull_s8(x(2 * pr), wv[2 * pr]),
-                        x(2 * pr + 1),
-                        wv[2 * pr + 1],
-                    )
-                } else {
-                    vmull_s8(x(8), wv[8])
-                };
-                acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
-                acc[1] = vaddw_high_s16(acc[1], p);
-            }
-            let q: [int32x4_t; 2] = core::array::from_fn(|i| {
-                let v = vmulq_f32(vcvtq_f32_s32(acc[i]), mult[i]);
-                let v = match ACT {
-                    3 => vbslq_f32(vcltq_f32(v, zero), vmulq_f32(v, par[i]), v),
-                    _ => v,
-                };
-                vcvtaq_s32_f32(v)
-            });
-            let v = vcombine_s8(narrow8(q[0], q[1]), vdup_n_s8(0));
-            vst1_s8(orow.add(ox * c + c0), vget_low_s8(clamp16::<ACT>(v, hq)));
-        }
-    }
-}
-
-/// 16 lanes of `x0·w0 + x1·w1` in i16 (exact within ±127): (channels 0..8, 8..16). Asm
-/// because LLVM otherwise moves the high halves down with `ext` before a plain `smull`.
-#[inline(always)]
-unsafe fn mul2(
-    x0: int8x16_t,
-    w0: int8x16_t,
-    x1: int8x16_t,
-    w1: int8x16_t,
-) -> (int16x8_t, int16x8_t) {
-    let (lo, hi): (int16x8_t, int16x8_t);
-    // SAFETY: register-only NEON instructions.
-    unsafe {
-        asm!(
-            "smull {lo:v}.8h, {x0:v}.8b, {w0:v}.8b",
-            "smull2 {hi:v}.8h, {x0:v}.16b, {w0:v}.16b",
-            "smlal {lo:v}.8h, {x1:v}.8b, {w1:v}.8b",
-            "smlal2 {hi:v}.8h, {x1:v}.16b, {w1:v}.16b",
-            x0 = in(vreg) x0, w0 = in(vreg) w0, x1 = in(vreg) x1, w1 = in(vreg) w1,
-            lo = out(vreg) lo, hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    (lo, hi)
-}
-
-/// 16 lanes of `x·w` in i16, as [`mul2`].
-#[inline(always)]
-unsafe fn mul1(x: int8x16_t, w: int8x16_t) -> (int16x8_t, int16x8_t) {
-    let (lo, hi): (int16x8_t, int16x8_t);
-    // SAFETY: register-only NEON instructions.
-    unsafe {
-        asm!(
-            "smull {lo:v}.8h, {x:v}.8b, {w:v}.8b",
-            "smull2 {hi:v}.8h, {x:v}.16b, {w:v}.16b",
-            x = in(vreg) x, w = in(vreg) w, lo = out(vreg) lo, hi = lateout(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    (lo, hi)
-}
-
-/// Widen 16 i16 lanes (`lo`: channels 0..8, `hi`: 8..16) into four i32 accumulators.
-#[inline(always)]
-unsafe fn widen16(acc: [int32x4_t; 4], lo: int16x8_t, hi: int16x8_t) -> [int32x4_t; 4] {
-    [
-        vaddw_s16(acc[0], vget_low_s16(lo)),
-        vaddw_high_s16(acc[1], lo),
-        vaddw_s16(acc[2], vget_low_s16(hi)),
-        vaddw_high_s16(acc[3], hi),
-    ]
-}
-
-#[target_feature(enable = "neon")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_i8_block16<const FK: usize>(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    win: Win,
-    c0: usize,
-    op: *mut i8,
-) {
-    let (c, k) = (s.cin, s.kh);
-    let (ky0, ky1, kx0, kx1) = if FK > 0 {
-        (0, FK, 0, FK)
-    } else {
-        (win.ky0, win.ky1, win.kx0, win.kx1)
-    };
-    let ip = input.as_ptr();
-    let wp = w.data.as_ptr();
-    let mut acc = [vdupq_n_s32(0); 4];
-    // Taps go in pairs: `smull` + `smlal` sum two products per i16 lane (exact within ±127,
-    // 2·127² < 32767), so one widening into i32 serves two taps.
-    let mut pending: Option<(int8x16_t, int8x16_t)> = None;
-    for ky in ky0..ky1 {
-        let iy = (win.iy0 + ky as isize) as usize;
-        for kx in kx0..kx1 {
-            let ix = (win.ix0 + kx as isize) as usize;
-            let x = vld1q_s8(ip.add((iy * s.w + ix) * c + c0));
-            let y = vld1q_s8(wp.add((ky * k + kx) * c + c0));
-            match pending.take() {
-                None => pending = Some((x, y)),
-                Some((x0, y0)) => {
-                    let lo = vmlal_s8(
-                        vmull_s8(vget_low_s8(x0), vget_low_s8(y0)),
-                        vget_low_s8(x),
-                        vget_low_s8(y),
-                    );
-                    let hi = vmlal_high_s8(vmull_high_s8(x0, y0), x, y);
-                    acc = widen16(acc, lo, hi);
-                }
-            }
-        }
-    }
-    if let Some((x, y)) = pending {
-        acc = widen16(
-            acc,
-            vmull_s8(vget_low_s8(x), vget_low_s8(y)),
-            vmull_high_s8(x, y),
-        );
-    }
-    let a = narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4));
-    let b = narrow8(
-        requant4(acc[2], epi, c0 + 8),
-        requant4(acc[3], epi, c0 + 12),
-    );
-    vst1q_s8(op.add(c0), vcombine_s8(a, b));
-}
-
-#[target_feature(enable = "neon")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_i8_block8(
-    input: &[i8],
-    s: &ConvShape,
-    w: &PackedDwI8,
-    epi: &EpiI8,
-    win: Win,
-    c0: usize,
-    op: *mut i8,
-) {
-    let (c, k) = (s.cin, s.kh);
-    let ip = input.as_ptr();
-    let wp = w.data.as_ptr();
-    let mut acc = [vdupq_n_s32(0); 2];
-    // Taps in pairs summed in i16, as dw_i8_block16.
-    let mut pending: Option<int16x8_t> = None;
-    for ky in win.ky0..win.ky1 {
-        let iy = (win.iy0 + ky as isize) as usize;
-        for kx in win.kx0..win.kx1 {
-            let ix = (win.ix0 + kx as isize) as usize;
-            let x = vld1_s8(ip.add((iy * s.w + ix) * c + c0));
-            let y = vld1_s8(wp.add((ky * k + kx) * c + c0));
-            match pending.take() {
-                None => pending = Some(vmull_s8(x, y)),
-                Some(p) => {
-                    let p = vmlal_s8(p, x, y);
-                    acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
-                    acc[1] = vaddw_high_s16(acc[1], p);
-                }
-            }
-        }
-    }
-    if let Some(p) = pending {
-        acc[0] = vaddw_s16(acc[0], vget_low_s16(p));
-        acc[1] = vaddw_high_s16(acc[1], p);
-    }
-    vst1_s8(
-        op.add(c0),
-        narrow8(requant4(acc[0], epi, c0), requant4(acc[1], epi, c0 + 4)),
-    );
 }
 
 // ------------------------------------------------------------------------------------------

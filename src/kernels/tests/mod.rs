@@ -253,7 +253,8 @@ fn conv_cases() -> Vec<ConvCase> {
         dw: false,
     });
     // depthwise
-    // heights 1 and 2: the top and bottom border rows coincide or touch; c = 47: whole
+    // heights 1 and 2: the top and bottom border rows coincide or touch; c = 8 and 12: one
+    // 8-channel block, two overlapping ones (NEON 3×3); c = 47: whole
     // 16- and 8-channel registers and a 7-channel tail; strides above 2 and pads above 1
     // take the 3×3 kernels' per-pixel paths; 16, 40 and 48 channels: the flat int8 kernel's
     // (`dw3_i8_flat`) fixed, periodic and plain epilogues; 64: whole 32-channel groups
@@ -268,7 +269,7 @@ fn conv_cases() -> Vec<ConvCase> {
         (1, 33),
         (2, 15),
     ] {
-        for &c in &[1usize, 3, 5, 16, 17, 33, 40, 47, 48, 64, 130] {
+        for &c in &[1usize, 3, 5, 8, 12, 16, 17, 33, 40, 47, 48, 64, 130] {
             for &(k, stride, pad) in &[
                 (3usize, 1usize, 1usize),
                 (3, 2, 1),
