@@ -31,7 +31,7 @@
 //! packing), `shape.rs` (conv geometry, shared operand checks), `windows.rs` (the A operand
 //! read in place). `entries.rs` declares the SIMD GEMMs' safe entry points. The kernels:
 //! `generic/` (portable, the reference), `winograd.rs`, `x86_64/` and `aarch64/` (one file
-//! per family under x86_64), tested in `tests/`.
+//! per family under each), tested in `tests/`.
 
 // Index loops over register arrays and 8-argument kernels are the natural shape here.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]

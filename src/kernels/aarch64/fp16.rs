@@ -23,7 +23,7 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::super::{generic, ConvShape, EpiF32, F16Kernels, PackedDwF16, PackedF16, RowsPtr, NR};
-use super::store_epi_f32;
+use super::epilogue::store_epi_f32;
 
 /// 8 f16 lanes, carried as their bits (the f16 vector types need Rust 1.94).
 type H8 = uint16x8_t;
