@@ -20,7 +20,7 @@ pub(super) fn is_narrow_conv(a: &RowsPtr<i8>, b: &PackedI8) -> bool {
     a.segs == 3 && a.seg_len == 12 && b.k == NARROW_TAPS && b.n == 16
 }
 
-/// The GEMM of [`is_narrow_conv`] windows. The group-pair scheme of [`tile_i8`] does badly
+/// The GEMM of [`is_narrow_conv`] windows. The group-pair scheme of `gemm_i8_neon::tile_i8` does badly
 /// here: each 12-byte run is one pair and one lone group, and the padded stem multiplies a
 /// quarter of its bytes by zero weights. Instead every tap is one input value times the 16
 /// channels' weights, widened to i16: `smlal v.4s, w.4h, x.h[lane]` by element (4 products
