@@ -48,6 +48,10 @@ pub(crate) fn neon_dw_i8(
 /// image vertically, the columns inside it horizontally go through [`dw3_row_i8`]; every
 /// other pixel through [`dw3_px_i8`], its taps outside the image reading a row of zeros.
 /// `ACT` as [`dw3_px16`].
+/// The row of zeros that taps outside the image read (one byte per channel, up to the
+/// model limits' channel count).
+static ZEROS: [i8; crate::limits::MAX_CHANNELS] = [0; crate::limits::MAX_CHANNELS];
+
 #[target_feature(enable = "neon")]
 unsafe fn dw3_i8<const ACT: u8>(
     input: &[i8],
@@ -60,7 +64,12 @@ unsafe fn dw3_i8<const ACT: u8>(
 ) {
     let (c, ow) = (s.cin, s.ow());
     let (xa, xb) = s.interior_cols();
-    let zeros = vec![0i8; c];
+    // Static, not a Vec: kernels allocate nothing per frame (tests/engine_alloc.rs).
+    assert!(
+        c <= ZEROS.len(),
+        "{c} channels: more than the model limits allow"
+    );
+    let zeros = &ZEROS[..c];
     let hq = relu6_bound(epi);
     for oy in y0..y1 {
         let orow = out.as_mut_ptr().add((oy - y0) * ow * c);
