@@ -53,6 +53,41 @@ const KEY_LEN: usize = 32;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 12 + 8;
 const TAG_LEN: usize = 16;
 
+/// Reads a sealed file holding one JSON value (`Ok(None)` when nothing is at `path`): the
+/// small records kept beside the store (the fleet sync state and index). At most `max_len`
+/// bytes; the file must be private (`securefs::read_private`).
+pub fn load_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &DeviceKey,
+    magic: &[u8; 8],
+    version: u32,
+    max_len: u64,
+) -> securefs::Reason<Option<T>> {
+    if !securefs::exists(path)? {
+        return Ok(None);
+    }
+    let (bytes, _) = securefs::read_private(path, max_len)?;
+    let (_, pt) = key.open(&bytes, magic, version, &|_| None)?;
+    serde_json::from_slice(&pt)
+        .map(Some)
+        .map_err(|e| format!("unreadable: {e}"))
+}
+
+/// Seals `value` as JSON and writes it atomically (0600): the other half of [`load_json`].
+pub fn save_json<T: serde::Serialize>(
+    path: &Path,
+    key: &DeviceKey,
+    magic: &[u8; 8],
+    version: u32,
+    value: &T,
+) -> securefs::Reason<()> {
+    let pt = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    let bytes = key
+        .seal(magic, version, 0, &pt)
+        .map_err(|e| e.to_string())?;
+    securefs::atomic_write(path, &bytes, &mut |_| Ok(()))
+}
+
 /// The default key path for a store: `<store>.key` beside it.
 pub fn default_key_path(store: &Path) -> PathBuf {
     let mut s = store.as_os_str().to_owned();

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::unlock::seal::DeviceKey;
-use crate::unlock::securefs;
+use crate::unlock::seal::{self, DeviceKey};
 
 /// First 8 bytes of the file.
 pub const MAGIC: [u8; 8] = *b"FGTSYNCS";
@@ -66,23 +65,12 @@ pub fn now_secs() -> u64 {
 impl SyncState {
     /// Reads and opens the file (`Ok(None)` when it does not exist).
     pub fn load(path: &Path, key: &DeviceKey) -> Result<Option<SyncState>> {
-        if !securefs::exists(path).map_err(|r| err(path, r))? {
-            return Ok(None);
-        }
-        let (bytes, _) = securefs::read_private(path, MAX_FILE_BYTES).map_err(|r| err(path, r))?;
-        let (_, pt) = key
-            .open(&bytes, &MAGIC, VERSION, &|_| None)
-            .map_err(|r| err(path, r))?;
-        serde_json::from_slice(&pt)
-            .map(Some)
-            .map_err(|e| err(path, format!("unreadable: {e}")))
+        seal::load_json(path, key, &MAGIC, VERSION, MAX_FILE_BYTES).map_err(|r| err(path, r))
     }
 
     /// Seals and writes it atomically (0600).
     pub fn save(&self, path: &Path, key: &DeviceKey) -> Result<()> {
-        let pt = serde_json::to_vec(self).map_err(|e| err(path, e))?;
-        let bytes = key.seal(&MAGIC, VERSION, 0, &pt)?;
-        securefs::atomic_write(path, &bytes, &mut |_| Ok(())).map_err(|r| err(path, r))
+        seal::save_json(path, key, &MAGIC, VERSION, self).map_err(|r| err(path, r))
     }
 }
 
