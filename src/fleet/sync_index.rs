@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::unlock::seal::{self, DeviceKey};
+use crate::unlock::securefs;
 use crate::unlock::store::TemplateStore;
 
 const MAGIC: [u8; 8] = *b"FGTSYNCI";
@@ -22,9 +23,7 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// `<store>.sync-index`
 pub fn default_path(store: &Path) -> PathBuf {
-    let mut s = store.as_os_str().to_owned();
-    s.push(".sync-index");
-    PathBuf::from(s)
+    securefs::beside(store, ".sync-index")
 }
 
 /// Person → the database ids of their templates, in the store's order.

@@ -46,9 +46,7 @@ const MAX_REASON: usize = 500;
 
 /// `<store>.audit`: the outbox beside the door's template store.
 pub fn default_path(store: &Path) -> PathBuf {
-    let mut s = store.as_os_str().to_owned();
-    s.push(".audit");
-    PathBuf::from(s)
+    securefs::beside(store, ".audit")
 }
 
 /// One recorded decision, as it travels to `fleet.audit`.

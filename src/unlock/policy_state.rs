@@ -51,9 +51,7 @@ const PAYLOAD_LEN: usize = 4 + 4 + 1 + 8 + 8 + 8;
 
 /// The default state path for a store: `<store>.state` beside it.
 pub fn default_state_path(store: &Path) -> PathBuf {
-    let mut s = store.as_os_str().to_owned();
-    s.push(".state");
-    PathBuf::from(s)
+    securefs::beside(store, ".state")
 }
 
 fn state_err(path: &Path, reason: impl std::fmt::Display) -> Error {

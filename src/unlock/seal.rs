@@ -90,9 +90,7 @@ pub fn save_json<T: serde::Serialize>(
 
 /// The default key path for a store: `<store>.key` beside it.
 pub fn default_key_path(store: &Path) -> PathBuf {
-    let mut s = store.as_os_str().to_owned();
-    s.push(".key");
-    PathBuf::from(s)
+    securefs::beside(store, ".key")
 }
 
 fn key_err(path: &Path, reason: impl std::fmt::Display) -> Error {

@@ -39,6 +39,14 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// `<path><suffix>`: the files kept beside the store under its name (`.key`, `.state`,
+/// `.sync`, `.sync-index`, `.audit`).
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// `<dir>/.<name><suffix>`: hidden companions of `path` (temp files, lock files).
 fn companion(path: &Path, suffix: &str) -> Reason<PathBuf> {
     let name = path.file_name().ok_or("is not a file path")?;

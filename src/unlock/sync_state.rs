@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::unlock::seal::{self, DeviceKey};
+use crate::unlock::securefs;
 
 /// First 8 bytes of the file.
 pub const MAGIC: [u8; 8] = *b"FGTSYNCS";
@@ -27,9 +28,7 @@ const MAX_FILE_BYTES: u64 = 4096;
 
 /// `<store>.sync`
 pub fn default_path(store: &Path) -> PathBuf {
-    let mut s = store.as_os_str().to_owned();
-    s.push(".sync");
-    PathBuf::from(s)
+    securefs::beside(store, ".sync")
 }
 
 /// What the last good sync saw.
