@@ -138,13 +138,15 @@ pub fn sync_once(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let index_path = sync_index::default_path(&files.store);
-    let old_store = match (&key, store_exists) {
-        (Some(k), true) => TemplateStore::load(&files.store, k).ok(),
-        _ => None,
-    };
+    // The index first: only one made for the store on disk is worth decrypting the store for.
     let index = key
         .as_ref()
-        .and_then(|k| SyncIndex::load(&index_path, k).ok().flatten());
+        .and_then(|k| SyncIndex::load(&index_path, k).ok().flatten())
+        .filter(|i| Some(i.generation) == on_disk);
+    let old_store = match (&key, &index) {
+        (Some(k), Some(_)) => TemplateStore::load(&files.store, k).ok(),
+        _ => None,
+    };
     let held = match (&old_store, &index) {
         (Some(s), Some(i)) if s.model_id() == model_id && s.dim() == dim => {
             i.embeddings(s).unwrap_or_default()
