@@ -7,9 +7,9 @@ use crate::format::{ModelFile, Precision, TensorValues};
 use crate::graph::{Act, Op};
 use crate::kernels::{
     self, generic, pack_conv_f16, pack_conv_f32, pack_conv_i8, pack_conv_i8_padded, pack_dw,
-    pack_dw_i8, pack_pw_f16, pack_pw_f32, pack_pw_i8, pack_wino_from_conv, sat_i8,
-    wino_scratch_len, ConvShape, EpiF32, EpiI8, F16Kernels, Kernels, PackedDwF16, PackedDwF32,
-    PackedDwI8, PackedF16, PackedF32, PackedI8, PackedWino,
+    pack_dw_i8, pack_pw_f16, pack_pw_f32, pack_pw_i8, pack_wino_from_conv, pack_wino_from_i8,
+    sat_i8, wino_scratch_len, ConvShape, EpiF32, EpiI8, F16Kernels, Kernels, PackedDwF16,
+    PackedDwF32, PackedDwI8, PackedF16, PackedF32, PackedI8, PackedWino,
 };
 
 /// Pixels per block when a pointwise int8 conv writes f32 (its i32 accumulators go through
@@ -19,6 +19,12 @@ pub(crate) const PW_F32_BLOCK: usize = 64;
 /// Fewest input and output channels for which Winograd beats im2col (measured with
 /// `facegate bench --profile`, see [`ConvLayer::use_winograd`]).
 const WINO_MIN_CHANNELS: usize = 8;
+
+/// Fewest input channels for which an int8 conv pays for leaving int8
+/// ([`ConvLayer::use_winograd_for_i8`]): its input needs an f32 copy and its output maybe a
+/// requantisation. Measured under `qemu-aarch64 -cpu cortex-a72` (SCRFD-500M): the 64-channel
+/// heads lose 25–30 % of their instructions, the 16-channel convs lose nothing.
+const WINO_I8_MIN_CHANNELS: usize = 32;
 
 /// How a convolution is computed.
 pub(crate) enum ConvWeights {
@@ -382,6 +388,30 @@ impl ConvLayer {
             _ => return,
         };
         self.weights = ConvWeights::Winograd(packed);
+    }
+
+    /// Where the kernel table says so ([`Kernels::wino_for_i8`]: no int8 dot product), turns
+    /// an int8 3×3 stride-1 dense conv into a float layer computed by Winograd F(4,3) on its
+    /// dequantised weights, `s_in` being its input's activation scale. Its results are the
+    /// int8 layer's up to f32 rounding (the same int8 weights and int8 inputs; no rounding to
+    /// int8 at the output where f32 is read); the engine converts at its boundaries as for
+    /// any float layer. Only with [`WINO_I8_MIN_CHANNELS`] input channels.
+    pub fn use_winograd_for_i8(&mut self, k: &Kernels, s_in: f32) {
+        let s = self.shape([8, 8, self.cin]);
+        let (Some(q), ConvWeights::DenseI8(w)) = (&self.q, &self.weights) else {
+            return;
+        };
+        if !(k.wino_for_i8
+            && kernels::wino_supports(&s)
+            && self.cin >= WINO_I8_MIN_CHANNELS
+            && self.cout >= WINO_MIN_CHANNELS)
+        {
+            return;
+        }
+        // deq = s_in * s_w: the real weights are w * s_w
+        let scale: Vec<f32> = q.deq.iter().map(|&d| d / s_in).collect();
+        self.weights = ConvWeights::Winograd(pack_wino_from_i8(w, self.cin, &scale));
+        self.q = None;
     }
 
     /// Computes output rows `[r0, r1)` — pixels for a pointwise conv, image rows otherwise.

@@ -208,9 +208,17 @@ impl Engine {
         }
         // After fusing (which repacks im2col weights side by side): Winograd where it pays.
         if winograd_enabled() {
-            for (layer, _) in layers.iter_mut().zip(&fused_away).filter(|(_, &f)| !f) {
-                if let Layer::Conv(c) = layer {
+            for ((layer, op), _) in layers
+                .iter_mut()
+                .zip(&graph.ops)
+                .zip(&fused_away)
+                .filter(|(_, &f)| !f)
+            {
+                if let (Layer::Conv(c), Op::Conv { input, .. }) = (layer, op) {
                     c.use_winograd();
+                    if let Some(s) = &scales {
+                        c.use_winograd_for_i8(kernels(), s[*input]);
+                    }
                 }
             }
         }

@@ -65,8 +65,8 @@ pub use shape::ConvShape;
 pub(crate) use windows::RowsPtr;
 pub use windows::{WindowRows, WindowRowsI8};
 pub use winograd::{
-    pack_wino_f32, pack_wino_from_conv, wino_scratch_len, wino_supports, PackedWino,
-    TILE as WINO_TILE,
+    pack_wino_f32, pack_wino_from_conv, pack_wino_from_i8, wino_scratch_len, wino_supports,
+    PackedWino, TILE as WINO_TILE,
 };
 
 /// GEMM with fused epilogue: `a` is `[M × K]` (row-major, `K = packed.k`), computes rows
@@ -229,6 +229,11 @@ pub struct Kernels {
     pub quantize_i8: QuantizeI8Fn,
     /// f16 arithmetic for f16 model files, where the CPU has it.
     pub f16: Option<F16Kernels>,
+    /// int8 dense 3×3 stride-1 convs run as f32 Winograd F(4,3) on their dequantised
+    /// weights: where the CPU has no int8 dot product (ARMv8.0 NEON), 36 f32 multiplies per
+    /// 4×4 block of outputs cost fewer instructions than 144 int8 ones at 16 per 3
+    /// instructions (see the engine's `Layer`s).
+    pub wino_for_i8: bool,
     pub names: KernelNames,
 }
 
@@ -272,6 +277,7 @@ impl Kernels {
             sigmoid_f32: generic::sigmoid_f32,
             quantize_i8: generic::quantize_i8,
             f16: None,
+            wino_for_i8: false,
             names: KernelNames {
                 pw_f32: "generic_pw_f32_1x8",
                 pw_i8: "generic_pw_i8_1x8",

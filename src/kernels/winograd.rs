@@ -24,7 +24,7 @@
 //! F(4,3) rather than F(2,3): it saves 2.25× more multiplies, and in f32 its error on these
 //! layers stays below 1e-5 relative (measured in the tests), far inside the engine's bar.
 
-use super::{pack_pw_f32, Act, ConvShape, EpiF32, PackedF32, PwF32Fn, NR};
+use super::{pack_pw_f32, unpack_pw_i8, Act, ConvShape, EpiF32, PackedF32, PackedI8, PwF32Fn, NR};
 
 /// Output pixels per tile side.
 pub const TILE: usize = 4;
@@ -115,6 +115,23 @@ pub fn pack_wino_from_conv(w: &PackedF32, cin: usize) -> PackedWino {
     })
 }
 
+/// Repacks the im2col weights of an int8 3×3 conv ([`super::pack_conv_i8`] or
+/// [`super::pack_conv_i8_padded`]: `K = (ky, (kx, ci) padded to 4)`) as real f32 weights,
+/// `w[o] * scale[o]`: an int8 layer computed in f32 (see [`super::Kernels::wino_for_i8`]).
+pub fn pack_wino_from_i8(w: &PackedI8, cin: usize, scale: &[f32]) -> PackedWino {
+    let run = w.k / 3;
+    assert!(
+        w.k.is_multiple_of(3) && run >= 3 * cin && run < 3 * cin + 4 && scale.len() == w.n,
+        "not 3x3 int8 im2col weights: K={} cin={cin} scales={}",
+        w.k,
+        scale.len()
+    );
+    let rows = unpack_pw_i8(w);
+    pack_wino_with(w.n, cin, |o, i, ky, kx| {
+        f32::from(rows[o * w.k + ky * run + kx * cin + i]) * scale[o]
+    })
+}
+
 /// Whether [`wino_f32_impl`] computes this conv: 3×3, stride 1, padding < 3.
 pub fn wino_supports(s: &ConvShape) -> bool {
     s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad < 3
@@ -146,14 +163,16 @@ pub(crate) fn wino_f32(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    wino_f32_impl(gemm, input, s, w, epi, y0, y1, scratch, out)
+    wino_f32_impl::<1>(gemm, input, s, w, epi, y0, y1, scratch, out)
 }
 
 /// Output rows `[y0, y1)` of the 3×3 stride-1 conv `s` (see the module doc); `scratch` holds
-/// at least [`wino_scratch_len`] floats.
+/// at least [`wino_scratch_len`] floats. `MR` is the row tile of `gemm`: a block holds a
+/// multiple of it where it can, since a last partial row tile costs about as much as a whole
+/// one (on NEON's 8×8 f32 tile, blocks of 9 tiles made the 36 GEMMs cost 1.7× blocks of 8).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn wino_f32_impl(
+pub(crate) fn wino_f32_impl<const MR: usize>(
     gemm: PwF32Fn,
     input: &[f32],
     s: &ConvShape,
@@ -193,7 +212,10 @@ pub(crate) fn wino_f32_impl(
     let (cin, cout, ow) = (s.cin, s.cout, s.ow());
     let tiles_w = ow.div_ceil(TILE);
     let tiles = (y1 - y0).div_ceil(TILE) * tiles_w;
-    let tb = tile_block(s);
+    let tb = match tile_block(s) {
+        tb if tb >= MR => tb / MR * MR,
+        tb => tb,
+    };
     let (v, rest) = scratch.split_at_mut(POS * tb * cin);
     let m = &mut rest[..POS * tb * cout];
     let pass = EpiF32 {

@@ -17,6 +17,7 @@
 //! - `depthwise_f32.rs`, `depthwise_i8.rs` (the int8 3×3 NEON kernel: `dw3_i8`), with the
 //!   window type they share in `depthwise.rs`: 3×3 rows with the weights (and int8's
 //!   epilogue) held in registers, any k×k on clipped windows;
+//! - `winograd.rs`: the portable Winograd F(4,3) in blocks of the f32 GEMM's row tile;
 //! - `elementwise.rs`: int8 residual add, input quantisation;
 //! - `fp16.rs`: the f16 GEMM and 3×3 depthwise (`FACEGATE_KERNELS` mode auto on CPUs with
 //!   f16 arithmetic).
@@ -43,6 +44,7 @@ mod gemm_i8_dot;
 mod gemm_i8_narrow;
 mod gemm_i8_neon;
 mod windows;
+mod winograd;
 
 use depthwise_f32::neon_dw_f32;
 use depthwise_i8::neon_dw_i8;
@@ -56,6 +58,7 @@ use gemm_i8_neon::{
     neon_pw_i8_4x8, neon_pw_i8_acc_4x8, neon_pw_i8_f32_4x8, neon_window_i8_4x8,
     neon_window_i8_f32_4x8,
 };
+use winograd::neon_wino_f32;
 
 fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
@@ -82,6 +85,9 @@ pub(crate) fn install(k: &mut Kernels, allow_ext: bool) {
     k.window_f32 = Some(neon_window_f32_8x8);
     k.window_i8 = Some(neon_window_i8_4x8);
     k.window_i8_f32 = Some(neon_window_i8_f32_4x8);
+    k.wino_f32 = neon_wino_f32;
+    k.names.wino_f32 = "neon_wino_f32_4x3";
+    k.wino_for_i8 = true;
     if allow_ext && fp16::has_fp16() {
         k.f16 = Some(fp16::KERNELS);
     }
@@ -93,6 +99,8 @@ pub(crate) fn install(k: &mut Kernels, allow_ext: bool) {
         k.names.pw_i8_f32 = "neon_dot_pw_i8_f32_8x8";
         k.window_i8 = Some(neon_dot_window_i8_8x8);
         k.window_i8_f32 = Some(neon_dot_window_i8_f32_8x8);
+        // `sdot`: 16 int8 multiplies per instruction, as many as Winograd saves
+        k.wino_for_i8 = false;
     }
 }
 

@@ -137,3 +137,69 @@ fn winograd_packing_from_im2col_weights() {
         }
     }
 }
+
+/// An int8 3×3 conv repacked for Winograd ([`pack_wino_from_i8`], how an ARMv8.0 table runs
+/// int8 heads) computes the real conv of its int8 weights and inputs: against the naive f64
+/// conv of `w·s_w` and `x·s_in`, from both int8 packings (plain and padded kernel rows), at
+/// the bound of [`winograd_matches_im2col`] scaled by the operands' magnitude.
+#[test]
+fn winograd_of_int8_weights_is_the_real_int8_conv() {
+    let mut rng = Rng::new(13);
+    let s_in = 0.037f32;
+    for kt in wino_tables() {
+        for &(h, w, cin, cout) in &[
+            (9usize, 11usize, 64usize, 30usize),
+            (5, 7, 3, 8),
+            (8, 8, 33, 17),
+        ] {
+            let s = ConvShape {
+                h,
+                w,
+                cin,
+                cout,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            };
+            let xq = rng.vi8(h * w * cin);
+            let wq = rng.vi8(cout * cin * 9);
+            let s_w: Vec<f32> = (0..cout).map(|o| 0.002 + 0.0005 * o as f32).collect();
+            let bias = rng.vf32(cout);
+            let x: Vec<f32> = xq.iter().map(|&v| f32::from(v) * s_in).collect();
+            let wide: Vec<f64> = wq
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| f64::from(v) * f64::from(s_w[i / (cin * 9)]))
+                .collect();
+            let xd = nhwc_to_nchw(&x, h, w, cin);
+            let (want_nchw, oh, ow) = naive_conv_nchw(&xd, &wide, h, w, cin, cout, (3, 3), 1, 1, 1);
+            let want: Vec<f32> = (0..oh * ow * cout)
+                .map(|i| {
+                    (want_nchw[(i % cout) * oh * ow + i / cout] + f64::from(bias[i % cout])) as f32
+                })
+                .collect();
+            // the magnitude of a term: |x|·|w| ≤ 127·s_in · 127·s_w
+            let unit = 127.0 * s_in * 127.0 * s_w[cout - 1];
+            let epi = EpiF32 {
+                bias: &bias,
+                act: Act::None,
+            };
+            for packed in [
+                pack_conv_i8(&wq, cout, cin, 3, 3),
+                pack_conv_i8_padded(&wq, cout, cin, 3, 3),
+            ] {
+                let pw = pack_wino_from_i8(&packed, cin, &s_w);
+                let got = run_wino(&kt, &s, &x, &pw, &epi);
+                let what = format!("{} {s:?} K={}", kt.names.wino_f32, packed.k);
+                let k = (9 * cin) as f32;
+                for (&a, &b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * k.sqrt() * (unit + b.abs()),
+                        "{what}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -38,7 +38,8 @@ unsafe fn wino_avx2(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    winograd::wino_f32_impl(gemm, input, s, w, epi, y0, y1, scratch, out)
+    // blocks as the portable kernel's (not tuned to the GEMM's row tile here)
+    winograd::wino_f32_impl::<1>(gemm, input, s, w, epi, y0, y1, scratch, out)
 }
 
 /// [`winograd::wino_f32`] with its transforms on 512-bit vectors.
@@ -72,5 +73,6 @@ unsafe fn wino_avx512(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    winograd::wino_f32_impl(gemm, input, s, w, epi, y0, y1, scratch, out)
+    // blocks as the portable kernel's (not tuned to the GEMM's row tile here)
+    winograd::wino_f32_impl::<1>(gemm, input, s, w, epi, y0, y1, scratch, out)
 }
