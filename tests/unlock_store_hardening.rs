@@ -2,7 +2,8 @@
 //! with a scripted face engine (no models): concurrent enrolments are all kept, a removal
 //! during an enrolment is not undone, a user removed while the loop runs cannot unlock from
 //! the next frame on, a store that breaks while the loop runs gives error decisions (never the
-//! stale templates), and open-mode, symlinked, foreign-key stores and keys are refused.
+//! stale templates), and open-mode, symlinked, foreign-key stores and keys, and stores in a
+//! folder others may write, are refused.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -156,6 +157,26 @@ fn open_modes_symlinks_and_foreign_keys_are_refused() {
         );
         chmod(&files.store, 0o600);
         chmod(&files.key, 0o600);
+    }
+    // A folder other users may write (they could put an older store back or delete the
+    // lockout's state there): refused to read and to enrol, with one line naming the folder.
+    for mode in [0o777, 0o1777, 0o775] {
+        chmod(d.path(), mode);
+        let m = load_unlock_store(&files.store, &key, MODEL, DIM)
+            .unwrap_err()
+            .to_string();
+        let folder = d.path().display().to_string();
+        assert!(
+            m.contains(&folder) && m.contains(&format!("{mode:04o}")) && !m.contains('\n'),
+            "{m}"
+        );
+        let e = update_store(&files, Some((MODEL, DIM)), |s| {
+            s.add_templates("mallory", vec![template(5)])
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains(&format!("{mode:04o}")), "{e}");
+        chmod(d.path(), 0o700);
+        assert_eq!(users_of(&files), vec!["alice"]);
     }
     // A symlinked store path: refused to read, and a write leaves the link (and its target)
     // alone instead of replacing the link with a regular file.

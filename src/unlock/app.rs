@@ -933,7 +933,10 @@ pub fn run_demo(
         DEFAULT_LIVE_THRESHOLD,
         gate.frozen_floor
     ));
-    std::fs::create_dir_all(&opts.work_dir).map_err(|e| Error::io(&opts.work_dir, e))?;
+    // 0700: the demo's store and key live here, and a folder others may write is refused
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&opts.work_dir)
+        .map_err(|e| Error::io(&opts.work_dir, e))?;
     let examples = opts.shared.join("data/faces/examples");
     let video = opts.shared.join("data/video");
     let lin = || {

@@ -5,8 +5,9 @@
 //! Why one module: the same rules apply to all three files, and each rule closes a hole the
 //! hostile test found (issue 12): a 0666 store that `nobody` rewrote with a stranger's face, a
 //! symlinked store path silently replaced by a regular file, a stale `.tmp.<pid>` surviving a
-//! `kill -9`, and two writers racing so one enrolment or revocation was lost. Every function
-//! returns a one-line reason (the caller adds the file's role and path).
+//! `kill -9`, and two writers racing so one enrolment or revocation was lost; and a folder
+//! other users may write, where they could swap the files without touching their modes. Every
+//! function returns a one-line reason (the caller adds the file's role and path).
 
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -80,6 +81,38 @@ pub fn check_private(meta: &Metadata) -> Reason<()> {
     Ok(())
 }
 
+/// Refuses the folder of a private file when another user could write to it: they could then
+/// rename or delete the files in it without any right on the files themselves — put back an
+/// older store that still holds a revoked person, or remove the lockout's state — and plant
+/// the temp and lock files beside them. The folder must belong to this process's user or to
+/// root and be writable by its owner only (a sticky world-writable folder such as /tmp is
+/// refused too: names there can be taken by anyone).
+pub fn check_private_folder(path: &Path) -> Reason<()> {
+    let dir = parent_dir(path);
+    let meta = fs::metadata(&dir).map_err(|e| format!("its folder {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("its folder {} is not a directory", dir.display()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "its folder {} is owned by uid {}, neither this process's uid {me} nor root: refused",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "its folder {} has mode {mode:04o}: other users could replace or delete the files in it, refused (chmod go-w {})",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 fn open_error(e: io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ELOOP) => "is a symbolic link: refused (give the real path)".into(),
@@ -92,6 +125,7 @@ fn open_error(e: io::Error) -> String {
 /// [`check_private`] on the opened descriptor (no window between check and read), at most
 /// `max_len` bytes. Returns the bytes and the metadata of what was read.
 pub fn read_private(path: &Path, max_len: u64) -> Reason<(Vec<u8>, Metadata)> {
+    check_private_folder(path)?;
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -142,6 +176,7 @@ pub fn atomic_write(
         Ok(m) if !m.file_type().is_file() => return Err("is not a regular file".into()),
         _ => {}
     }
+    check_private_folder(path)?;
     let tmp = companion(path, &format!(".tmp.{}", std::process::id()))?;
     let dir = parent_dir(path);
     let write_tmp = |hook: &mut dyn FnMut(SaveStage) -> io::Result<()>| -> io::Result<()> {
@@ -182,6 +217,7 @@ pub fn atomic_write(
 /// Creates `path` with `bytes`, mode 0600, failing if anything exists there (no symlink is
 /// followed); file and folder are fsynced. For the device key, which is never replaced.
 pub fn create_new_private(path: &Path, bytes: &[u8]) -> Reason<()> {
+    check_private_folder(path)?;
     let r = (|| -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -319,6 +355,35 @@ mod tests {
         assert!(read_private(&d.path().join("none"), 100)
             .unwrap_err()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn a_folder_other_users_can_write_is_refused_for_reading_and_writing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let chmod = |m: u32| fs::set_permissions(d.path(), fs::Permissions::from_mode(m)).unwrap();
+        for mode in [0o777, 0o775, 0o757, 0o1777, 0o730] {
+            chmod(mode);
+            let e = read_private(&p, 100).unwrap_err();
+            assert!(
+                e.contains(&format!("{mode:04o}")) && e.contains("folder"),
+                "{e}"
+            );
+            let e = atomic_write(&p, b"new", &mut |_| Ok(())).unwrap_err();
+            assert!(e.contains(&format!("{mode:04o}")), "{e}");
+            let e = create_new_private(&d.path().join("k"), b"key").unwrap_err();
+            assert!(e.contains(&format!("{mode:04o}")), "{e}");
+            assert!(!d.path().join("k").exists());
+        }
+        for mode in [0o700, 0o755, 0o750] {
+            chmod(mode);
+            assert_eq!(read_private(&p, 100).unwrap().0, b"abc", "{mode:04o}");
+        }
+        chmod(0o700);
+        atomic_write(&p, b"new", &mut |_| Ok(())).unwrap();
+        assert_eq!(read_private(&p, 100).unwrap().0, b"new");
     }
 
     #[test]

@@ -519,6 +519,8 @@ mod tests {
             ));
             let _ = fs::remove_dir_all(&p);
             fs::create_dir_all(&p).unwrap();
+            // private, whatever the umask: a folder others may write is refused
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
             TempDir(p)
         }
         fn entries(&self) -> Vec<String> {
@@ -798,8 +800,11 @@ mod tests {
         }
         // Sealed under another device's key.
         check(&sample().to_bytes(&key()).unwrap(), "another device key");
-        // A directory is not a store.
-        let m = msg(TemplateStore::load(&d.0, &k).unwrap_err());
+        // A directory is not a store (one inside the private folder: the system temp folder
+        // itself, being world-writable, is refused before its entries are looked at).
+        let sub = d.0.join("sub");
+        fs::create_dir(&sub).unwrap();
+        let m = msg(TemplateStore::load(&sub, &k).unwrap_err());
         assert!(m.contains("not a regular file"), "{m}");
     }
 
