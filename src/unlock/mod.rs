@@ -48,7 +48,9 @@ pub fn observe(store: &TemplateStore, embedding: Option<Result<&[f32]>>) -> Obse
 
 /// Carries out `decision`: opens for `open_time` only on [`Decision::Unlock`]. Returns
 /// `Ok(true)` if the lock was pulsed. If the pulse fails, [`Actuator::ensure_locked`] is
-/// tried as well and the pulse's error is returned (the lock is treated as locked).
+/// tried as well and the pulse's error is returned: [`crate::error::Error::Actuator`] when
+/// the lock is locked again (treated as locked), [`crate::error::Error::LockStateUnknown`]
+/// when LOCKED could not be driven (the caller must stop opening).
 pub fn act(actuator: &mut dyn Actuator, decision: &Decision, open_time: Duration) -> Result<bool> {
     if !decision.is_unlock() {
         return Ok(false);
