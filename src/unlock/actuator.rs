@@ -204,12 +204,24 @@ impl<P: OutputPin> Actuator for Lock<P> {
     }
 }
 
+/// A failure [`LogActuator`] can be told to simulate, so tests see how the unlock loop reacts
+/// to each kind of [`Lock`] failure without a pin. It only ever makes the log actuator fail:
+/// nothing here can open a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFailure {
+    /// Driving OPEN fails and LOCKED is driven again: [`Error::Actuator`], the lock is
+    /// locked.
+    Open,
+    /// OPEN is driven but LOCKED then fails every retry: [`Error::LockStateUnknown`].
+    Relock,
+}
+
 /// An actuator that only records: for replays, demos and tests of the unlock loop.
 #[derive(Debug, Default, Clone)]
 pub struct LogActuator {
     pulses: Vec<Duration>,
     lock_calls: usize,
-    fail: bool,
+    fail: Option<InjectedFailure>,
     print: bool,
 }
 
@@ -228,9 +240,17 @@ impl LogActuator {
     }
 
     /// Makes every later [`Actuator::open_for`] fail with [`Error::Actuator`] (nothing is
-    /// recorded then), to test that the loop stays locked on actuator errors.
+    /// recorded then), to test that the loop stays locked on actuator errors. The same as
+    /// `set_failure(fail.then_some(InjectedFailure::Open))`.
     pub fn set_failing(&mut self, fail: bool) {
-        self.fail = fail;
+        self.set_failure(fail.then_some(InjectedFailure::Open));
+    }
+
+    /// Makes every later [`Actuator::open_for`] fail as `failure` says (`None`: succeed
+    /// again); no pulse is recorded for a failed one. [`Actuator::ensure_locked`] keeps
+    /// succeeding, as a lock that answers again would.
+    pub fn set_failure(&mut self, failure: Option<InjectedFailure>) {
+        self.fail = failure;
     }
 
     /// Durations of the pulses so far, in order.
@@ -251,8 +271,20 @@ impl LogActuator {
 
 impl Actuator for LogActuator {
     fn open_for(&mut self, duration: Duration) -> Result<()> {
-        if self.fail {
-            return Err(Error::Actuator("log actuator: injected failure".into()));
+        if let Some(failure) = self.fail {
+            let e = match failure {
+                InjectedFailure::Open => Error::Actuator(
+                    "log actuator: driving OPEN failed (injected failure); LOCKED driven again"
+                        .into(),
+                ),
+                InjectedFailure::Relock => Error::LockStateUnknown(format!(
+                    "log actuator: driving LOCKED failed {LOCK_RETRIES} times (injected failure); the lock state is unknown"
+                )),
+            };
+            if self.print {
+                eprintln!("[log actuator] {e}");
+            }
+            return Err(e);
         }
         self.pulses.push(duration);
         if self.print {
@@ -598,6 +630,16 @@ mod tests {
             Err(Error::Actuator(_))
         ));
         assert_eq!(a.pulse_count(), 2);
+        a.set_failure(Some(InjectedFailure::Relock));
+        assert!(matches!(
+            a.open_for(Duration::from_millis(500)),
+            Err(Error::LockStateUnknown(_))
+        ));
+        assert_eq!(a.pulse_count(), 2);
+        a.ensure_locked().unwrap();
+        a.set_failure(None);
+        a.open_for(Duration::from_millis(500)).unwrap();
+        assert_eq!(a.pulse_count(), 3);
         // Usable as a trait object by the loop.
         let dynamic: &mut dyn Actuator = &mut a;
         assert!(dynamic.describe().contains("log-only"));

@@ -130,9 +130,19 @@ mod tests {
             user: "alice".into(),
             score: 0.9,
         };
-        assert!(act(&mut lock, &d, Duration::from_secs(1)).is_err());
+        assert!(matches!(
+            act(&mut lock, &d, Duration::from_secs(1)),
+            Err(Error::Actuator(_))
+        ));
         assert_eq!(lock.pulse_count(), 0);
         assert_eq!(lock.lock_calls(), 1);
+        // LOCKED failing after the pulse is handed on as its own kind, after one more try.
+        lock.set_failure(Some(actuator::InjectedFailure::Relock));
+        assert!(matches!(
+            act(&mut lock, &d, Duration::from_secs(1)),
+            Err(Error::LockStateUnknown(_))
+        ));
+        assert_eq!(lock.lock_calls(), 2);
         // Non-unlock decisions never touch the actuator.
         let mut lock = LogActuator::new();
         for d in [
