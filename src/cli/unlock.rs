@@ -389,6 +389,51 @@ fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
     bail!("the board has a [gpio] lock but this build has no GPIO support (feature `gpio`)")
 }
 
+/// Exit status of `facegate unlock` when the lock could not be driven LOCKED (every retry
+/// failed, after a pulse or at start-up), so its state is unknown. Distinct from 1 (any other
+/// error), 2 (usage) and 75 (`facegate sync`'s hung round) so that the journal and
+/// `systemctl status` show what happened. The unit's `Restart=on-failure` starts the
+/// process again, and the new process drives LOCKED before its first frame (`Lock::new`),
+/// refusing to start (this status again) if it still cannot. EX_IOERR of sysexits.h: the
+/// lock's output line could not be driven.
+pub const EXIT_LOCK_STATE_UNKNOWN: u8 = 74;
+
+/// The exit status for a command that failed with `e`: [`EXIT_LOCK_STATE_UNKNOWN`] when the
+/// cause is [`crate::error::Error::LockStateUnknown`], else 1.
+pub fn failure_status(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(failure_code(e))
+}
+
+/// [`failure_status`] as a number (`ExitCode` cannot be compared in tests).
+fn failure_code(e: &anyhow::Error) -> u8 {
+    let unknown = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::error::Error>(),
+            Some(crate::error::Error::LockStateUnknown(_))
+        )
+    });
+    if unknown {
+        EXIT_LOCK_STATE_UNKNOWN
+    } else {
+        1
+    }
+}
+
+/// The error `facegate unlock` ends with when the loop stopped on a lock it could not drive
+/// LOCKED: one line saying so, the frame, whether the loop's last try to drive LOCKED worked,
+/// and the actuator's own message as the cause (which [`failure_status`] maps to
+/// [`EXIT_LOCK_STATE_UNKNOWN`]).
+fn lock_state_unknown(f: &session::LockFailure) -> anyhow::Error {
+    let last = match &f.last_try {
+        Ok(()) => "a last try to drive LOCKED before exiting succeeded".to_string(),
+        Err(e) => format!("a last try to drive LOCKED before exiting failed too: {e}"),
+    };
+    anyhow::Error::new(crate::error::Error::LockStateUnknown(f.error.clone())).context(format!(
+        "unlock stopped after frame {}: the lock could not be driven LOCKED and its state is unknown ({last}); exit status {EXIT_LOCK_STATE_UNKNOWN}",
+        f.seq
+    ))
+}
+
 /// `facegate unlock`
 pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let b = args.board.load()?;
@@ -514,13 +559,14 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     );
     drop(actuator);
     logln!(
-        "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s)",
+        "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s), {} actuator failure(s)",
         out.stop,
         out.frames,
         out.unlocks.len(),
         out.spoofs,
         out.frozen,
-        out.errors
+        out.errors,
+        out.actuator_failures
     );
     if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
         logln!(
@@ -540,6 +586,9 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     }
     if let Some(w) = &live_warning {
         eprintln!("{w}");
+    }
+    if let Some(f) = &out.lock_failure {
+        return Err(lock_state_unknown(f));
     }
     Ok(match (args.once, out.stop) {
         (true, StopReason::Unlocked) => ExitCode::SUCCESS,
@@ -763,4 +812,38 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn only_an_unknown_lock_state_gets_its_own_exit_status() {
+        let f = session::LockFailure {
+            seq: 7,
+            error:
+                "gpio pin: driving LOCKED failed 3 times (last error: x); the lock state is unknown"
+                    .into(),
+            last_try: Err("actuator: gpio pin: driving LOCKED failed 3 times".into()),
+        };
+        let e = lock_state_unknown(&f);
+        assert_eq!(failure_code(&e), EXIT_LOCK_STATE_UNKNOWN);
+        let line = format!("{e:#}");
+        assert!(line.contains("after frame 7"), "{line}");
+        assert!(
+            line.contains("could not be driven LOCKED and its state is unknown"),
+            "{line}"
+        );
+        assert!(line.contains("failed too"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        // Also when it comes straight from start-up (`Lock::new`) through `?`.
+        let start: anyhow::Error = Error::LockStateUnknown("x".into()).into();
+        assert_eq!(failure_code(&start), EXIT_LOCK_STATE_UNKNOWN);
+        // An OPEN failure, or any other error, is the plain failure status.
+        let open: anyhow::Error = Error::Actuator("driving OPEN failed".into()).into();
+        assert_eq!(failure_code(&open), 1);
+        assert_eq!(failure_code(&anyhow::anyhow!("no store")), 1);
+    }
 }

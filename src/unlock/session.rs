@@ -10,6 +10,16 @@
 //!   [`Observation::Error`] → [`Decision::Error`], which never unlocks; the loop goes on;
 //! * the actuator is driven LOCKED at start, after an actuator error and at the end
 //!   (including a stop by SIGTERM/SIGINT, see [`stop_flag`]);
+//! * an actuator error that left the lock locked ([`Error::Actuator`]: driving OPEN failed,
+//!   LOCKED was driven again) is logged, shown on the frame's report and counted
+//!   ([`LoopOutcome::actuator_failures`]), and the loop goes on: the door is locked;
+//! * an actuator error that left the lock's state unknown ([`Error::LockStateUnknown`]:
+//!   driving LOCKED failed every retry) stops the loop after that frame's report
+//!   ([`StopReason::LockStateUnknown`], [`LoopOutcome::lock_failure`]). The door may be
+//!   stuck open, and the next matching face would only drive OPEN again; an operator (or the
+//!   service manager, whose restart drives LOCKED before any frame) has to see it. The
+//!   frame's policy state and audit event were written before acting, so they are kept; a
+//!   fleet door's audit also gets the actuator error as an event of its own;
 //! * the template store is loaded before the loop by the caller, failing closed on a missing
 //!   or corrupt store; with [`run_loop_live`] it is a [`LiveStore`], reloaded before each
 //!   match when the file changed (a revoked user cannot unlock from the next frame on, and a
@@ -128,8 +138,11 @@ pub struct FrameReport {
     /// the frozen check ran and had something to compare with.
     pub crop_diff: Option<f32>,
     pub timings: StageTimings,
-    /// Whether the lock was pulsed open on this frame.
+    /// Whether the lock was pulsed open (and locked again) on this frame; false when the
+    /// actuator failed.
     pub opened: bool,
+    /// The actuator's error on this frame (`actuator: ...`), when acting on an unlock failed.
+    pub actuator_error: Option<String>,
 }
 
 impl std::fmt::Display for FrameReport {
@@ -178,7 +191,11 @@ impl std::fmt::Display for FrameReport {
             t.match_ms,
             t.live_ms,
             if self.opened { " | LOCK OPENED" } else { "" }
-        )
+        )?;
+        if let Some(e) = &self.actuator_error {
+            write!(f, " | ACTUATOR FAILED: {e}")?;
+        }
+        Ok(())
     }
 }
 
@@ -279,6 +296,21 @@ pub enum StopReason {
     Signal,
     /// `max_frames` reached.
     FrameLimit,
+    /// The lock could not be driven LOCKED after a pulse: its state is unknown, so the loop
+    /// stopped opening (see [`LoopOutcome::lock_failure`]).
+    LockStateUnknown,
+}
+
+/// Why the loop stopped with [`StopReason::LockStateUnknown`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockFailure {
+    /// The frame whose unlock the actuator failed on.
+    pub seq: u64,
+    /// The message of the [`Error::LockStateUnknown`] (without the `actuator: ` prefix).
+    pub error: String,
+    /// The loop's last [`Actuator::ensure_locked`] before it returned (it may work again):
+    /// `Ok` if LOCKED was driven then, else that error's text.
+    pub last_try: std::result::Result<(), String>,
 }
 
 /// One unlock that happened.
@@ -300,6 +332,10 @@ pub struct LoopOutcome {
     pub unlocks: Vec<UnlockEvent>,
     /// Frames whose decision was [`Decision::Error`].
     pub errors: u64,
+    /// Unlocks the actuator failed to carry out (either kind of actuator error).
+    pub actuator_failures: u64,
+    /// Set when the loop stopped because the lock's state is unknown.
+    pub lock_failure: Option<LockFailure>,
     /// Recognised faces refused by the anti-spoofing network ([`SpoofKind::Spoof`]).
     pub spoofs: u64,
     /// Recognised faces refused as frozen input ([`SpoofKind::Frozen`]).
@@ -402,6 +438,8 @@ pub fn run_loop_live(
         skipped: 0,
         unlocks: Vec::new(),
         errors: 0,
+        actuator_failures: 0,
+        lock_failure: None,
         spoofs: 0,
         frozen: 0,
         face_frames: 0,
@@ -412,6 +450,8 @@ pub fn run_loop_live(
     };
     let mut sum = StageTimings::default();
     let mut last_seq = 0u64;
+    // The frame and message of an actuator error that left the lock's state unknown.
+    let mut unknown: Option<(u64, String)> = None;
     // Policy time of the last frame handed to the policy.
     let mut last_handled: Option<Instant> = None;
     let frame_time = |seq: u64| match cfg.time {
@@ -490,11 +530,25 @@ pub fn run_loop_live(
                 }
             }
         }
-        let opened = match act(actuator, &decision, cfg.open_time) {
-            Ok(o) => o,
+        let (opened, actuator_error) = match act(actuator, &decision, cfg.open_time) {
+            Ok(o) => (o, None),
             Err(e) => {
-                log::error!("actuator: {e}; the lock is treated as locked");
-                false
+                out.actuator_failures += 1;
+                if let Error::LockStateUnknown(m) = &e {
+                    log::error!("{e}; the loop stops opening");
+                    unknown = Some((seq.unwrap_or(last_seq), m.clone()));
+                } else {
+                    log::error!("{e}; the lock is treated as locked");
+                }
+                // The audit already holds this frame's unlock (recorded before acting); a
+                // fleet's centre should also learn that it was not carried out. A failed
+                // append opens nothing, so it is only logged.
+                if let Some(a) = audit.as_deref_mut() {
+                    if let Err(ae) = a.record(&Decision::Error(e.to_string()), judged.live) {
+                        log::error!("{ae}");
+                    }
+                }
+                (false, Some(e.to_string()))
             }
         };
         if matches!(obs, Observation::Face { .. } | Observation::Spoof { .. }) {
@@ -537,6 +591,7 @@ pub fn run_loop_live(
             crop_diff: judged.crop_diff,
             timings: t,
             opened,
+            actuator_error,
         };
         if matches!(report.decision, Decision::Error(_) | Decision::Spoof { .. }) {
             log::warn!("{report}");
@@ -545,6 +600,11 @@ pub fn run_loop_live(
         }
         on_frame(&report);
         out.frames += 1;
+        // After the report and the counters, so the frame is accounted for like any other.
+        if unknown.is_some() {
+            out.stop = StopReason::LockStateUnknown;
+            break;
+        }
         if let (true, Decision::Unlock { user, score }) = (opened, &report.decision) {
             out.unlocks.push(UnlockEvent {
                 seq: seq.unwrap_or(last_seq),
@@ -560,8 +620,18 @@ pub fn run_loop_live(
             std::thread::sleep(cfg.error_pause);
         }
     }
-    if let Err(e) = actuator.ensure_locked() {
+    // One more try in every case: after a lock failure it may work now, and the caller
+    // reports whether it did.
+    let last_try = actuator.ensure_locked();
+    if let Err(e) = &last_try {
         log::error!("actuator: cannot drive LOCKED at stop: {e}");
+    }
+    if let Some((seq, error)) = unknown {
+        out.lock_failure = Some(LockFailure {
+            seq,
+            error,
+            last_try: last_try.map_err(|e| e.to_string()),
+        });
     }
     if out.face_frames > 0 {
         let n = out.face_frames as f64;
