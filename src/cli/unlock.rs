@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use crate::board::{self, BoardProfile};
 use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpec};
 use crate::cli::out::{logln, outln};
-use crate::unlock::actuator::{Actuator, LogActuator};
+use crate::unlock::actuator::{Actuator, InjectedFailure, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::audit_outbox::{self, AuditTrail};
 use crate::unlock::embed_cache::{self, EmbedCache};
@@ -110,6 +110,30 @@ pub struct UnlockArgs {
     /// Engine threads (default: the board profile's).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// For tests (hidden from --help): makes the log-only actuator fail every unlock as a
+    /// lock would whose OPEN fails and is locked again (`open`), or whose LOCKED fails every
+    /// retry after the pulse (`relock`), so the command's reaction can be tested end to end
+    /// (`tests/unlock_lock_failure.rs`). Refused with a GPIO lock: it can never touch a door.
+    #[arg(long, hide = true, value_enum, value_name = "KIND")]
+    pub inject_actuator_failure: Option<ActuatorFailureArg>,
+}
+
+/// The failures `--inject-actuator-failure` makes the log-only actuator simulate.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActuatorFailureArg {
+    /// Driving OPEN fails; LOCKED is driven again (the loop goes on).
+    Open,
+    /// LOCKED fails every retry after the pulse (the loop stops, exit 74).
+    Relock,
+}
+
+impl From<ActuatorFailureArg> for InjectedFailure {
+    fn from(a: ActuatorFailureArg) -> Self {
+        match a {
+            ActuatorFailureArg::Open => InjectedFailure::Open,
+            ActuatorFailureArg::Relock => InjectedFailure::Relock,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -360,18 +384,38 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn make_actuator(b: &BoardProfile, replay: bool) -> Result<Box<dyn Actuator>> {
-    match (&b.gpio, replay) {
-        (Some(g), false) => open_gpio(g),
+/// The GPIO lock for a live camera on a board with `[gpio]`, else the log-only actuator,
+/// which `inject` (tests only) makes fail; `inject` with the GPIO lock is refused before the
+/// line is opened.
+fn make_actuator(
+    b: &BoardProfile,
+    replay: bool,
+    inject: Option<InjectedFailure>,
+) -> Result<Box<dyn Actuator>> {
+    let mut log = match (&b.gpio, replay) {
+        (Some(g), false) => {
+            if inject.is_some() {
+                bail!(
+                    "--inject-actuator-failure is for tests with the log-only actuator (a replay, \
+                     or a board without [gpio]); this run would drive the GPIO lock"
+                );
+            }
+            return open_gpio(g);
+        }
         (None, _) => {
             log::info!("board has no [gpio]: log-only actuator");
-            Ok(Box::new(LogActuator::printing()))
+            LogActuator::printing()
         }
         (Some(_), true) => {
             log::info!("replay source: log-only actuator (the GPIO lock is not touched)");
-            Ok(Box::new(LogActuator::printing()))
+            LogActuator::printing()
         }
+    };
+    if let Some(f) = inject {
+        log::warn!("log-only actuator: every unlock fails as injected ({f:?})");
     }
+    log.set_failure(inject);
+    Ok(Box::new(log))
 }
 
 #[cfg(all(feature = "gpio", target_os = "linux"))]
@@ -490,7 +534,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let mut policy = Policy::resume(policy_cfg.clone(), state.restored())?;
     let spec = source_spec(&args.source, &b)?;
     let replay = !matches!(spec, SourceSpec::V4l2 { .. });
-    let mut actuator = make_actuator(&b, replay)?;
+    let mut actuator = make_actuator(&b, replay, args.inject_actuator_failure.map(Into::into))?;
     let fps = f64::from(b.camera.fps);
     let (mut source, time): (Box<dyn FrameSource>, PolicyTime) = if !replay {
         (

@@ -282,7 +282,10 @@ impl Actuator for LogActuator {
                 )),
             };
             if self.print {
-                eprintln!("[log actuator] {e}");
+                eprintln!(
+                    "[log actuator] OPEN for {} ms: injected {failure:?} failure",
+                    duration.as_millis()
+                );
             }
             return Err(e);
         }
