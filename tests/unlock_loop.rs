@@ -399,7 +399,29 @@ fn lock_state_unknown_stops_the_loop_after_that_frame() {
     assert!(out.unlocks.is_empty());
     assert_eq!(out.actuator_failures, 1);
     let f = out.lock_failure.expect("why the loop stopped");
-    assert_eq!(f.seq, 2);
+    assert_eq!(f.seq, Some(2));
+    assert!(
+        f.error.contains("driving LOCKED failed 3 times"),
+        "{}",
+        f.error
+    );
+    assert_eq!(f.last_try, Ok(()));
+}
+
+#[test]
+fn lock_state_unknown_at_start_stops_before_the_first_frame() {
+    let mut script = locked_fails(3); // the loop's first ensure_locked
+    script.push(T::set(State::Low)); // the loop's last try
+    script.push(T::set(State::Low)); // drop
+    let (mut pin, mut lock) = mock_lock(&script);
+    let mut source = Script::new(vec![Some(1); 6]);
+    let (out, reports) = run(&mut source, &mut lock, &cfg());
+    drop(lock);
+    pin.done();
+    assert_eq!(out.stop, StopReason::LockStateUnknown);
+    assert_eq!((out.frames, reports.len(), source.next), (0, 0, 0));
+    let f = out.lock_failure.expect("why the loop stopped");
+    assert_eq!(f.seq, None);
     assert!(
         f.error.contains("driving LOCKED failed 3 times"),
         "{}",

@@ -472,9 +472,12 @@ fn lock_state_unknown(f: &session::LockFailure) -> anyhow::Error {
         Ok(()) => "a last try to drive LOCKED before exiting succeeded".to_string(),
         Err(e) => format!("a last try to drive LOCKED before exiting failed too: {e}"),
     };
+    let when = match f.seq {
+        Some(s) => format!("after frame {s}"),
+        None => "before its first frame".to_string(),
+    };
     anyhow::Error::new(crate::error::Error::LockStateUnknown(f.error.clone())).context(format!(
-        "unlock stopped after frame {}: the lock could not be driven LOCKED and its state is unknown ({last}); exit status {EXIT_LOCK_STATE_UNKNOWN}",
-        f.seq
+        "unlock stopped {when}: the lock could not be driven LOCKED and its state is unknown ({last}); exit status {EXIT_LOCK_STATE_UNKNOWN}"
     ))
 }
 
@@ -866,7 +869,7 @@ mod tests {
     #[test]
     fn only_an_unknown_lock_state_gets_its_own_exit_status() {
         let f = session::LockFailure {
-            seq: 7,
+            seq: Some(7),
             error:
                 "gpio pin: driving LOCKED failed 3 times (last error: x); the lock state is unknown"
                     .into(),
@@ -882,6 +885,8 @@ mod tests {
         );
         assert!(line.contains("failed too"), "{line}");
         assert!(!line.contains('\n'), "{line}");
+        let before = lock_state_unknown(&session::LockFailure { seq: None, ..f });
+        assert!(format!("{before:#}").contains("before its first frame"));
         // Also when it comes straight from start-up (`Lock::new`) through `?`.
         let start: anyhow::Error = Error::LockStateUnknown("x".into()).into();
         assert_eq!(failure_code(&start), EXIT_LOCK_STATE_UNKNOWN);

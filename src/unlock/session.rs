@@ -14,12 +14,13 @@
 //!   LOCKED was driven again) is logged, shown on the frame's report and counted
 //!   ([`LoopOutcome::actuator_failures`]), and the loop goes on: the door is locked;
 //! * an actuator error that left the lock's state unknown ([`Error::LockStateUnknown`]:
-//!   driving LOCKED failed every retry) stops the loop after that frame's report
-//!   ([`StopReason::LockStateUnknown`], [`LoopOutcome::lock_failure`]). The door may be
-//!   stuck open, and the next matching face would only drive OPEN again; an operator (or the
-//!   service manager, whose restart drives LOCKED before any frame) has to see it. The
-//!   frame's policy state and audit event were written before acting, so they are kept; a
-//!   fleet door's audit also gets the actuator error as an event of its own;
+//!   driving LOCKED failed every retry) stops the loop after that frame's report, or before
+//!   the first frame when it happens at the start ([`StopReason::LockStateUnknown`],
+//!   [`LoopOutcome::lock_failure`]). The door may be stuck open, and the next matching face
+//!   would only drive OPEN again; an operator (or the service manager, whose restart drives
+//!   LOCKED before any frame) has to see it. The frame's policy state and audit event were
+//!   written before acting, so they are kept; a fleet door's audit also gets the actuator
+//!   error as an event of its own;
 //! * the template store is loaded before the loop by the caller, failing closed on a missing
 //!   or corrupt store; with [`run_loop_live`] it is a [`LiveStore`], reloaded before each
 //!   match when the file changed (a revoked user cannot unlock from the next frame on, and a
@@ -296,16 +297,17 @@ pub enum StopReason {
     Signal,
     /// `max_frames` reached.
     FrameLimit,
-    /// The lock could not be driven LOCKED after a pulse: its state is unknown, so the loop
-    /// stopped opening (see [`LoopOutcome::lock_failure`]).
+    /// The lock could not be driven LOCKED (after a pulse, or at the loop's start): its state
+    /// is unknown, so the loop stopped opening (see [`LoopOutcome::lock_failure`]).
     LockStateUnknown,
 }
 
 /// Why the loop stopped with [`StopReason::LockStateUnknown`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockFailure {
-    /// The frame whose unlock the actuator failed on.
-    pub seq: u64,
+    /// The frame whose unlock the actuator failed on; `None` when driving LOCKED failed at
+    /// the loop's start, before any frame.
+    pub seq: Option<u64>,
     /// The message of the [`Error::LockStateUnknown`] (without the `actuator: ` prefix).
     pub error: String,
     /// The loop's last [`Actuator::ensure_locked`] before it returned (it may work again):
@@ -417,8 +419,14 @@ pub fn run_loop_live(
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> LoopOutcome {
     let threshold = policy.config().threshold;
+    // The frame (`None`: the start) and message of an actuator error that left the lock's
+    // state unknown; the loop stops once it is set.
+    let mut unknown: Option<(Option<u64>, String)> = None;
+    // A lock that cannot be driven LOCKED before the first frame is as unknown as one that
+    // failed after a pulse: no frame is looked at then.
     if let Err(e) = actuator.ensure_locked() {
-        log::error!("actuator: cannot drive LOCKED at start: {e}");
+        log::error!("actuator: cannot drive LOCKED at start: {e}; the loop stops");
+        unknown = Some((None, lock_message(e)));
     }
     log::info!(
         "unlock loop: source {}, actuator {}, {} user(s), threshold {threshold:.3}, liveness {}",
@@ -450,8 +458,6 @@ pub fn run_loop_live(
     };
     let mut sum = StageTimings::default();
     let mut last_seq = 0u64;
-    // The frame and message of an actuator error that left the lock's state unknown.
-    let mut unknown: Option<(u64, String)> = None;
     // Policy time of the last frame handed to the policy.
     let mut last_handled: Option<Instant> = None;
     let frame_time = |seq: u64| match cfg.time {
@@ -459,6 +465,12 @@ pub fn run_loop_live(
         PolicyTime::FrameRate(fps) => t0 + Duration::from_secs_f64(seq as f64 / fps),
     };
     loop {
+        // First, and so after the report of the frame that failed, which is accounted for
+        // like any other.
+        if unknown.is_some() {
+            out.stop = StopReason::LockStateUnknown;
+            break;
+        }
         if stop.load(Ordering::SeqCst) {
             out.stop = StopReason::Signal;
             break;
@@ -536,7 +548,7 @@ pub fn run_loop_live(
                 out.actuator_failures += 1;
                 if let Error::LockStateUnknown(m) = &e {
                     log::error!("{e}; the loop stops opening");
-                    unknown = Some((seq.unwrap_or(last_seq), m.clone()));
+                    unknown = Some((Some(seq.unwrap_or(last_seq)), m.clone()));
                 } else {
                     log::error!("{e}; the lock is treated as locked");
                 }
@@ -600,11 +612,6 @@ pub fn run_loop_live(
         }
         on_frame(&report);
         out.frames += 1;
-        // After the report and the counters, so the frame is accounted for like any other.
-        if unknown.is_some() {
-            out.stop = StopReason::LockStateUnknown;
-            break;
-        }
         if let (true, Decision::Unlock { user, score }) = (opened, &report.decision) {
             out.unlocks.push(UnlockEvent {
                 seq: seq.unwrap_or(last_seq),
@@ -644,6 +651,15 @@ pub fn run_loop_live(
         };
     }
     out
+}
+
+/// The message of an error that left the lock's state unknown, without the `actuator: `
+/// prefix of [`Error::LockStateUnknown`] (any other error of `ensure_locked` is kept whole).
+fn lock_message(e: Error) -> String {
+    match e {
+        Error::LockStateUnknown(m) => m,
+        other => other.to_string(),
+    }
 }
 
 /// What the liveness stage found on one frame.
