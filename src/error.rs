@@ -42,9 +42,16 @@ pub enum Error {
         key: String,
         reason: String,
     },
-    /// The lock actuator (GPIO) failed; the lock is treated as locked.
+    /// The lock actuator (GPIO) failed, but the lock was left LOCKED (or never left it):
+    /// driving OPEN failed and LOCKED was driven again, or the GPIO line could not be opened.
+    /// The lock is treated as locked and the unlock loop goes on.
     #[error("actuator: {0}")]
     Actuator(String),
+    /// Driving the lock LOCKED failed on every retry, so whether the door is locked is
+    /// unknown. Unlike [`Error::Actuator`] this is not "treated as locked": the caller should
+    /// alarm and stop opening.
+    #[error("actuator: {0}")]
+    LockStateUnknown(String),
     /// An error inside candle's tensor code.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),

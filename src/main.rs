@@ -165,7 +165,8 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<out::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             out::err_line(format_args!("{}", error_line(&e)));
-            ExitCode::FAILURE
+            // 1, or a status of its own where a service manager must tell the cause apart.
+            cli::unlock::failure_status(&e)
         }
     }
 }

@@ -1,24 +1,28 @@
 //! The unlock loop's failure rules with a scripted face engine (no models): stage errors
 //! never open and leave the lock locked, a camera that vanishes is reconnected with the lock
-//! locked meanwhile, a source that ends stops the loop, the stop flag stops it, and a store
-//! with a flipped byte refuses to start.
+//! locked meanwhile, a source that ends stops the loop, the stop flag stops it, a store
+//! with a flipped byte refuses to start, a lock that cannot be driven LOCKED stops the loop
+//! after that frame while a failed OPEN (locked again) does not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use embedded_hal_mock::eh1::digital::{Mock, State, Transaction as T};
+use embedded_hal_mock::eh1::MockError;
 use image::RgbImage;
 
 use facegate::camera::{Backoff, Frame, FrameSource, ManualClock, Reconnecting, SourceStats};
 use facegate::detect::Face;
 use facegate::error::{Error, Result};
-use facegate::unlock::actuator::{Lock, LogActuator};
+use facegate::unlock::actuator::{InjectedFailure, Lock, LogActuator};
 use facegate::unlock::app::load_unlock_store;
+use facegate::unlock::audit_outbox::{read_pending, AuditTrail};
+use facegate::unlock::live_store::LiveStore;
 use facegate::unlock::policy::{Decision, Policy, PolicyConfig};
 use facegate::unlock::seal::DeviceKey;
 use facegate::unlock::session::{
-    run_loop, FaceEngine, FrameReport, LoopConfig, PolicyTime, StopReason,
+    run_loop, run_loop_live, FaceEngine, FrameReport, LoopConfig, PolicyTime, StopReason,
 };
 use facegate::unlock::store::TemplateStore;
 
@@ -345,4 +349,207 @@ fn store_with_a_flipped_byte_refuses_to_start() {
         .unwrap_err()
         .to_string();
     assert!(m.contains("no user"), "{m}");
+}
+
+/// `n` tries of an active-high lock's LOCKED level (low) that all fail.
+fn locked_fails(n: usize) -> Vec<T> {
+    vec![T::set(State::Low).with_error(MockError::Io(std::io::ErrorKind::Other)); n]
+}
+
+/// A lock on a mock pin that accepts exactly `script` (after the LOCKED of `Lock::new`).
+fn mock_lock(script: &[T]) -> (Mock, Lock<Mock>) {
+    let mut all = vec![T::set(State::Low)];
+    all.extend_from_slice(script);
+    let pin = Mock::new(&all);
+    let lock = Lock::new(pin.clone(), false, Duration::from_millis(500))
+        .unwrap()
+        .with_sleep(|_| {});
+    (pin, lock)
+}
+
+#[test]
+fn lock_state_unknown_stops_the_loop_after_that_frame() {
+    // Alice on every frame: the third unlocks. OPEN works, then LOCKED fails every retry, and
+    // act's extra try fails as well; the loop's last try before returning works again.
+    let mut script = vec![T::set(State::Low), T::set(State::High)]; // loop start, OPEN
+    script.extend(locked_fails(3)); // the pulse's LOCKED
+    script.extend(locked_fails(3)); // act's ensure_locked
+    script.push(T::set(State::Low)); // the loop's last try
+    script.push(T::set(State::Low)); // drop
+    let (mut pin, mut lock) = mock_lock(&script);
+    let mut source = Script::new(vec![Some(1); 6]);
+    let (out, reports) = run(&mut source, &mut lock, &cfg());
+    drop(lock);
+    pin.done();
+    assert_eq!(out.stop, StopReason::LockStateUnknown);
+    // The failing frame is reported and counted; no later frame is even read.
+    assert_eq!((out.frames, reports.len(), source.next), (3, 3, 3));
+    let r = &reports[2];
+    assert!(matches!(r.decision, Decision::Unlock { .. }), "{r}");
+    assert!(!r.opened && !r.to_string().contains("LOCK OPENED"), "{r}");
+    let e = r
+        .actuator_error
+        .as_deref()
+        .expect("the report names the failure");
+    assert!(
+        e.contains("driving LOCKED failed 3 times") && e.contains("state is unknown"),
+        "{e}"
+    );
+    assert!(r.to_string().contains("ACTUATOR FAILED"), "{r}");
+    assert!(out.unlocks.is_empty());
+    assert_eq!(out.actuator_failures, 1);
+    let f = out.lock_failure.expect("why the loop stopped");
+    assert_eq!(f.seq, Some(2));
+    assert!(
+        f.error.contains("driving LOCKED failed 3 times"),
+        "{}",
+        f.error
+    );
+    assert_eq!(f.last_try, Ok(()));
+}
+
+#[test]
+fn lock_state_unknown_at_start_stops_before_the_first_frame() {
+    let mut script = locked_fails(3); // the loop's first ensure_locked
+    script.push(T::set(State::Low)); // the loop's last try
+    script.push(T::set(State::Low)); // drop
+    let (mut pin, mut lock) = mock_lock(&script);
+    let mut source = Script::new(vec![Some(1); 6]);
+    let (out, reports) = run(&mut source, &mut lock, &cfg());
+    drop(lock);
+    pin.done();
+    assert_eq!(out.stop, StopReason::LockStateUnknown);
+    assert_eq!((out.frames, reports.len(), source.next), (0, 0, 0));
+    let f = out.lock_failure.expect("why the loop stopped");
+    assert_eq!(f.seq, None);
+    assert!(
+        f.error.contains("driving LOCKED failed 3 times"),
+        "{}",
+        f.error
+    );
+    assert_eq!(f.last_try, Ok(()));
+}
+
+#[test]
+fn lock_state_unknown_reports_a_last_try_that_fails_too() {
+    let mut script = vec![T::set(State::Low), T::set(State::High)];
+    script.extend(locked_fails(9)); // the pulse, act's ensure_locked, the loop's last try
+    script.push(T::set(State::Low)); // drop
+    let (mut pin, mut lock) = mock_lock(&script);
+    let (out, _) = run(&mut Script::new(vec![Some(1); 6]), &mut lock, &cfg());
+    drop(lock);
+    pin.done();
+    assert_eq!(out.stop, StopReason::LockStateUnknown);
+    let f = out.lock_failure.expect("why the loop stopped");
+    let last = f.last_try.expect_err("the last try failed");
+    assert!(last.contains("driving LOCKED failed 3 times"), "{last}");
+}
+
+#[test]
+fn failed_open_then_locked_again_carries_on() {
+    // OPEN fails, LOCKED is driven again: the door is locked, so the loop reads every frame.
+    let script = [
+        T::set(State::Low), // loop start
+        T::set(State::High).with_error(MockError::Io(std::io::ErrorKind::Other)), // OPEN
+        T::set(State::Low), // the pulse forces LOCKED
+        T::set(State::Low), // act's ensure_locked
+        T::set(State::Low), // loop end
+        T::set(State::Low), // drop
+    ];
+    let (mut pin, mut lock) = mock_lock(&script);
+    let (out, reports) = run(&mut Script::new(vec![Some(1); 6]), &mut lock, &cfg());
+    drop(lock);
+    pin.done();
+    assert_eq!(out.stop, StopReason::SourceEnded);
+    assert_eq!(out.frames, 6);
+    assert_eq!(out.actuator_failures, 1);
+    assert!(out.lock_failure.is_none());
+    assert!(out.unlocks.is_empty());
+    let e = reports[2].actuator_error.as_deref().expect("reported");
+    assert!(e.contains("driving OPEN failed"), "{e}");
+    assert!(!reports[2].opened);
+    assert!(reports.iter().all(|r| !r.opened));
+}
+
+#[test]
+fn injected_open_failures_are_counted_and_every_unlock_is_tried() {
+    // With a 1 s cooldown, 40 frames of alice at 10 fps make several unlock decisions; each
+    // fails to open, each is counted, and the loop reaches the end of the source.
+    let mut lock = LogActuator::new();
+    lock.set_failure(Some(InjectedFailure::Open));
+    let mut policy = Policy::new(PolicyConfig {
+        threshold: 0.5,
+        cooldown: Duration::from_secs(1),
+        ..PolicyConfig::default()
+    })
+    .unwrap();
+    let mut reports = Vec::new();
+    let never = AtomicBool::new(false);
+    let out = run_loop(
+        &mut Script::new(vec![Some(1); 40]),
+        &Scripted,
+        &store(),
+        &mut policy,
+        &mut lock,
+        &cfg(),
+        &never,
+        &mut |r| reports.push(r.clone()),
+    );
+    let tried: Vec<&FrameReport> = reports.iter().filter(|r| r.decision.is_unlock()).collect();
+    assert!(tried.len() >= 2, "{reports:#?}");
+    assert_eq!(out.stop, StopReason::SourceEnded);
+    assert_eq!(out.frames, 40);
+    assert_eq!(out.actuator_failures, tried.len() as u64);
+    assert!(tried.iter().all(|r| !r.opened
+        && r.actuator_error
+            .as_deref()
+            .is_some_and(|e| e.contains("OPEN"))));
+    assert!(out.lock_failure.is_none() && out.unlocks.is_empty());
+    // Locked at start, after each failure and at the end.
+    assert_eq!(lock.lock_calls(), 2 + tried.len());
+    assert_eq!(lock.pulse_count(), 0);
+}
+
+#[test]
+fn injected_relock_failure_stops_and_keeps_the_frames_audit_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("templates.fgt.audit");
+    let mut audit = AuditTrail::new(&outbox).unwrap();
+    let mut lock = LogActuator::new();
+    lock.set_failure(Some(InjectedFailure::Relock));
+    let mut reports = Vec::new();
+    let never = AtomicBool::new(false);
+    let out = run_loop_live(
+        &mut Script::new(vec![Some(1); 6]),
+        &Scripted,
+        &mut LiveStore::fixed(store()),
+        None,
+        Some(&mut audit),
+        &mut policy(),
+        &mut lock,
+        &cfg(),
+        &never,
+        &mut |r| reports.push(r.clone()),
+    );
+    assert_eq!(out.stop, StopReason::LockStateUnknown);
+    assert_eq!(reports.len(), 3);
+    // Locked at start, act's extra try, the loop's last try.
+    assert_eq!(lock.lock_calls(), 3);
+    assert_eq!(out.lock_failure.expect("stopped").last_try, Ok(()));
+    // The unlock recorded before acting is kept, followed by the failure to carry it out.
+    let events = read_pending(&outbox, 0, 100).unwrap().events;
+    let kinds: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.decision.as_str(), e.person.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("unlock", Some("alice")), ("error", None)],
+        "{events:#?}"
+    );
+    assert!(
+        events[1].reason.contains("the lock state is unknown"),
+        "{}",
+        events[1].reason
+    );
 }

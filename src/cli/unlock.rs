@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use crate::board::{self, BoardProfile};
 use crate::camera::{self, CaptureSettings, FrameSource, ReplayOptions, SourceSpec};
 use crate::cli::out::{logln, outln};
-use crate::unlock::actuator::{Actuator, LogActuator};
+use crate::unlock::actuator::{Actuator, InjectedFailure, LogActuator};
 use crate::unlock::app::{self, Models};
 use crate::unlock::audit_outbox::{self, AuditTrail};
 use crate::unlock::embed_cache::{self, EmbedCache};
@@ -110,6 +110,30 @@ pub struct UnlockArgs {
     /// Engine threads (default: the board profile's).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// For tests (hidden from --help): makes the log-only actuator fail every unlock as a
+    /// lock would whose OPEN fails and is locked again (`open`), or whose LOCKED fails every
+    /// retry after the pulse (`relock`), so the command's reaction can be tested end to end
+    /// (`tests/unlock_lock_failure.rs`). Refused with a GPIO lock: it can never touch a door.
+    #[arg(long, hide = true, value_enum, value_name = "KIND")]
+    pub inject_actuator_failure: Option<ActuatorFailureArg>,
+}
+
+/// The failures `--inject-actuator-failure` makes the log-only actuator simulate.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActuatorFailureArg {
+    /// Driving OPEN fails; LOCKED is driven again (the loop goes on).
+    Open,
+    /// LOCKED fails every retry after the pulse (the loop stops, exit 74).
+    Relock,
+}
+
+impl From<ActuatorFailureArg> for InjectedFailure {
+    fn from(a: ActuatorFailureArg) -> Self {
+        match a {
+            ActuatorFailureArg::Open => InjectedFailure::Open,
+            ActuatorFailureArg::Relock => InjectedFailure::Relock,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -360,18 +384,38 @@ pub fn users(args: &UsersArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn make_actuator(b: &BoardProfile, replay: bool) -> Result<Box<dyn Actuator>> {
-    match (&b.gpio, replay) {
-        (Some(g), false) => open_gpio(g),
+/// The GPIO lock for a live camera on a board with `[gpio]`, else the log-only actuator,
+/// which `inject` (tests only) makes fail; `inject` with the GPIO lock is refused before the
+/// line is opened.
+fn make_actuator(
+    b: &BoardProfile,
+    replay: bool,
+    inject: Option<InjectedFailure>,
+) -> Result<Box<dyn Actuator>> {
+    let mut log = match (&b.gpio, replay) {
+        (Some(g), false) => {
+            if inject.is_some() {
+                bail!(
+                    "--inject-actuator-failure is for tests with the log-only actuator (a replay, \
+                     or a board without [gpio]); this run would drive the GPIO lock"
+                );
+            }
+            return open_gpio(g);
+        }
         (None, _) => {
             log::info!("board has no [gpio]: log-only actuator");
-            Ok(Box::new(LogActuator::printing()))
+            LogActuator::printing()
         }
         (Some(_), true) => {
             log::info!("replay source: log-only actuator (the GPIO lock is not touched)");
-            Ok(Box::new(LogActuator::printing()))
+            LogActuator::printing()
         }
+    };
+    if let Some(f) = inject {
+        log::warn!("log-only actuator: every unlock fails as injected ({f:?})");
     }
+    log.set_failure(inject);
+    Ok(Box::new(log))
 }
 
 #[cfg(all(feature = "gpio", target_os = "linux"))]
@@ -387,6 +431,54 @@ fn open_gpio(g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
 #[cfg(not(all(feature = "gpio", target_os = "linux")))]
 fn open_gpio(_g: &board::GpioConfig) -> Result<Box<dyn Actuator>> {
     bail!("the board has a [gpio] lock but this build has no GPIO support (feature `gpio`)")
+}
+
+/// Exit status of `facegate unlock` when the lock could not be driven LOCKED (every retry
+/// failed, after a pulse or at start-up), so its state is unknown. Distinct from 1 (any other
+/// error), 2 (usage) and 75 (`facegate sync`'s hung round) so that the journal and
+/// `systemctl status` show what happened. The unit's `Restart=on-failure` starts the
+/// process again, and the new process drives LOCKED before its first frame (`Lock::new`),
+/// refusing to start (this status again) if it still cannot. EX_IOERR of sysexits.h: the
+/// lock's output line could not be driven.
+pub const EXIT_LOCK_STATE_UNKNOWN: u8 = 74;
+
+/// The exit status for a command that failed with `e`: [`EXIT_LOCK_STATE_UNKNOWN`] when the
+/// cause is [`crate::error::Error::LockStateUnknown`], else 1.
+pub fn failure_status(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(failure_code(e))
+}
+
+/// [`failure_status`] as a number (`ExitCode` cannot be compared in tests).
+fn failure_code(e: &anyhow::Error) -> u8 {
+    let unknown = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::error::Error>(),
+            Some(crate::error::Error::LockStateUnknown(_))
+        )
+    });
+    if unknown {
+        EXIT_LOCK_STATE_UNKNOWN
+    } else {
+        1
+    }
+}
+
+/// The error `facegate unlock` ends with when the loop stopped on a lock it could not drive
+/// LOCKED: one line saying so, the frame, whether the loop's last try to drive LOCKED worked,
+/// and the actuator's own message as the cause (which [`failure_status`] maps to
+/// [`EXIT_LOCK_STATE_UNKNOWN`]).
+fn lock_state_unknown(f: &session::LockFailure) -> anyhow::Error {
+    let last = match &f.last_try {
+        Ok(()) => "a last try to drive LOCKED before exiting succeeded".to_string(),
+        Err(e) => format!("a last try to drive LOCKED before exiting failed too: {e}"),
+    };
+    let when = match f.seq {
+        Some(s) => format!("after frame {s}"),
+        None => "before its first frame".to_string(),
+    };
+    anyhow::Error::new(crate::error::Error::LockStateUnknown(f.error.clone())).context(format!(
+        "unlock stopped {when}: the lock could not be driven LOCKED and its state is unknown ({last}); exit status {EXIT_LOCK_STATE_UNKNOWN}"
+    ))
 }
 
 /// `facegate unlock`
@@ -445,7 +537,7 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     let mut policy = Policy::resume(policy_cfg.clone(), state.restored())?;
     let spec = source_spec(&args.source, &b)?;
     let replay = !matches!(spec, SourceSpec::V4l2 { .. });
-    let mut actuator = make_actuator(&b, replay)?;
+    let mut actuator = make_actuator(&b, replay, args.inject_actuator_failure.map(Into::into))?;
     let fps = f64::from(b.camera.fps);
     let (mut source, time): (Box<dyn FrameSource>, PolicyTime) = if !replay {
         (
@@ -514,13 +606,14 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     );
     drop(actuator);
     logln!(
-        "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s)",
+        "stopped ({:?}): {} frames, {} unlock(s), {} spoof, {} frozen, {} error(s), {} actuator failure(s)",
         out.stop,
         out.frames,
         out.unlocks.len(),
         out.spoofs,
         out.frozen,
-        out.errors
+        out.errors,
+        out.actuator_failures
     );
     if let (Some(p50), Some(p90)) = (out.latency_quantile_ms(0.5), out.latency_quantile_ms(0.9)) {
         logln!(
@@ -540,6 +633,9 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
     }
     if let Some(w) = &live_warning {
         eprintln!("{w}");
+    }
+    if let Some(f) = &out.lock_failure {
+        return Err(lock_state_unknown(f));
     }
     Ok(match (args.once, out.stop) {
         (true, StopReason::Unlocked) => ExitCode::SUCCESS,
@@ -763,4 +859,40 @@ pub fn threshold(args: &ThresholdArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn only_an_unknown_lock_state_gets_its_own_exit_status() {
+        let f = session::LockFailure {
+            seq: Some(7),
+            error:
+                "gpio pin: driving LOCKED failed 3 times (last error: x); the lock state is unknown"
+                    .into(),
+            last_try: Err("actuator: gpio pin: driving LOCKED failed 3 times".into()),
+        };
+        let e = lock_state_unknown(&f);
+        assert_eq!(failure_code(&e), EXIT_LOCK_STATE_UNKNOWN);
+        let line = format!("{e:#}");
+        assert!(line.contains("after frame 7"), "{line}");
+        assert!(
+            line.contains("could not be driven LOCKED and its state is unknown"),
+            "{line}"
+        );
+        assert!(line.contains("failed too"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        let before = lock_state_unknown(&session::LockFailure { seq: None, ..f });
+        assert!(format!("{before:#}").contains("before its first frame"));
+        // Also when it comes straight from start-up (`Lock::new`) through `?`.
+        let start: anyhow::Error = Error::LockStateUnknown("x".into()).into();
+        assert_eq!(failure_code(&start), EXIT_LOCK_STATE_UNKNOWN);
+        // An OPEN failure, or any other error, is the plain failure status.
+        let open: anyhow::Error = Error::Actuator("driving OPEN failed".into()).into();
+        assert_eq!(failure_code(&open), 1);
+        assert_eq!(failure_code(&anyhow::anyhow!("no store")), 1);
+    }
 }

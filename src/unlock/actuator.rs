@@ -9,8 +9,15 @@
 //!   not sleep) and drives LOCKED again; a guard drives LOCKED even if the wait panics
 //!   (unwinding) or driving OPEN failed;
 //! * driving LOCKED is retried ([`LOCK_RETRIES`] tries); only if every try fails is
-//!   [`Error::Actuator`] returned (the caller should alarm and stop opening);
+//!   [`Error::LockStateUnknown`] returned (the caller should alarm and stop opening);
 //! * dropping a [`Lock`] drives LOCKED.
+//!
+//! The two ways a pulse can fail are two error variants, because they call for opposite
+//! reactions and a caller must not have to read message text to tell them apart:
+//! * [`Error::Actuator`]: driving OPEN failed and LOCKED was driven again. The door is
+//!   locked; carrying on is right.
+//! * [`Error::LockStateUnknown`]: driving LOCKED failed on every try (after the pulse, or
+//!   after a failed OPEN). The door may be stuck open; opening again would make it worse.
 //!
 //! Polarity: with `active_low = false` OPEN is the high level and LOCKED the low level; with
 //! `active_low = true` OPEN is low and LOCKED is high. [`Lock`] applies the polarity itself,
@@ -30,9 +37,12 @@ pub const LOCK_RETRIES: u32 = 3;
 
 /// What the unlock loop needs from a lock.
 pub trait Actuator {
-    /// Opens for `duration`, then locks again. Returns only once locked (or failed).
+    /// Opens for `duration`, then locks again. Returns only once locked (or failed). Errors:
+    /// [`Error::LockStateUnknown`] when LOCKED could not be driven (the door may be open),
+    /// any other error when the lock did not open and is locked.
     fn open_for(&mut self, duration: Duration) -> Result<()>;
-    /// Drives LOCKED now (idempotent); call it at start-up and after any error.
+    /// Drives LOCKED now (idempotent); call it at start-up and after any error. Fails with
+    /// [`Error::LockStateUnknown`].
     fn ensure_locked(&mut self) -> Result<()>;
     /// One line for logs: what this actuator is.
     fn describe(&self) -> String;
@@ -50,8 +60,9 @@ pub struct Lock<P: OutputPin> {
 }
 
 impl<P: OutputPin> Lock<P> {
-    /// Takes the pin and drives it to LOCKED. Fails (after retries) if that is impossible;
-    /// the pin is then dropped after one more round of tries to drive LOCKED.
+    /// Takes the pin and drives it to LOCKED. Fails with [`Error::LockStateUnknown`] (after
+    /// retries) if that is impossible; the pin is then dropped after one more round of tries
+    /// to drive LOCKED.
     pub fn new(pin: P, active_low: bool, open_time: Duration) -> Result<Self> {
         let mut lock = Lock {
             pin,
@@ -81,19 +92,26 @@ impl<P: OutputPin> Lock<P> {
         self.open_time
     }
 
-    /// Drives the OPEN level once.
-    fn drive_open(&mut self) -> Result<()> {
+    /// Drives the OPEN level once; the error is the message, which [`Lock::pulse`] turns
+    /// into an error of the right kind once it knows whether LOCKED could be driven after it.
+    fn drive_open(&mut self) -> std::result::Result<(), String> {
         let r = if self.active_low {
             self.pin.set_low()
         } else {
             self.pin.set_high()
         };
-        r.map_err(|e| Error::Actuator(format!("{}: driving OPEN failed: {e:?}", self.label)))
+        r.map_err(|e| format!("{}: driving OPEN failed: {e:?}", self.label))
     }
 
-    /// Drives the LOCKED level, trying up to [`LOCK_RETRIES`] times. Never sleeps through
-    /// the injected sleep, so it is safe to call while unwinding from a panicking one.
+    /// Drives the LOCKED level, trying up to [`LOCK_RETRIES`] times; if every try fails the
+    /// state of the lock is unknown ([`Error::LockStateUnknown`]).
     fn drive_locked(&mut self) -> Result<()> {
+        self.try_locked().map_err(Error::LockStateUnknown)
+    }
+
+    /// [`Lock::drive_locked`] with the message as the error. Never sleeps through the
+    /// injected sleep, so it is safe to call while unwinding from a panicking one.
+    fn try_locked(&mut self) -> std::result::Result<(), String> {
         let mut last = None;
         for attempt in 0..LOCK_RETRIES {
             let r = if self.active_low {
@@ -109,27 +127,28 @@ impl<P: OutputPin> Lock<P> {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        Err(Error::Actuator(format!(
+        Err(format!(
             "{}: driving LOCKED failed {LOCK_RETRIES} times (last error: {}); the lock state is unknown",
             self.label,
             last.unwrap_or_default()
-        )))
+        ))
     }
 
     /// Opens for `duration`, then locks. On every path — success, error, panic in the wait —
-    /// the pin is driven back to LOCKED before this returns or unwinds.
+    /// the pin is driven back to LOCKED before this returns or unwinds. The error is
+    /// [`Error::LockStateUnknown`] whenever that last LOCKED failed, else [`Error::Actuator`].
     fn pulse(&mut self, duration: Duration) -> Result<()> {
         let mut guard = RelockGuard {
             lock: self,
             armed: true,
         };
-        if let Err(e) = guard.lock.drive_open() {
+        if let Err(open) = guard.lock.drive_open() {
             guard.armed = false;
-            // The pin may be in either state: force LOCKED, and report both failures if
-            // that fails too.
-            return match guard.lock.drive_locked() {
-                Ok(()) => Err(e),
-                Err(relock) => Err(Error::Actuator(format!("{e}; then {relock}"))),
+            // The pin may be in either state: force LOCKED. Only if that worked is the door
+            // known to be locked; otherwise report both failures as an unknown state.
+            return match guard.lock.try_locked() {
+                Ok(()) => Err(Error::Actuator(format!("{open}; LOCKED driven again"))),
+                Err(relock) => Err(Error::LockStateUnknown(format!("{open}; then {relock}"))),
             };
         }
         (guard.lock.sleep)(duration);
@@ -185,12 +204,24 @@ impl<P: OutputPin> Actuator for Lock<P> {
     }
 }
 
+/// A failure [`LogActuator`] can be told to simulate, so tests see how the unlock loop reacts
+/// to each kind of [`Lock`] failure without a pin. It only ever makes the log actuator fail:
+/// nothing here can open a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFailure {
+    /// Driving OPEN fails and LOCKED is driven again: [`Error::Actuator`], the lock is
+    /// locked.
+    Open,
+    /// OPEN is driven but LOCKED then fails every retry: [`Error::LockStateUnknown`].
+    Relock,
+}
+
 /// An actuator that only records: for replays, demos and tests of the unlock loop.
 #[derive(Debug, Default, Clone)]
 pub struct LogActuator {
     pulses: Vec<Duration>,
     lock_calls: usize,
-    fail: bool,
+    fail: Option<InjectedFailure>,
     print: bool,
 }
 
@@ -209,9 +240,17 @@ impl LogActuator {
     }
 
     /// Makes every later [`Actuator::open_for`] fail with [`Error::Actuator`] (nothing is
-    /// recorded then), to test that the loop stays locked on actuator errors.
+    /// recorded then), to test that the loop stays locked on actuator errors. The same as
+    /// `set_failure(fail.then_some(InjectedFailure::Open))`.
     pub fn set_failing(&mut self, fail: bool) {
-        self.fail = fail;
+        self.set_failure(fail.then_some(InjectedFailure::Open));
+    }
+
+    /// Makes every later [`Actuator::open_for`] fail as `failure` says (`None`: succeed
+    /// again); no pulse is recorded for a failed one. [`Actuator::ensure_locked`] keeps
+    /// succeeding, as a lock that answers again would.
+    pub fn set_failure(&mut self, failure: Option<InjectedFailure>) {
+        self.fail = failure;
     }
 
     /// Durations of the pulses so far, in order.
@@ -232,8 +271,23 @@ impl LogActuator {
 
 impl Actuator for LogActuator {
     fn open_for(&mut self, duration: Duration) -> Result<()> {
-        if self.fail {
-            return Err(Error::Actuator("log actuator: injected failure".into()));
+        if let Some(failure) = self.fail {
+            let e = match failure {
+                InjectedFailure::Open => Error::Actuator(
+                    "log actuator: driving OPEN failed (injected failure); LOCKED driven again"
+                        .into(),
+                ),
+                InjectedFailure::Relock => Error::LockStateUnknown(format!(
+                    "log actuator: driving LOCKED failed {LOCK_RETRIES} times (injected failure); the lock state is unknown"
+                )),
+            };
+            if self.print {
+                eprintln!(
+                    "[log actuator] OPEN for {} ms: injected {failure:?} failure",
+                    duration.as_millis()
+                );
+            }
+            return Err(e);
         }
         self.pulses.push(duration);
         if self.print {
@@ -411,6 +465,7 @@ mod tests {
             .unwrap()
             .with_sleep(sleep);
         let e = lock.pulse_open().unwrap_err();
+        // Locked again: the plain actuator error, which the loop may carry on after.
         assert!(
             matches!(e, Error::Actuator(ref m) if m.contains("OPEN")),
             "{e}"
@@ -439,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn relock_failing_every_retry_is_an_actuator_error() {
+    fn relock_failing_every_retry_is_an_unknown_state() {
         let mut pin = Mock::new(&[
             T::set(State::Low),
             T::set(State::High),
@@ -454,9 +509,51 @@ mod tests {
             .with_sleep(sleep);
         let e = lock.pulse_open().unwrap_err();
         assert!(
-            matches!(e, Error::Actuator(ref m) if m.contains("LOCKED failed 3 times")),
+            matches!(e, Error::LockStateUnknown(ref m) if m.contains("LOCKED failed 3 times")),
             "{e}"
         );
+        drop(lock);
+        pin.done();
+    }
+
+    #[test]
+    fn failing_open_then_failing_relock_is_an_unknown_state() {
+        // OPEN fails, so the pin may be at either level; then LOCKED fails every try too.
+        let mut pin = Mock::new(&[
+            T::set(State::Low),
+            T::set(State::High).with_error(io_err()),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low), // drop
+        ]);
+        let mut lock = Lock::new(pin.clone(), false, Duration::from_millis(OPEN_MS))
+            .unwrap()
+            .with_sleep(|_| {});
+        let e = lock.pulse_open().unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::LockStateUnknown(_)), "{m}");
+        assert!(m.contains("driving OPEN failed"), "{m}");
+        assert!(m.contains("the lock state is unknown"), "{m}");
+        assert_eq!(m.matches("actuator: ").count(), 1, "one prefix: {m}");
+        drop(lock);
+        pin.done();
+    }
+
+    #[test]
+    fn ensure_locked_failing_every_retry_is_an_unknown_state() {
+        let mut pin = Mock::new(&[
+            T::set(State::Low),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low).with_error(io_err()),
+            T::set(State::Low), // drop
+        ]);
+        let mut lock = Lock::new(pin.clone(), false, Duration::from_millis(OPEN_MS)).unwrap();
+        assert!(matches!(
+            lock.ensure_locked(),
+            Err(Error::LockStateUnknown(_))
+        ));
         drop(lock);
         pin.done();
     }
@@ -466,7 +563,7 @@ mod tests {
         // 3 tries in `new`, then the dropped half-built lock tries 3 more times.
         let mut pin = Mock::new(&vec![T::set(State::High).with_error(io_err()); 6]);
         let r = Lock::new(pin.clone(), true, Duration::from_millis(OPEN_MS));
-        assert!(matches!(r, Err(Error::Actuator(_))));
+        assert!(matches!(r, Err(Error::LockStateUnknown(_))));
         pin.done();
     }
 
@@ -536,6 +633,16 @@ mod tests {
             Err(Error::Actuator(_))
         ));
         assert_eq!(a.pulse_count(), 2);
+        a.set_failure(Some(InjectedFailure::Relock));
+        assert!(matches!(
+            a.open_for(Duration::from_millis(500)),
+            Err(Error::LockStateUnknown(_))
+        ));
+        assert_eq!(a.pulse_count(), 2);
+        a.ensure_locked().unwrap();
+        a.set_failure(None);
+        a.open_for(Duration::from_millis(500)).unwrap();
+        assert_eq!(a.pulse_count(), 3);
         // Usable as a trait object by the loop.
         let dynamic: &mut dyn Actuator = &mut a;
         assert!(dynamic.describe().contains("log-only"));

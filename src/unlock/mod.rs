@@ -48,7 +48,9 @@ pub fn observe(store: &TemplateStore, embedding: Option<Result<&[f32]>>) -> Obse
 
 /// Carries out `decision`: opens for `open_time` only on [`Decision::Unlock`]. Returns
 /// `Ok(true)` if the lock was pulsed. If the pulse fails, [`Actuator::ensure_locked`] is
-/// tried as well and the pulse's error is returned (the lock is treated as locked).
+/// tried as well and the pulse's error is returned: [`crate::error::Error::Actuator`] when
+/// the lock is locked again (treated as locked), [`crate::error::Error::LockStateUnknown`]
+/// when LOCKED could not be driven (the caller must stop opening).
 pub fn act(actuator: &mut dyn Actuator, decision: &Decision, open_time: Duration) -> Result<bool> {
     if !decision.is_unlock() {
         return Ok(false);
@@ -128,9 +130,19 @@ mod tests {
             user: "alice".into(),
             score: 0.9,
         };
-        assert!(act(&mut lock, &d, Duration::from_secs(1)).is_err());
+        assert!(matches!(
+            act(&mut lock, &d, Duration::from_secs(1)),
+            Err(Error::Actuator(_))
+        ));
         assert_eq!(lock.pulse_count(), 0);
         assert_eq!(lock.lock_calls(), 1);
+        // LOCKED failing after the pulse is handed on as its own kind, after one more try.
+        lock.set_failure(Some(actuator::InjectedFailure::Relock));
+        assert!(matches!(
+            act(&mut lock, &d, Duration::from_secs(1)),
+            Err(Error::LockStateUnknown(_))
+        ));
+        assert_eq!(lock.lock_calls(), 2);
         // Non-unlock decisions never touch the actuator.
         let mut lock = LogActuator::new();
         for d in [

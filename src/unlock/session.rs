@@ -10,6 +10,17 @@
 //!   [`Observation::Error`] → [`Decision::Error`], which never unlocks; the loop goes on;
 //! * the actuator is driven LOCKED at start, after an actuator error and at the end
 //!   (including a stop by SIGTERM/SIGINT, see [`stop_flag`]);
+//! * an actuator error that left the lock locked ([`Error::Actuator`]: driving OPEN failed,
+//!   LOCKED was driven again) is logged, shown on the frame's report and counted
+//!   ([`LoopOutcome::actuator_failures`]), and the loop goes on: the door is locked;
+//! * an actuator error that left the lock's state unknown ([`Error::LockStateUnknown`]:
+//!   driving LOCKED failed every retry) stops the loop after that frame's report, or before
+//!   the first frame when it happens at the start ([`StopReason::LockStateUnknown`],
+//!   [`LoopOutcome::lock_failure`]). The door may be stuck open, and the next matching face
+//!   would only drive OPEN again; an operator (or the service manager, whose restart drives
+//!   LOCKED before any frame) has to see it. The frame's policy state and audit event were
+//!   written before acting, so they are kept; a fleet door's audit also gets the actuator
+//!   error as an event of its own;
 //! * the template store is loaded before the loop by the caller, failing closed on a missing
 //!   or corrupt store; with [`run_loop_live`] it is a [`LiveStore`], reloaded before each
 //!   match when the file changed (a revoked user cannot unlock from the next frame on, and a
@@ -128,8 +139,11 @@ pub struct FrameReport {
     /// the frozen check ran and had something to compare with.
     pub crop_diff: Option<f32>,
     pub timings: StageTimings,
-    /// Whether the lock was pulsed open on this frame.
+    /// Whether the lock was pulsed open (and locked again) on this frame; false when the
+    /// actuator failed.
     pub opened: bool,
+    /// The actuator's error on this frame (`actuator: ...`), when acting on an unlock failed.
+    pub actuator_error: Option<String>,
 }
 
 impl std::fmt::Display for FrameReport {
@@ -178,7 +192,11 @@ impl std::fmt::Display for FrameReport {
             t.match_ms,
             t.live_ms,
             if self.opened { " | LOCK OPENED" } else { "" }
-        )
+        )?;
+        if let Some(e) = &self.actuator_error {
+            write!(f, " | ACTUATOR FAILED: {e}")?;
+        }
+        Ok(())
     }
 }
 
@@ -279,6 +297,22 @@ pub enum StopReason {
     Signal,
     /// `max_frames` reached.
     FrameLimit,
+    /// The lock could not be driven LOCKED (after a pulse, or at the loop's start): its state
+    /// is unknown, so the loop stopped opening (see [`LoopOutcome::lock_failure`]).
+    LockStateUnknown,
+}
+
+/// Why the loop stopped with [`StopReason::LockStateUnknown`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockFailure {
+    /// The frame whose unlock the actuator failed on; `None` when driving LOCKED failed at
+    /// the loop's start, before any frame.
+    pub seq: Option<u64>,
+    /// The message of the [`Error::LockStateUnknown`] (without the `actuator: ` prefix).
+    pub error: String,
+    /// The loop's last [`Actuator::ensure_locked`] before it returned (it may work again):
+    /// `Ok` if LOCKED was driven then, else that error's text.
+    pub last_try: std::result::Result<(), String>,
 }
 
 /// One unlock that happened.
@@ -300,6 +334,10 @@ pub struct LoopOutcome {
     pub unlocks: Vec<UnlockEvent>,
     /// Frames whose decision was [`Decision::Error`].
     pub errors: u64,
+    /// Unlocks the actuator failed to carry out (either kind of actuator error).
+    pub actuator_failures: u64,
+    /// Set when the loop stopped because the lock's state is unknown.
+    pub lock_failure: Option<LockFailure>,
     /// Recognised faces refused by the anti-spoofing network ([`SpoofKind::Spoof`]).
     pub spoofs: u64,
     /// Recognised faces refused as frozen input ([`SpoofKind::Frozen`]).
@@ -381,8 +419,14 @@ pub fn run_loop_live(
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> LoopOutcome {
     let threshold = policy.config().threshold;
+    // The frame (`None`: the start) and message of an actuator error that left the lock's
+    // state unknown; the loop stops once it is set.
+    let mut unknown: Option<(Option<u64>, String)> = None;
+    // A lock that cannot be driven LOCKED before the first frame is as unknown as one that
+    // failed after a pulse: no frame is looked at then.
     if let Err(e) = actuator.ensure_locked() {
-        log::error!("actuator: cannot drive LOCKED at start: {e}");
+        log::error!("actuator: cannot drive LOCKED at start: {e}; the loop stops");
+        unknown = Some((None, lock_message(e)));
     }
     log::info!(
         "unlock loop: source {}, actuator {}, {} user(s), threshold {threshold:.3}, liveness {}",
@@ -402,6 +446,8 @@ pub fn run_loop_live(
         skipped: 0,
         unlocks: Vec::new(),
         errors: 0,
+        actuator_failures: 0,
+        lock_failure: None,
         spoofs: 0,
         frozen: 0,
         face_frames: 0,
@@ -419,6 +465,12 @@ pub fn run_loop_live(
         PolicyTime::FrameRate(fps) => t0 + Duration::from_secs_f64(seq as f64 / fps),
     };
     loop {
+        // First, and so after the report of the frame that failed, which is accounted for
+        // like any other.
+        if unknown.is_some() {
+            out.stop = StopReason::LockStateUnknown;
+            break;
+        }
         if stop.load(Ordering::SeqCst) {
             out.stop = StopReason::Signal;
             break;
@@ -490,11 +542,25 @@ pub fn run_loop_live(
                 }
             }
         }
-        let opened = match act(actuator, &decision, cfg.open_time) {
-            Ok(o) => o,
+        let (opened, actuator_error) = match act(actuator, &decision, cfg.open_time) {
+            Ok(o) => (o, None),
             Err(e) => {
-                log::error!("actuator: {e}; the lock is treated as locked");
-                false
+                out.actuator_failures += 1;
+                if let Error::LockStateUnknown(m) = &e {
+                    log::error!("{e}; the loop stops opening");
+                    unknown = Some((Some(seq.unwrap_or(last_seq)), m.clone()));
+                } else {
+                    log::error!("{e}; the lock is treated as locked");
+                }
+                // The audit already holds this frame's unlock (recorded before acting); a
+                // fleet's centre should also learn that it was not carried out. A failed
+                // append opens nothing, so it is only logged.
+                if let Some(a) = audit.as_deref_mut() {
+                    if let Err(ae) = a.record(&Decision::Error(e.to_string()), judged.live) {
+                        log::error!("{ae}");
+                    }
+                }
+                (false, Some(e.to_string()))
             }
         };
         if matches!(obs, Observation::Face { .. } | Observation::Spoof { .. }) {
@@ -537,6 +603,7 @@ pub fn run_loop_live(
             crop_diff: judged.crop_diff,
             timings: t,
             opened,
+            actuator_error,
         };
         if matches!(report.decision, Decision::Error(_) | Decision::Spoof { .. }) {
             log::warn!("{report}");
@@ -560,8 +627,18 @@ pub fn run_loop_live(
             std::thread::sleep(cfg.error_pause);
         }
     }
-    if let Err(e) = actuator.ensure_locked() {
+    // One more try in every case: after a lock failure it may work now, and the caller
+    // reports whether it did.
+    let last_try = actuator.ensure_locked();
+    if let Err(e) = &last_try {
         log::error!("actuator: cannot drive LOCKED at stop: {e}");
+    }
+    if let Some((seq, error)) = unknown {
+        out.lock_failure = Some(LockFailure {
+            seq,
+            error,
+            last_try: last_try.map_err(|e| e.to_string()),
+        });
     }
     if out.face_frames > 0 {
         let n = out.face_frames as f64;
@@ -574,6 +651,15 @@ pub fn run_loop_live(
         };
     }
     out
+}
+
+/// The message of an error that left the lock's state unknown, without the `actuator: `
+/// prefix of [`Error::LockStateUnknown`] (any other error of `ensure_locked` is kept whole).
+fn lock_message(e: Error) -> String {
+    match e {
+        Error::LockStateUnknown(m) => m,
+        other => other.to_string(),
+    }
 }
 
 /// What the liveness stage found on one frame.
