@@ -836,6 +836,8 @@ threshold = 0.5
                 ))
             );
             assert_eq!(p.matching.threshold, None);
+            // The mean template (README "Models", attempt-level errors).
+            assert_eq!(p.matching.rule, Rule::Mean, "{n}");
             assert!(p.models.detector.is_absolute() && p.store.path.is_absolute());
             p.policy_config(0.5).validate().unwrap();
         }
