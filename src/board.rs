@@ -19,7 +19,8 @@
 //! without it. `liveness.model` is resolved against the root like the other models.
 //!
 //! Tables `[match]` and `[gpio]` are optional: without `[match].threshold_file` the threshold
-//! file beside the recogniser is used (checked against the loaded recogniser); without `[gpio]` the board has no lock wired and the loop must use the
+//! file beside the recogniser is used (checked against the loaded recogniser), without
+//! `[match].rule` the best template decides (the shipped boards say `mean`); without `[gpio]` the board has no lock wired and the loop must use the
 //! log-only actuator (fail closed: nothing can open).
 
 use std::ops::Range;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::unlock::policy::PolicyConfig;
+pub use crate::unlock::rule::Rule;
 
 /// A validated board profile. Relative paths are already resolved against the root.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -240,6 +242,11 @@ pub struct MatchConfig {
     /// loading); default `threshold-<recogniser stem>.json` beside the recogniser.
     #[serde(default)]
     pub threshold_file: Option<PathBuf>,
+    /// How a person's templates score a face: `"best"` (the best template), `"mean"` (the
+    /// mean template) or `"top2"` (see `unlock::rule`). Default `"best"`, which is how the
+    /// store matched before this key existed, so an older profile behaves as it did.
+    #[serde(default)]
+    pub rule: Rule,
 }
 
 /// `[store]`
@@ -771,6 +778,29 @@ threshold = 0.5
     }
 
     #[test]
+    fn match_rule_defaults_to_best_and_unknown_rules_are_refused() {
+        // No `[match]` table, and a table without the key: the best template, as before.
+        assert_eq!(parse(GOOD).unwrap().matching.rule, Rule::Best);
+        let table = |body: &str| format!("{GOOD}\n[match]\n{body}\n");
+        assert_eq!(
+            parse(&table("threshold = 0.55")).unwrap().matching.rule,
+            Rule::Best
+        );
+        for (word, rule) in [
+            ("best", Rule::Best),
+            ("mean", Rule::Mean),
+            ("top2", Rule::Top2),
+        ] {
+            let p = parse(&table(&format!("rule = \"{word}\""))).unwrap();
+            assert_eq!(p.matching.rule, rule, "{word}");
+        }
+        for bad in ["\"max\"", "\"Mean\"", "\"\"", "1"] {
+            let r = refused(&table(&format!("rule = {bad}")), "match.rule");
+            assert!(r.contains("best") || r.contains("string"), "{bad}: {r}");
+        }
+    }
+
+    #[test]
     fn every_shipped_profile_loads() {
         let mut names: Vec<String> = std::fs::read_dir(boards_dir())
             .unwrap()
@@ -806,6 +836,8 @@ threshold = 0.5
                 ))
             );
             assert_eq!(p.matching.threshold, None);
+            // The mean template (README "Models", attempt-level errors).
+            assert_eq!(p.matching.rule, Rule::Mean, "{n}");
             assert!(p.models.detector.is_absolute() && p.store.path.is_absolute());
             p.policy_config(0.5).validate().unwrap();
         }

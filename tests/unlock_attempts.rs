@@ -230,19 +230,21 @@ fn a_genuine_attempt_that_opens_for_another_member_is_a_failure() {
 }
 
 #[test]
-fn the_best_rule_is_what_the_template_store_matches() {
+fn every_rule_is_what_the_template_store_matches_under_it() {
     let (set, accepted) = hand_set();
     let people = enrol(&set, &accepted, 2).unwrap();
-    let table = rule_scores(&set, &people, Rule::Best, 2).unwrap();
     let mut store = TemplateStore::new("m", 5).unwrap();
     for (name, p) in ["A", "B"].iter().zip(&people) {
         store.add_templates(name, p.templates.clone()).unwrap();
     }
-    for (r, v) in hand_rows().iter().enumerate() {
-        let (user, score) = store.best_match(v).unwrap().unwrap();
-        let (m, s) = table.best_in(r, 0..2);
-        assert_eq!(["A", "B"][m], user, "row {r}");
-        assert!((s - score).abs() < 1e-6, "row {r}: {s} vs {score}");
+    for rule in Rule::ALL {
+        let table = rule_scores(&set, &people, rule, 2).unwrap();
+        for (r, v) in hand_rows().iter().enumerate() {
+            let (user, score) = store.best_match(v, rule).unwrap().unwrap();
+            let (m, s) = table.best_in(r, 0..2);
+            assert_eq!(["A", "B"][m], user, "{rule} row {r}");
+            assert!((s - score).abs() < 1e-6, "{rule} row {r}: {s} vs {score}");
+        }
     }
 }
 

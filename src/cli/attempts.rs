@@ -44,8 +44,8 @@ pub struct AttemptsArgs {
     /// People per gallery (G): one template store each.
     #[arg(long, default_value_t = 10)]
     pub gallery: usize,
-    /// Match rule: best (best template, what the store does), mean (mean template), top2
-    /// (mean of the two best templates); a comma-separated list runs each.
+    /// Match rule: best (best template), mean (mean template), top2 (mean of the two best
+    /// templates); a comma-separated list runs each (default: the board's `[match].rule`).
     #[arg(long, value_delimiter = ',')]
     pub rule: Vec<Rule>,
     /// Matching frames needed (K; default: the board's).
@@ -111,6 +111,7 @@ const GOAL_FAR_BOUND: f64 = 1e-4;
 fn configurations(
     args: &AttemptsArgs,
     e: usize,
+    rule: Rule,
     k: usize,
     n: usize,
 ) -> Vec<(usize, Rule, usize, usize)> {
@@ -131,7 +132,7 @@ fn configurations(
         args.enrol.clone()
     };
     let rules = if args.rule.is_empty() {
-        vec![Rule::Best]
+        vec![rule]
     } else {
         args.rule.clone()
     };
@@ -172,6 +173,7 @@ pub fn attempts(args: &AttemptsArgs) -> Result<ExitCode> {
     let configs = configurations(
         args,
         b.enroll.frames as usize,
+        b.matching.rule,
         board_policy.k,
         board_policy.n,
     );

@@ -569,14 +569,16 @@ pub fn unlock(args: &UnlockArgs) -> Result<ExitCode> {
         time,
         min_interval: LoopConfig::interval_for(&policy_cfg),
         liveness: live_gate,
+        rule: b.matching.rule,
         ..LoopConfig::default()
     };
     let stop = session::stop_flag()?;
     logln!(
-        "unlock: {} user(s) in {}, threshold {:.3}, {} of {} frames within {:?}, liveness {}, frozen floor {:.2}, source {spec}, {}",
+        "unlock: {} user(s) in {}, threshold {:.3} on the {} template(s), {} of {} frames within {:?}, liveness {}, frozen floor {:.2}, source {spec}, {}",
         store.current().map_or(0, |s| s.user_count()),
         store_path.display(),
         policy_cfg.threshold,
+        b.matching.rule,
         policy_cfg.k,
         policy_cfg.n,
         policy_cfg.window,

@@ -21,7 +21,8 @@
 //!   photos with a face, enrolled in another gallery or not), against that gallery; an unlock
 //!   for any member is an impostor unlock. Labels known to be one person under two names
 //!   ([`PhotoSet::set_same_person`]; LFW has several) can be kept from counting as impostors.
-//! * **A frame**: each member's score under the match rule ([`Rule`]); the best member and
+//! * **A frame**: each member's score under the match rule ([`Rule`], the store's own
+//!   [`crate::unlock::rule`]); the best member and
 //!   its score become the [`Observation`] the loop builds from a store, and
 //!   [`Policy::observe`] decides.
 //!
@@ -48,69 +49,9 @@ use crate::unlock::policy::{Decision, Observation, Policy, PolicyConfig};
 use crate::unlock::session::{assess_frame, QualityGates, Rejection};
 use crate::unlock::threshold::{embed_all, LabelledImage};
 
-/// How a person's E templates score a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Rule {
-    /// The best template's cosine: what the template store does now.
-    Best,
-    /// The cosine with the mean of the templates, L2-normalised (so the threshold, a cosine
-    /// between unit vectors, means the same as for a single template).
-    Mean,
-    /// The mean of the two best templates' cosines (the best one when E = 1).
-    Top2,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 3] = [Rule::Best, Rule::Mean, Rule::Top2];
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Rule::Best => "best",
-            Rule::Mean => "mean",
-            Rule::Top2 => "top2",
-        })
-    }
-}
-
-impl std::str::FromStr for Rule {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "best" => Ok(Rule::Best),
-            "mean" => Ok(Rule::Mean),
-            "top2" => Ok(Rule::Top2),
-            _ => Err(format!("match rule {s:?}: best, mean or top2")),
-        }
-    }
-}
-
-/// A person's score under `rule` from the cosines with each of their templates. `mean_norm`
-/// is the length of the mean of the (unit) templates: the cosine with the normalised mean is
-/// the mean cosine divided by it, so all three rules come from the same matrix product.
-pub fn rule_score(rule: Rule, cosines: &[f32], mean_norm: f32) -> f32 {
-    match rule {
-        Rule::Best => cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-        Rule::Mean => cosines.iter().sum::<f32>() / cosines.len() as f32 / mean_norm,
-        Rule::Top2 => {
-            let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-            for &c in cosines {
-                if c > a {
-                    (a, b) = (c, a);
-                } else if c > b {
-                    b = c;
-                }
-            }
-            if cosines.len() < 2 {
-                a
-            } else {
-                (a + b) / 2.0
-            }
-        }
-    }
-}
+// The rule lives beside the store that matches with it; re-exported so `attempts`' users
+// keep one import.
+pub use crate::unlock::rule::{rule_score, Rule};
 
 /// The embedded photos: one unit row per photo with a face, its identity and the identities'
 /// names. Rows of one identity are contiguous (photos are listed folder by folder).
@@ -323,7 +264,7 @@ pub fn rule_scores(
             return Err(Error::Msg("attempts: a person without templates".into()));
         }
         spans.push(start..start + e);
-        mean_norms.push(mean.iter().map(|v| v * v).sum::<f32>().sqrt() / e as f32);
+        mean_norms.push(crate::unlock::rule::mean_norm(&mean, e));
     }
     let cols = flat.len() / dim;
     let n = set.len();
@@ -786,23 +727,6 @@ fn gate_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rules_by_hand() {
-        let s = [0.2, 0.8, 0.5];
-        assert_eq!(rule_score(Rule::Best, &s, 1.0), 0.8);
-        assert!((rule_score(Rule::Top2, &s, 1.0) - 0.65).abs() < 1e-6);
-        // mean cosine 0.5, mean template of length 0.5 -> cosine with its unit vector 1.0
-        assert!((rule_score(Rule::Mean, &s, 0.5) - 1.0).abs() < 1e-6);
-        // One template: every rule is that template's cosine.
-        for r in Rule::ALL {
-            assert_eq!(rule_score(r, &[0.3], 1.0), 0.3, "{r}");
-        }
-        // Top-2 with the best twice.
-        assert_eq!(rule_score(Rule::Top2, &[0.7, 0.1, 0.7], 1.0), 0.7);
-        assert_eq!("top2".parse::<Rule>().unwrap(), Rule::Top2);
-        assert!("max".parse::<Rule>().is_err());
-    }
 
     #[test]
     fn clopper_pearson_upper_bounds() {

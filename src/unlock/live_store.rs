@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(
             live.current()
                 .unwrap()
-                .best_match(&e(1))
+                .best_match(&e(1), crate::unlock::rule::Rule::Best)
                 .unwrap()
                 .unwrap()
                 .0,
@@ -235,7 +235,12 @@ mod tests {
         s.remove_user("bob").unwrap();
         s.set_generation(2);
         s.save(&path, &k).unwrap();
-        let best = live.current().unwrap().best_match(&e(1)).unwrap().unwrap();
+        let best = live
+            .current()
+            .unwrap()
+            .best_match(&e(1), crate::unlock::rule::Rule::Best)
+            .unwrap()
+            .unwrap();
         assert_eq!(best, ("alice", 0.0));
         assert_eq!(live.reloads(), 1);
         // An older copy put back: refused.

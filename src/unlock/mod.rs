@@ -16,6 +16,7 @@ pub mod frozen;
 pub mod live_store;
 pub mod policy;
 pub mod policy_state;
+pub mod rule;
 pub mod seal;
 pub mod securefs;
 pub mod session;
@@ -29,15 +30,21 @@ use std::time::Duration;
 use crate::error::Result;
 use actuator::Actuator;
 use policy::{Decision, Observation};
+use rule::Rule;
 use store::TemplateStore;
 
-/// Builds the policy's observation for one frame from the frame's embedding: `None` means no
-/// face was found; `Some(Err(..))` means a stage failed (its message is carried on).
-pub fn observe(store: &TemplateStore, embedding: Option<Result<&[f32]>>) -> Observation {
+/// Builds the policy's observation for one frame from the frame's embedding, matched under
+/// the board's `rule`: `None` means no face was found; `Some(Err(..))` means a stage failed
+/// (its message is carried on).
+pub fn observe(
+    store: &TemplateStore,
+    rule: Rule,
+    embedding: Option<Result<&[f32]>>,
+) -> Observation {
     match embedding {
         None => Observation::NoFace,
         Some(Err(e)) => Observation::Error(e.to_string()),
-        Some(Ok(q)) => match store.best_match(q) {
+        Some(Ok(q)) => match store.best_match(q, rule) {
             Ok(best) => Observation::Face {
                 best: best.map(|(u, s)| (u.to_string(), s)),
             },
@@ -103,7 +110,7 @@ mod tests {
         let mut decisions = Vec::new();
         for (i, f) in frames.into_iter().enumerate() {
             let d = policy.observe(
-                &observe(&store, f),
+                &observe(&store, Rule::Best, f),
                 t0 + Duration::from_millis(100 * i as u64),
             );
             act(&mut lock, &d, open).unwrap();
@@ -118,8 +125,10 @@ mod tests {
     fn wrong_dimension_embedding_is_an_error_decision_not_a_match() {
         let mut store = TemplateStore::new("m", 4).unwrap();
         store.add_templates("alice", vec![unit(0)]).unwrap();
-        let obs = observe(&store, Some(Ok(&[1.0, 0.0])));
-        assert!(matches!(obs, Observation::Error(_)));
+        for rule in Rule::ALL {
+            let obs = observe(&store, rule, Some(Ok(&[1.0, 0.0])));
+            assert!(matches!(obs, Observation::Error(_)), "{rule}");
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ use crate::unlock::frozen::FrozenCheck;
 use crate::unlock::live_store::LiveStore;
 use crate::unlock::policy::{Decision, Observation, Policy, SpoofKind};
 use crate::unlock::policy_state::StateFile;
+use crate::unlock::rule::Rule;
 use crate::unlock::store::TemplateStore;
 use crate::unlock::{act, observe};
 
@@ -262,6 +263,9 @@ pub struct LoopConfig {
     /// CLI and the demo take it from the board's `[liveness]` table, which every board must
     /// have.
     pub liveness: LiveGate,
+    /// How a person's templates score a face (the board's `[match].rule`; default
+    /// [`Rule::Best`], the store's rule before boards could choose).
+    pub rule: Rule,
 }
 
 impl LoopConfig {
@@ -282,6 +286,7 @@ impl Default for LoopConfig {
             error_pause: Duration::from_millis(20),
             min_interval: Duration::ZERO,
             liveness: LiveGate::OFF,
+            rule: Rule::Best,
         }
     }
 }
@@ -515,6 +520,7 @@ pub fn run_loop_live(
                     store,
                     &frame.rgb,
                     threshold,
+                    cfg.rule,
                     &cfg.liveness,
                     &mut frozen,
                     &mut judged,
@@ -679,6 +685,7 @@ fn process_frame(
     store: &mut LiveStore,
     rgb: &RgbImage,
     match_threshold: f32,
+    rule: Rule,
     gate: &LiveGate,
     frozen: &mut FrozenCheck,
     judged: &mut Judged,
@@ -710,7 +717,7 @@ fn process_frame(
     let start = Instant::now();
     // The store as of this very frame: a change since the last frame is reloaded first.
     let obs = match store.current() {
-        Ok(store) => observe(store, Some(Ok(&emb))),
+        Ok(store) => observe(store, rule, Some(Ok(&emb))),
         Err(e) => Observation::Error(format!("store: {e}")),
     };
     t.match_ms = ms(start.elapsed());

@@ -50,6 +50,7 @@ use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::unlock::rule::{self, Rule, Scorer};
 use crate::unlock::seal::DeviceKey;
 use crate::unlock::securefs;
 pub use crate::unlock::securefs::SaveStage;
@@ -76,10 +77,32 @@ pub const NORM_TOLERANCE: f32 = 1e-3;
 pub struct TemplateStore {
     model_id: String,
     dim: usize,
-    /// User name → templates, flattened (`count × dim` floats) so matching walks memory once.
-    users: BTreeMap<String, Vec<f32>>,
+    /// User name → templates (and their mean's length, for [`Rule::Mean`]).
+    users: BTreeMap<String, User>,
     /// Write counter of the file this was loaded from (0 for a new store); see the module doc.
     generation: u64,
+}
+
+/// One user's templates.
+#[derive(Debug, Clone, PartialEq)]
+struct User {
+    /// Flattened (`count × dim` floats) so matching walks memory once.
+    flat: Vec<f32>,
+    /// The length of the mean of the templates ([`rule::mean_norm`]), kept with them because
+    /// the loop would otherwise need a `dim`-float buffer per frame to compute it. Derived
+    /// from `flat` by [`User::new`], the only way a user is made, so it is never stale.
+    mean_norm: f32,
+}
+
+impl User {
+    fn new(flat: Vec<f32>, dim: usize) -> Self {
+        let mut sum = vec![0.0f32; dim];
+        for t in flat.chunks_exact(dim) {
+            sum.iter_mut().zip(t).for_each(|(s, v)| *s += v);
+        }
+        let mean_norm = rule::mean_norm(&sum, flat.len() / dim);
+        User { flat, mean_norm }
+    }
 }
 
 /// Equal content (model, dimension, users and templates); the generation is not content.
@@ -232,12 +255,12 @@ impl TemplateStore {
     pub fn users(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
         self.users
             .iter()
-            .map(move |(name, flat)| (name.as_str(), flat.len() / self.dim))
+            .map(move |(name, u)| (name.as_str(), u.flat.len() / self.dim))
     }
 
     /// The templates of `user`, in the order they were added (`None` for no such user).
     pub fn templates(&self, user: &str) -> Option<std::slice::ChunksExact<'_, f32>> {
-        self.users.get(user).map(|flat| flat.chunks_exact(self.dim))
+        self.users.get(user).map(|u| u.flat.chunks_exact(self.dim))
     }
 
     /// Adds templates to `user` (creating the user). Every template is validated first; on
@@ -250,18 +273,20 @@ impl TemplateStore {
         for (i, t) in templates.iter().enumerate() {
             validate_embedding(t, self.dim, &format!("user {user:?} template {i}"))?;
         }
-        let existing = self.users.get(user).map_or(0, |f| f.len() / self.dim);
+        let existing = self.users.get(user).map_or(0, |u| u.flat.len() / self.dim);
         if existing + templates.len() > MAX_TEMPLATES_PER_USER {
             return Err(Error::Msg(format!(
                 "user {user:?}: {existing} + {} templates exceeds the limit of {MAX_TEMPLATES_PER_USER}",
                 templates.len()
             )));
         }
-        let flat = self.users.entry(user.to_string()).or_default();
+        let mut flat = self.users.remove(user).map(|u| u.flat).unwrap_or_default();
         flat.reserve(templates.len() * self.dim);
         for t in templates {
             flat.extend_from_slice(&t);
         }
+        self.users
+            .insert(user.to_string(), User::new(flat, self.dim));
         Ok(())
     }
 
@@ -271,20 +296,25 @@ impl TemplateStore {
         Ok(self.users.remove(name).is_some())
     }
 
-    /// The user whose template has the highest cosine similarity with `query`, and that score
-    /// (templates and query are L2-normalised, so cosine = dot product). `Ok(None)` when no
-    /// user is enrolled. Errors on a query of the wrong dimension, non-finite or not
-    /// normalised — an un-normalised query could score above any threshold, so it is refused
-    /// rather than matched. Ties go to the first name in order. Allocates nothing.
-    pub fn best_match(&self, query: &[f32]) -> Result<Option<(&str, f32)>> {
+    /// The user who scores highest against `query` under `rule`, and that score: each user's
+    /// score is [`rule::rule_score`] of the cosines of `query` with their templates (templates
+    /// and query are L2-normalised, so cosine = dot product). `Ok(None)` when no user is
+    /// enrolled. Errors on a query of the wrong dimension, non-finite or not normalised — an
+    /// un-normalised query could score above any threshold, so it is refused rather than
+    /// matched. Ties go to the first name in order. Allocates nothing (the cosines are fed to
+    /// a [`Scorer`] one by one, and the means' lengths were computed when the users were
+    /// added or loaded).
+    pub fn best_match(&self, query: &[f32], rule: Rule) -> Result<Option<(&str, f32)>> {
         validate_embedding(query, self.dim, "query embedding")?;
         let mut best: Option<(&str, f32)> = None;
-        for (name, flat) in &self.users {
-            for t in flat.chunks_exact(self.dim) {
-                let s: f32 = t.iter().zip(query).map(|(a, b)| a * b).sum();
-                if best.is_none_or(|(_, b)| s > b) {
-                    best = Some((name.as_str(), s));
-                }
+        for (name, u) in &self.users {
+            let mut scorer = Scorer::new(rule);
+            for t in u.flat.chunks_exact(self.dim) {
+                scorer.push(t.iter().zip(query).map(|(a, b)| a * b).sum());
+            }
+            let s = scorer.finish(u.mean_norm);
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((name.as_str(), s));
             }
         }
         Ok(best)
@@ -320,11 +350,11 @@ impl TemplateStore {
         p.extend_from_slice(&(self.model_id.len() as u16).to_le_bytes());
         p.extend_from_slice(self.model_id.as_bytes());
         p.extend_from_slice(&(self.users.len() as u32).to_le_bytes());
-        for (name, flat) in &self.users {
+        for (name, u) in &self.users {
             p.extend_from_slice(&(name.len() as u16).to_le_bytes());
             p.extend_from_slice(name.as_bytes());
-            p.extend_from_slice(&((flat.len() / self.dim) as u32).to_le_bytes());
-            for x in flat {
+            p.extend_from_slice(&((u.flat.len() / self.dim) as u32).to_le_bytes());
+            for x in &u.flat {
                 p.extend_from_slice(&x.to_le_bytes());
             }
         }
@@ -377,7 +407,7 @@ impl TemplateStore {
                 validate_embedding(t, dim, &format!("user {name:?} template {i}"))
                     .map_err(|e| e.to_string())?;
             }
-            if users.insert(name.clone(), flat).is_some() {
+            if users.insert(name.clone(), User::new(flat, dim)).is_some() {
                 return Err(format!("user {name:?} appears twice"));
             }
         }
@@ -562,30 +592,146 @@ mod tests {
     fn best_match_is_max_cosine_over_all_templates() {
         let s = sample();
         // Query e(0): alice 1.0 (template e0), bob 0.6 -> alice, 1.0.
-        assert_eq!(s.best_match(&e(0)).unwrap(), Some(("alice", 1.0)));
+        assert_eq!(
+            s.best_match(&e(0), Rule::Best).unwrap(),
+            Some(("alice", 1.0))
+        );
         // Query (0.8, 0.6, 0, 0): alice max(0.8, 0.6) = 0.8; bob 0.48 + 0.48 = 0.96 -> bob.
-        let (u, sc) = s.best_match(&[0.8, 0.6, 0.0, 0.0]).unwrap().unwrap();
+        let (u, sc) = s
+            .best_match(&[0.8, 0.6, 0.0, 0.0], Rule::Best)
+            .unwrap()
+            .unwrap();
         assert_eq!(u, "bob");
         assert!((sc - 0.96).abs() < 1e-6, "{sc}");
         // Query e(2): all scores 0 -> tie, first name in order.
-        assert_eq!(s.best_match(&e(2)).unwrap(), Some(("alice", 0.0)));
+        assert_eq!(
+            s.best_match(&e(2), Rule::Best).unwrap(),
+            Some(("alice", 0.0))
+        );
         // Query -e(0): alice max(-1, 0) = 0; bob -0.6 -> alice 0.
         let q: Vec<f32> = e(0).iter().map(|x| -x).collect();
-        assert_eq!(s.best_match(&q).unwrap(), Some(("alice", 0.0)));
+        assert_eq!(s.best_match(&q, Rule::Best).unwrap(), Some(("alice", 0.0)));
+    }
+
+    #[test]
+    fn each_rule_picks_by_its_own_score() {
+        // alice: e0, e1 (mean (0.5, 0.5, 0, 0), of length √0.5); bob: (0.6, 0.8, 0, 0) alone.
+        let s = sample();
+        let close = |got: Option<(&str, f32)>, user: &str, score: f32| {
+            let (u, sc) = got.unwrap();
+            assert_eq!(u, user, "{sc}");
+            assert!((sc - score).abs() < 1e-6, "{user}: {sc} vs {score}");
+        };
+        // Query (0.8, 0.6, 0, 0): cosines alice 0.8 and 0.6, bob 0.96.
+        let q = [0.8, 0.6, 0.0, 0.0];
+        // best: alice 0.8 < bob 0.96.
+        close(s.best_match(&q, Rule::Best).unwrap(), "bob", 0.96);
+        // mean: alice (0.8 + 0.6) / 2 / √0.5 = 0.7·√2 = 0.989949 > bob 0.96.
+        close(s.best_match(&q, Rule::Mean).unwrap(), "alice", 0.989_949_5);
+        // top2: alice (0.8 + 0.6) / 2 = 0.7 < bob 0.96 (one template: its cosine).
+        close(s.best_match(&q, Rule::Top2).unwrap(), "bob", 0.96);
+        // Query e0: cosines alice 1 and 0, bob 0.6.
+        let q = e(0);
+        close(s.best_match(&q, Rule::Best).unwrap(), "alice", 1.0);
+        // mean: 0.5 / √0.5 = √0.5 = 0.707107 > 0.6.
+        close(
+            s.best_match(&q, Rule::Mean).unwrap(),
+            "alice",
+            std::f32::consts::FRAC_1_SQRT_2,
+        );
+        // top2: 0.5 < 0.6.
+        close(s.best_match(&q, Rule::Top2).unwrap(), "bob", 0.6);
+    }
+
+    #[test]
+    fn a_one_template_user_scores_that_cosine_under_every_rule() {
+        let mut s = TemplateStore::new("m", 4).unwrap();
+        s.add_templates("bob", vec![vec![0.6, 0.8, 0.0, 0.0]])
+            .unwrap();
+        for rule in Rule::ALL {
+            let (u, sc) = s.best_match(&[0.8, 0.6, 0.0, 0.0], rule).unwrap().unwrap();
+            assert_eq!(u, "bob");
+            assert!((sc - 0.96).abs() < 1e-6, "{rule}: {sc}");
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_first_name_under_every_rule() {
+        // amy and zed hold the same templates, zed added first: amy still wins every tie.
+        let mut s = TemplateStore::new("m", 4).unwrap();
+        s.add_templates("zed", vec![e(0), e(1)]).unwrap();
+        s.add_templates("amy", vec![e(1), e(0)]).unwrap();
+        for rule in Rule::ALL {
+            for q in [e(0), e(2), vec![0.8, 0.6, 0.0, 0.0]] {
+                let (u, _) = s.best_match(&q, rule).unwrap().unwrap();
+                assert_eq!(u, "amy", "{rule} {q:?}");
+            }
+        }
+        // A lower score never wins by coming first: amy (e2 only) 0 < zed.
+        let mut s = TemplateStore::new("m", 4).unwrap();
+        s.add_templates("amy", vec![e(2)]).unwrap();
+        s.add_templates("zed", vec![e(0), e(1)]).unwrap();
+        for rule in Rule::ALL {
+            assert_eq!(
+                s.best_match(&e(0), rule).unwrap().unwrap().0,
+                "zed",
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_mean_is_of_all_templates_however_they_were_added_and_survives_a_reload() {
+        // alice enrolled twice, one template each time: the mean is of both (a stale length
+        // of the first template alone, 1, would give (0.8 + 0.6) / 2 = 0.7).
+        let mut s = TemplateStore::new("sha256:abc", 4).unwrap();
+        s.add_templates("alice", vec![e(0)]).unwrap();
+        s.add_templates("alice", vec![e(1)]).unwrap();
+        let q = [0.8, 0.6, 0.0, 0.0];
+        let (_, sc) = s.best_match(&q, Rule::Mean).unwrap().unwrap();
+        assert!((sc - 0.989_949_5).abs() < 1e-6, "{sc}");
+        // The length is not in the file: the loaded store computes it again.
+        let d = TempDir::new("mean");
+        let path = d.0.join("t.fgt");
+        let k = key();
+        s.save(&path, &k).unwrap();
+        let loaded = TemplateStore::load(&path, &k).unwrap();
+        assert_eq!(loaded, s);
+        let (_, sc) = loaded.best_match(&q, Rule::Mean).unwrap().unwrap();
+        assert!((sc - 0.989_949_5).abs() < 1e-6, "{sc}");
+    }
+
+    #[test]
+    fn templates_that_cancel_out_never_match_under_mean() {
+        // e0 and -e0: the mean has no direction. Under mean that user scores -1 and bob,
+        // the only other user, wins; under best the user still matches e0 exactly.
+        let mut s = TemplateStore::new("m", 4).unwrap();
+        s.add_templates("alice", vec![e(0), e(0).iter().map(|x| -x).collect()])
+            .unwrap();
+        s.add_templates("bob", vec![vec![0.6, 0.8, 0.0, 0.0]])
+            .unwrap();
+        let (u, sc) = s.best_match(&e(0), Rule::Mean).unwrap().unwrap();
+        assert!(u == "bob" && (sc - 0.6).abs() < 1e-6, "{u} {sc}");
+        assert_eq!(
+            s.best_match(&e(0), Rule::Best).unwrap(),
+            Some(("alice", 1.0))
+        );
     }
 
     #[test]
     fn best_match_on_empty_store_is_none_and_bad_queries_error() {
         let s = TemplateStore::new("m", 4).unwrap();
-        assert_eq!(s.best_match(&e(1)).unwrap(), None);
-        let s = sample();
-        assert!(matches!(
-            s.best_match(&[1.0, 0.0]),
-            Err(Error::Shape { .. })
-        ));
-        assert!(s.best_match(&[f32::NAN, 0.0, 0.0, 0.0]).is_err());
-        // Norm 10: would score 10 against alice if it were accepted.
-        assert!(s.best_match(&[10.0, 0.0, 0.0, 0.0]).is_err());
+        let full = sample();
+        for rule in Rule::ALL {
+            assert_eq!(s.best_match(&e(1), rule).unwrap(), None);
+            assert!(matches!(
+                full.best_match(&[1.0, 0.0], rule),
+                Err(Error::Shape { .. })
+            ));
+            assert!(full.best_match(&[f32::NAN, 0.0, 0.0, 0.0], rule).is_err());
+            // Norm 10: would score 10 against alice if it were accepted.
+            assert!(full.best_match(&[10.0, 0.0, 0.0, 0.0], rule).is_err());
+        }
     }
 
     #[test]
