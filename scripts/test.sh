@@ -71,6 +71,8 @@ aarch64)
         webcam_replay_never_unlocks_for_any_example_person
         hamilton_unlocks_with_liveness_on
         spoof_photos_enrolled_from_themselves_stay_locked_by_liveness_alone
+        unknown_lock_state_stops_unlock_with_its_own_status
+        failed_open_keeps_unlock_running_to_the_end_of_the_clip
         # the fleet end to end (desk enrolment, door sync, a dozen replays through the binary):
         # the loop's logic again, minutes here; fleet_db (TLS with ring, RLS) runs here
         enrolled_at_the_desk_unlocks_at_a_granted_door_only_until_revoked
