@@ -14,24 +14,11 @@ use std::process::Output;
 
 use facegate::cli::unlock::EXIT_LOCK_STATE_UNKNOWN;
 
+/// `facegate ARGS`, logged with the frames that unlocked.
 fn facegate(args: &[&str]) -> Output {
-    let out = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ facegate {}\n-> {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with("frame ") || l.contains("UNLOCK"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_logged(env!("CARGO_BIN_EXE_facegate"), args, |l| {
+        l.contains("UNLOCK")
+    })
 }
 
 fn enrol_lin(board: &Path, store: &Path) {

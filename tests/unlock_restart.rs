@@ -25,24 +25,9 @@ fn board(dir: &Path) -> PathBuf {
     common::board_with_test_models(dir, "x86-dev")
 }
 
+/// `facegate ARGS`, logged without its frame lines.
 fn facegate(args: &[&str]) -> Output {
-    let out = common::bin_command(env!("CARGO_BIN_EXE_facegate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ facegate {}\n-> {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with("frame "))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_logged(env!("CARGO_BIN_EXE_facegate"), args, |_| false)
 }
 
 fn stdout(o: &Output) -> String {

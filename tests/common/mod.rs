@@ -98,6 +98,33 @@ pub fn bin_command(binary: &str) -> std::process::Command {
     }
 }
 
+/// Runs `binary ARGS` (through [`bin_command`], with `RUST_LOG=warn`) and prints the command,
+/// its status, its stdout without the per-frame lines `show_frame` rejects, and its stderr:
+/// what a failing test's log needs, without thousands of frame lines.
+pub fn run_logged(
+    binary: &str,
+    args: &[&str],
+    show_frame: impl Fn(&str) -> bool,
+) -> std::process::Output {
+    let out = bin_command(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ facegate {}\n-> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("frame ") || show_frame(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The int8 model of `../shared/models/onnx/<name>.onnx` as the demo and the boards use it:
 /// `models/<name>_int8.safetensors`, converted by the same function as `facegate demo`
 /// (calibrated on `faces/celeba_wild/calibration.txt`; crop models find their faces with
